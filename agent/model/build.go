@@ -1,0 +1,546 @@
+package model
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+)
+
+// Well-known labels.
+const (
+	LabelServiceProxyName = "service.kubernetes.io/service-proxy-name"
+	LabelZone             = "topology.kubernetes.io/zone"
+)
+
+// MaxPortsPerService caps how many ports of one Service the model renders.
+// The API does not bound the list; a runaway object must not blow up every
+// node's rule set.
+const MaxPortsPerService = 1000
+
+// Input is everything the model needs for one node.
+type Input struct {
+	Config         Config
+	Node           *corev1.Node
+	Services       []*corev1.Service
+	EndpointSlices []*discoveryv1.EndpointSlice
+	Policies       []Policy
+}
+
+// builder carries per-build scratch state.
+type builder struct {
+	cfg       Config
+	family    Family
+	zone      string
+	nodeIPs   []netip.Addr
+	npAddrs   []netip.Addr // NodePort addresses
+	localhost bool         // add a 127.0.0.1 NodePort frontend
+	problems  []Problem
+	slices    map[ServiceRef][]*discoveryv1.EndpointSlice
+	policies  []Policy // valid, sorted oldest first
+	// hints of the endpoints of the service port being built
+	hints map[Endpoint]*discoveryv1.EndpointHints
+}
+
+// Build computes the desired State of one node. It never panics on
+// malformed input: the offending piece is skipped and reported in
+// State.Problems.
+func Build(in Input) *State {
+	b := &builder{cfg: in.Config, family: in.Config.Family}
+	if b.family == "" {
+		b.family = IPv4
+	}
+	b.initNode(in.Node)
+	b.initNodePorts()
+	b.indexSlices(in.EndpointSlices)
+	b.initPolicies(in.Policies)
+
+	st := &State{
+		NodeName:           b.cfg.NodeName,
+		Family:             b.family,
+		NodeIPs:            b.nodeIPs,
+		MasqueradeAll:      b.cfg.MasqueradeAll,
+		LocalhostNodePorts: b.localhost,
+	}
+	for _, p := range b.cfg.ClusterCIDRs {
+		if p.IsValid() && b.familyOf(p.Addr()) {
+			st.ClusterCIDRs = append(st.ClusterCIDRs, p.Masked())
+		}
+	}
+	seen := map[string]bool{}
+	for _, svc := range in.Services {
+		for _, s := range b.service(svc) {
+			if seen[s.Key] {
+				b.problem(svcObject(svc), "duplicate service port %q skipped", s.Key)
+				continue
+			}
+			seen[s.Key] = true
+			st.Services = append(st.Services, s)
+		}
+	}
+	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].Key < st.Services[j].Key })
+	for _, s := range st.Services {
+		s.Hash = hashService(s)
+	}
+	sort.Slice(b.problems, func(i, j int) bool {
+		if b.problems[i].Object != b.problems[j].Object {
+			return b.problems[i].Object < b.problems[j].Object
+		}
+		return b.problems[i].Message < b.problems[j].Message
+	})
+	st.Problems = dedupProblems(b.problems)
+	return st
+}
+
+func dedupProblems(ps []Problem) []Problem {
+	out := ps[:0]
+	for i, p := range ps {
+		if i > 0 && p == ps[i-1] {
+			continue
+		}
+		out = append(out, p)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+func (b *builder) problem(object, format string, args ...any) {
+	b.problems = append(b.problems, Problem{Object: object, Message: fmt.Sprintf(format, args...)})
+}
+
+func (b *builder) familyOf(a netip.Addr) bool {
+	if b.family == IPv6 {
+		return a.Is6() && !a.Is4In6()
+	}
+	return a.Is4() || a.Is4In6()
+}
+
+// parseIP parses an address of any family and normalises IPv4-in-IPv6.
+func parseIP(s string) (netip.Addr, bool) {
+	a, err := netip.ParseAddr(strings.TrimSpace(s))
+	if err != nil || a.Zone() != "" {
+		return netip.Addr{}, false
+	}
+	return a.Unmap(), true
+}
+
+func svcObject(s *corev1.Service) string { return "Service " + s.Namespace + "/" + s.Name }
+
+func sliceObject(s *discoveryv1.EndpointSlice) string {
+	return "EndpointSlice " + s.Namespace + "/" + s.Name
+}
+
+func (b *builder) initNode(node *corev1.Node) {
+	seen := map[netip.Addr]bool{}
+	add := func(a netip.Addr) {
+		if a.IsValid() && b.familyOf(a) && !seen[a] {
+			seen[a] = true
+			b.nodeIPs = append(b.nodeIPs, a.Unmap())
+		}
+	}
+	for _, a := range b.cfg.NodeIPs {
+		add(a.Unmap())
+	}
+	if node == nil {
+		return
+	}
+	b.zone = node.Labels[LabelZone]
+	for _, t := range []corev1.NodeAddressType{corev1.NodeInternalIP, corev1.NodeExternalIP} {
+		for _, na := range node.Status.Addresses {
+			if na.Type != t {
+				continue
+			}
+			a, ok := parseIP(na.Address)
+			if !ok {
+				b.problem("Node "+node.Name, "invalid %s %q skipped", t, na.Address)
+				continue
+			}
+			add(a)
+		}
+	}
+}
+
+func (b *builder) initNodePorts() {
+	loopback := netip.MustParseAddr("127.0.0.1")
+	if len(b.cfg.NodePortAddresses) == 0 {
+		b.npAddrs = b.nodeIPs
+		b.localhost = b.cfg.LocalhostNodePorts && b.family == IPv4
+		return
+	}
+	seen := map[netip.Addr]bool{}
+	for _, s := range b.cfg.NodePortAddresses {
+		if s == NodePortPrimary {
+			if len(b.nodeIPs) > 0 && !seen[b.nodeIPs[0]] {
+				seen[b.nodeIPs[0]] = true
+				b.npAddrs = append(b.npAddrs, b.nodeIPs[0])
+			}
+			continue
+		}
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			b.problem("Config", "invalid nodePortAddresses entry %q skipped", s)
+			continue
+		}
+		if b.family == IPv4 && b.cfg.LocalhostNodePorts && p.Contains(loopback) {
+			b.localhost = true
+		}
+		for _, a := range b.nodeIPs {
+			if p.Contains(a) && !seen[a] {
+				seen[a] = true
+				b.npAddrs = append(b.npAddrs, a)
+			}
+		}
+	}
+	sort.Slice(b.npAddrs, func(i, j int) bool { return b.npAddrs[i].Less(b.npAddrs[j]) })
+}
+
+func (b *builder) indexSlices(slices []*discoveryv1.EndpointSlice) {
+	b.slices = map[ServiceRef][]*discoveryv1.EndpointSlice{}
+	want := discoveryv1.AddressTypeIPv4
+	if b.family == IPv6 {
+		want = discoveryv1.AddressTypeIPv6
+	}
+	for _, es := range slices {
+		if es == nil || es.AddressType != want {
+			continue
+		}
+		name := es.Labels[discoveryv1.LabelServiceName]
+		if name == "" {
+			continue
+		}
+		ref := ServiceRef{Namespace: es.Namespace, Name: name}
+		b.slices[ref] = append(b.slices[ref], es)
+	}
+	for _, l := range b.slices {
+		sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
+	}
+}
+
+func (b *builder) initPolicies(ps []Policy) {
+	for _, p := range ps {
+		obj := "Policy " + p.String()
+		if p.Algorithm != AlgorithmDefault && !knownAlgorithm(p.Algorithm) {
+			b.problem(obj, "unknown algorithm %q ignored", p.Algorithm)
+			p.Algorithm = AlgorithmDefault
+		}
+		if p.Affinity != nil {
+			a := *p.Affinity
+			if a.ClientIP && a.Timeout <= 0 {
+				a.Timeout = DefaultAffinityTimeout
+			}
+			if a.Timeout > 24*time.Hour {
+				b.problem(obj, "affinity timeout %s capped at 24h", a.Timeout)
+				a.Timeout = 24 * time.Hour
+			}
+			p.Affinity = &a
+		}
+		b.policies = append(b.policies, p)
+	}
+	sort.SliceStable(b.policies, func(i, j int) bool {
+		pi, pj := b.policies[i], b.policies[j]
+		if !pi.Created.Equal(pj.Created) {
+			return pi.Created.Before(pj.Created)
+		}
+		return pi.String() < pj.String()
+	})
+}
+
+func knownAlgorithm(a Algorithm) bool {
+	for _, k := range KnownAlgorithms {
+		if k == a {
+			return true
+		}
+	}
+	return false
+}
+
+// policyFor returns the oldest policy targeting the service port, and
+// records a problem for every younger one that loses the conflict.
+func (b *builder) policyFor(ref ServiceRef, sp corev1.ServicePort) *Policy {
+	var win *Policy
+	for i := range b.policies {
+		p := &b.policies[i]
+		if !policyTargets(p, ref, sp) {
+			continue
+		}
+		if win == nil {
+			win = p
+			continue
+		}
+		b.problem("Policy "+p.String(), "ignored for %s port %q: older policy %s takes precedence", ref, portLabel(sp), win)
+	}
+	return win
+}
+
+func portLabel(sp corev1.ServicePort) string {
+	if sp.Name != "" {
+		return sp.Name
+	}
+	return fmt.Sprint(sp.Port)
+}
+
+func policyTargets(p *Policy, ref ServiceRef, sp corev1.ServicePort) bool {
+	hit := false
+	for _, r := range p.Services {
+		if r == ref {
+			hit = true
+			break
+		}
+	}
+	if !hit {
+		return false
+	}
+	if len(p.Ports) == 0 {
+		return true
+	}
+	for _, pp := range p.Ports {
+		if (pp.Name != "" && pp.Name == sp.Name) || (pp.Port != 0 && pp.Port == sp.Port) {
+			return true
+		}
+	}
+	return false
+}
+
+// handled reports whether this agent is responsible for the Service.
+func (b *builder) handled(svc *corev1.Service) bool {
+	v, ok := svc.Labels[LabelServiceProxyName]
+	if !ok {
+		return true
+	}
+	return b.cfg.ServiceProxyName != "" && v == b.cfg.ServiceProxyName
+}
+
+func (b *builder) service(svc *corev1.Service) []*Service {
+	if svc == nil || !b.handled(svc) || svc.Spec.Type == corev1.ServiceTypeExternalName {
+		return nil
+	}
+	obj := svcObject(svc)
+	ref := ServiceRef{Namespace: svc.Namespace, Name: svc.Name}
+	clusterIPs := svc.Spec.ClusterIPs
+	if len(clusterIPs) == 0 && svc.Spec.ClusterIP != "" {
+		clusterIPs = []string{svc.Spec.ClusterIP}
+	}
+	var vips []netip.Addr
+	for _, s := range clusterIPs {
+		if s == corev1.ClusterIPNone {
+			return nil // headless
+		}
+		a, ok := parseIP(s)
+		if !ok {
+			b.problem(obj, "invalid clusterIP %q skipped", s)
+			continue
+		}
+		if b.familyOf(a) {
+			vips = append(vips, a)
+		}
+	}
+	if len(vips) == 0 {
+		return nil // not allocated yet, or single-stack of the other family
+	}
+
+	var extIPs, lbIPs []netip.Addr
+	for _, s := range svc.Spec.ExternalIPs {
+		a, ok := parseIP(s)
+		if !ok {
+			b.problem(obj, "invalid externalIP %q skipped", s)
+			continue
+		}
+		if b.familyOf(a) {
+			extIPs = append(extIPs, a)
+		}
+	}
+	isLB := svc.Spec.Type == corev1.ServiceTypeLoadBalancer
+	if isLB {
+		for _, ing := range svc.Status.LoadBalancer.Ingress {
+			if ing.IP == "" {
+				continue // hostname-only ingress
+			}
+			if ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy {
+				continue // the load balancer proxies; the node must not capture the IP
+			}
+			a, ok := parseIP(ing.IP)
+			if !ok {
+				b.problem(obj, "invalid load balancer ingress IP %q skipped", ing.IP)
+				continue
+			}
+			if b.familyOf(a) {
+				lbIPs = append(lbIPs, a)
+			}
+		}
+	}
+	ranges := b.prefixes(obj, "loadBalancerSourceRanges", svc.Spec.LoadBalancerSourceRanges)
+
+	etpLocal := (isLB || svc.Spec.Type == corev1.ServiceTypeNodePort || len(extIPs) > 0) &&
+		svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
+	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+
+	affinity := Affinity{}
+	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
+		affinity = Affinity{ClientIP: true, Timeout: DefaultAffinityTimeout}
+		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+			t := *c.ClientIP.TimeoutSeconds
+			if t > 0 && t <= 86400 {
+				affinity.Timeout = time.Duration(t) * time.Second
+			} else {
+				b.problem(obj, "session affinity timeout %d out of range 1-86400, using default", t)
+			}
+		}
+	}
+
+	var out []*Service
+	for i, sp := range svc.Spec.Ports {
+		if i >= MaxPortsPerService {
+			b.problem(obj, "has %d ports, only the first %d are proxied", len(svc.Spec.Ports), MaxPortsPerService)
+			break
+		}
+		proto, ok := protocol(sp.Protocol)
+		if !ok {
+			b.problem(obj, "port %q has unsupported protocol %q, skipped", portLabel(sp), sp.Protocol)
+			continue
+		}
+		if sp.Port < 1 || sp.Port > 65535 {
+			b.problem(obj, "port %q number %d out of range, skipped", portLabel(sp), sp.Port)
+			continue
+		}
+		if sp.NodePort < 0 || sp.NodePort > 65535 {
+			b.problem(obj, "port %q nodePort %d out of range, skipped", portLabel(sp), sp.NodePort)
+			continue
+		}
+		s := &Service{
+			Key:           fmt.Sprintf("%s/%s:%s/%s", svc.Namespace, svc.Name, sp.Name, proto),
+			Namespace:     svc.Namespace,
+			Name:          svc.Name,
+			PortName:      sp.Name,
+			Protocol:      proto,
+			InternalLocal: itpLocal,
+			ExternalLocal: etpLocal,
+			Affinity:      affinity,
+		}
+		if isLB && etpLocal {
+			s.HealthCheckNodePort = svc.Spec.HealthCheckNodePort
+		}
+		srcRanges := ranges
+		if p := b.policyFor(ref, sp); p != nil {
+			s.Policy = p.String()
+			s.Algorithm = p.Algorithm
+			if p.Affinity != nil {
+				s.Affinity = *p.Affinity
+			}
+			if p.SourceRanges != nil {
+				srcRanges = b.prefixes("Policy "+p.String(), "sourceRanges", p.SourceRanges)
+			}
+		}
+		if !s.Affinity.ClientIP {
+			s.Affinity.Timeout = 0
+		}
+
+		clusterMasq := MasqueradeOffCluster
+		if b.cfg.MasqueradeAll {
+			clusterMasq = MasqueradeAlways
+		}
+		extMasq := MasqueradeAlways
+		if etpLocal {
+			extMasq = MasqueradeNever
+		}
+		fe := func(k FrontendKind, a netip.Addr, port int32, m Masquerade) Frontend {
+			return Frontend{Kind: k, Addr: a, Port: port, Protocol: proto, Masquerade: m}
+		}
+		for _, a := range vips {
+			s.Frontends = append(s.Frontends, fe(KindClusterIP, a, sp.Port, clusterMasq))
+		}
+		if sp.NodePort != 0 && (isLB || svc.Spec.Type == corev1.ServiceTypeNodePort) {
+			for _, a := range b.npAddrs {
+				s.Frontends = append(s.Frontends, fe(KindNodePort, a, sp.NodePort, extMasq))
+			}
+			if b.localhost {
+				f := fe(KindNodePort, netip.MustParseAddr("127.0.0.1"), sp.NodePort, MasqueradeAlways)
+				f.Localhost = true
+				s.Frontends = append(s.Frontends, f)
+			}
+		}
+		for _, a := range lbIPs {
+			f := fe(KindLoadBalancer, a, sp.Port, extMasq)
+			f.SourceRanges = srcRanges
+			s.Frontends = append(s.Frontends, f)
+		}
+		for _, a := range extIPs {
+			s.Frontends = append(s.Frontends, fe(KindExternalIP, a, sp.Port, extMasq))
+		}
+		sortFrontends(s.Frontends)
+
+		eps := b.endpoints(ref, sp, proto)
+		b.categorize(s, svc, eps)
+		out = append(out, s)
+	}
+	return out
+}
+
+func protocol(p corev1.Protocol) (Protocol, bool) {
+	switch p {
+	case "", corev1.ProtocolTCP:
+		return TCP, true
+	case corev1.ProtocolUDP:
+		return UDP, true
+	case corev1.ProtocolSCTP:
+		return SCTP, true
+	}
+	return "", false
+}
+
+func (b *builder) prefixes(obj, field string, in []string) []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range in {
+		p, err := netip.ParsePrefix(strings.TrimSpace(s))
+		if err != nil {
+			// A bare address is a /32 or /128.
+			if a, ok := parseIP(s); ok {
+				p = netip.PrefixFrom(a, a.BitLen())
+			} else {
+				b.problem(obj, "invalid %s entry %q skipped", field, s)
+				continue
+			}
+		}
+		if b.familyOf(p.Addr()) {
+			out = append(out, p.Masked())
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return prefixLess(out[i], out[j]) })
+	return out
+}
+
+func prefixLess(a, b netip.Prefix) bool {
+	if a.Addr() != b.Addr() {
+		return a.Addr().Less(b.Addr())
+	}
+	return a.Bits() < b.Bits()
+}
+
+var kindOrder = map[FrontendKind]int{KindClusterIP: 0, KindNodePort: 1, KindLoadBalancer: 2, KindExternalIP: 3}
+
+func sortFrontends(fs []Frontend) {
+	sort.Slice(fs, func(i, j int) bool {
+		a, b := fs[i], fs[j]
+		if a.Kind != b.Kind {
+			return kindOrder[a.Kind] < kindOrder[b.Kind]
+		}
+		if a.Addr != b.Addr {
+			return a.Addr.Less(b.Addr)
+		}
+		return a.Port < b.Port
+	})
+}
+
+func sortEndpoints(es []Endpoint) {
+	sort.Slice(es, func(i, j int) bool {
+		if es[i].Addr != es[j].Addr {
+			return es[i].Addr.Less(es[j].Addr)
+		}
+		return es[i].Port < es[j].Port
+	})
+}
