@@ -1,0 +1,185 @@
+// Command vm runs Go test binaries inside a Debian kernel booted by
+// qemu-system-x86_64 (software emulation unless /dev/kvm is usable), so that
+// kernel features this host lacks (IPVS) are tested against a real kernel.
+//
+// Steps, each cached under -out (bin/vm by default):
+//  1. apt-get download the kernel package(s), dpkg-deb -x, depmod.
+//  2. go test -c (CGO_ENABLED=0, static) for every package given.
+//  3. stage an initramfs: busybox-static, modules, iptables/ipset with their
+//     libraries, the test binaries, and /init (init.sh); pack with cpio.
+//  4. boot; /init runs each binary with -test.v and prints to ttyS0; the
+//     host parses the console and exits non-zero on failure or timeout.
+//
+// Usage: go run ./hack/vm [-kernel linux-image-amd64,linux-image-6.12-amd64] [-run REGEX] [pkgs...]
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+func logf(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "vm: "+format+"\n", a...)
+}
+
+// run executes a command in dir with output on stderr.
+func run(dir, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	cmd.Stdout = os.Stderr
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func main() {
+	var (
+		out      = flag.String("out", "bin/vm", "cache and work directory")
+		kernels  = flag.String("kernel", "linux-image-amd64", "comma-separated Debian kernel packages; each gets its own VM run")
+		runRe    = flag.String("run", "", "passed to the test binaries as -test.run")
+		timeout  = flag.Duration("timeout", 20*time.Minute, "wall-clock limit for one VM run (boot + tests)")
+		memMB    = flag.Int("mem", 1024, "VM memory in MiB")
+		smp      = flag.Int("smp", 1, "VM CPUs (each is a host thread under TCG)")
+		accel    = flag.String("accel", "auto", "kvm, tcg or auto (kvm when /dev/kvm opens)")
+		iptMode  = flag.String("iptables", "nft", "iptables flavour behind iptables/iptables-restore in the VM: nft or legacy")
+		verbose  = flag.Bool("v", false, "echo the whole console, not only test output")
+		testArgs = flag.String("args", "", "extra arguments for every test binary (space separated)")
+	)
+	flag.Parse()
+	pkgs := flag.Args()
+	if len(pkgs) == 0 {
+		pkgs = []string{"./agent/ipvs/..."}
+	}
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fatal(err)
+	}
+	absOut, _ := filepath.Abs(*out)
+
+	tests, err := buildTests(filepath.Join(absOut, "tests"), pkgs)
+	if err != nil {
+		fatal(err)
+	}
+	if len(tests) == 0 {
+		fatal(fmt.Errorf("no test binaries built for %v", pkgs))
+	}
+	var args []string
+	args = append(args, "-test.timeout=15m")
+	if *runRe != "" {
+		args = append(args, "-test.run="+*runRe)
+	}
+	args = append(args, strings.Fields(*testArgs)...)
+
+	failed := false
+	var summaries []string
+	for _, kp := range strings.Split(*kernels, ",") {
+		kp = strings.TrimSpace(kp)
+		if kp == "" {
+			continue
+		}
+		t0 := time.Now()
+		k, err := fetchKernel(absOut, kp)
+		if err != nil {
+			fatal(err)
+		}
+		work := filepath.Join(absOut, "run", k.Release)
+		if err := os.MkdirAll(work, 0o755); err != nil {
+			fatal(err)
+		}
+		initrd, err := buildInitramfs(work, initramfsSpec{Kernel: k, Tests: tests, TestArgs: args, IptablesMode: *iptMode})
+		if err != nil {
+			fatal(err)
+		}
+		st, _ := os.Stat(initrd)
+		logf("kernel %s (%s), initramfs %.1f MiB, prepared in %s", k.Release, k.Package, float64(st.Size())/(1<<20), time.Since(t0).Round(time.Millisecond))
+		res, err := boot(bootSpec{
+			Kernel: k, Initrd: initrd, MemMB: *memMB, SMP: *smp, Accel: *accel,
+			Timeout: *timeout, Verbose: *verbose, Log: filepath.Join(work, "console.log"),
+		})
+		names := make([]string, len(tests))
+		for i, tb := range tests {
+			names[i] = tb.Name
+		}
+		verdict := err
+		if verdict == nil {
+			verdict = res.Verdict(names)
+		}
+		pass, fail, skip := res.Totals()
+		fmt.Printf("\n=== VM %s (%s) accel=%s\n", k.Release, k.Package, res.accel)
+		fmt.Printf("boot to /init: %s, modules loaded: %s, tests: %s, total: %s\n",
+			res.InitStart.Round(time.Millisecond), (res.ModulesLoaded - res.InitStart).Round(time.Millisecond),
+			(res.AllDone - res.ModulesLoaded).Round(time.Millisecond), res.total.Round(time.Millisecond))
+		for _, r := range res.Results {
+			fmt.Printf("  %-28s rc=%d  %s  top-level %d pass / %d fail / %d skip  (incl. subtests %d/%d/%d)\n",
+				r.Name, r.RC, (r.Finished - r.Started).Round(time.Millisecond), r.TopPass, r.TopFail, r.TopSkip, r.Pass, r.Fail, r.Skip)
+		}
+		if len(res.ModuleFails) > 0 {
+			fmt.Printf("  modules that failed to load: %s\n", strings.Join(res.ModuleFails, " "))
+		}
+		status := "PASS"
+		if verdict != nil {
+			failed = true
+			status = "FAIL: " + verdict.Error()
+			fmt.Printf("  console log: %s\n", filepath.Join(work, "console.log"))
+		}
+		fmt.Printf("  result: %s\n", status)
+		summaries = append(summaries, fmt.Sprintf("%s: %d passed, %d failed, %d skipped", k.Release, pass, fail, skip))
+		if fail == 0 && verdict != nil {
+			fail = 1
+		}
+	}
+	fmt.Println()
+	for _, s := range summaries {
+		fmt.Println("vm " + s)
+	}
+	if failed {
+		os.Exit(1)
+	}
+}
+
+func fatal(err error) {
+	logf("error: %v", err)
+	os.Exit(2)
+}
+
+// buildTests compiles one static test binary per package that has tests.
+func buildTests(dir string, pkgs []string) ([]testBinary, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	listArgs := append([]string{"list", "-f", "{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}\t{{len .XTestGoFiles}}\t{{.Module.Path}}"}, pkgs...)
+	out, err := exec.Command("go", listArgs...).Output()
+	if err != nil {
+		return nil, fmt.Errorf("go list %v: %w", pkgs, err)
+	}
+	var tests []testBinary
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		f := strings.Split(line, "\t")
+		if len(f) != 5 || (f[2] == "0" && f[3] == "0") {
+			continue
+		}
+		rel := strings.TrimPrefix(strings.TrimPrefix(f[0], f[4]), "/")
+		if rel == "" {
+			rel = filepath.Base(f[0])
+		}
+		name := strings.NewReplacer("/", "_", ".", "_").Replace(rel)
+		bin := filepath.Join(dir, name+".test")
+		t0 := time.Now()
+		cmd := exec.Command("go", "test", "-c", "-o", bin, f[0])
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+		cmd.Stdout = os.Stderr
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			return nil, fmt.Errorf("go test -c %s: %w", f[0], err)
+		}
+		logf("built %s in %s", name, time.Since(t0).Round(time.Millisecond))
+		tests = append(tests, testBinary{Name: name, Path: bin, PkgDir: f[1], Package: f[0]})
+	}
+	return tests, nil
+}
