@@ -60,6 +60,18 @@ var userBinaries = []string{
 	"/usr/sbin/ipset",
 }
 
+// hostTools are looked up on the host PATH and installed as /usr/sbin/NAME
+// (ahead of busybox's applets): iproute2's ip has "ip netns", which the
+// shared test helpers use. Optional ones are skipped when absent.
+var hostTools = []struct {
+	Name     string
+	Required bool
+	Package  string
+}{
+	{"ip", true, "iproute2"},
+	{"conntrack", false, "conntrack"},
+}
+
 const xtablesDir = "/usr/lib/x86_64-linux-gnu/xtables"
 
 type testBinary struct {
@@ -253,6 +265,19 @@ func stageModules(root string, k kernel) ([]string, error) {
 // the host, plus the dynamic loader.
 func stageUserland(root, mode string) error {
 	bins := append([]string{}, userBinaries...)
+	toolSrc := map[string]string{}
+	for _, tool := range hostTools {
+		p, err := exec.LookPath(tool.Name)
+		if err != nil {
+			if tool.Required {
+				return fmt.Errorf("%s not found on the host (apt-get install %s)", tool.Name, tool.Package)
+			}
+			continue
+		}
+		p, _ = filepath.EvalSymlinks(p)
+		toolSrc[tool.Name] = p
+		bins = append(bins, p)
+	}
 	exts, _ := filepath.Glob(filepath.Join(xtablesDir, "*.so"))
 	libs := map[string]bool{}
 	for _, b := range append(bins, exts...) {
@@ -271,6 +296,11 @@ func stageUserland(root, mode string) error {
 	}
 	for l := range libs {
 		if err := copyFile(l, filepath.Join(root, l), 0o755); err != nil {
+			return err
+		}
+	}
+	for name, src := range toolSrc {
+		if err := copyFile(src, filepath.Join(root, "usr/sbin", name), 0o755); err != nil {
 			return err
 		}
 	}

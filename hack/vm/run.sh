@@ -17,6 +17,7 @@ command -v depmod >/dev/null || need+=(kmod)
 command -v cpio >/dev/null || need+=(cpio)
 [ -x /usr/sbin/xtables-nft-multi ] || need+=(iptables)
 [ -x /usr/sbin/ipset ] || need+=(ipset)
+command -v ip >/dev/null || need+=(iproute2)
 command -v xz >/dev/null || need+=(xz-utils)
 command -v zstd >/dev/null || need+=(zstd)
 if [ ${#need[@]} -gt 0 ]; then
