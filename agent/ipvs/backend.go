@@ -1,0 +1,373 @@
+// Package ipvs is the IPVS backend: it programs a node's kernel from a
+// model.State with IPVS virtual servers (moby/ipvs over netlink), a dummy
+// interface holding the service VIPs, ipsets (vishvananda/netlink) and a
+// few iptables glue rules for masquerade, hairpin, source ranges and
+// services without endpoints.
+package ipvs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/model"
+)
+
+// Defaults.
+const (
+	DefaultDummyInterface  = "synx-ipvs0"
+	DefaultScheduler       = "rr"
+	DefaultMasqueradeMark  = 0x8000
+	DefaultGracefulTimeout = 15 * time.Minute
+	DefaultCallTimeout     = 10 * time.Second
+)
+
+// Config configures the IPVS backend.
+type Config struct {
+	// NetNSPath is the network namespace to program ("" = the agent's).
+	NetNSPath string
+	// Scheduler is the IPVS scheduler for services without an algorithm
+	// from a policy: one of Schedulers. Default rr.
+	Scheduler string
+	// StrictARP sets arp_ignore=1 and arp_announce=2 so that the node does
+	// not answer ARP for the VIPs on the dummy interface.
+	StrictARP bool
+	// GracefulTimeout bounds how long a removed TCP destination is kept at
+	// weight 0 while it still has connections. Default 15m; a negative
+	// value deletes removed destinations at once.
+	GracefulTimeout time.Duration
+	// CallTimeout bounds every IPVS netlink call. Default 10s.
+	CallTimeout time.Duration
+	// DummyInterface holds the VIPs. Default synx-ipvs0.
+	DummyInterface string
+	// MasqueradeMark is the packet mark bit that requests SNAT. Default 0x8000.
+	MasqueradeMark uint32
+	// Family is IPv4 (default) or IPv6; one backend instance per family.
+	Family model.Family
+}
+
+func (c *Config) defaults() error {
+	if c.Scheduler == "" {
+		c.Scheduler = DefaultScheduler
+	}
+	if !slices.Contains(Schedulers, c.Scheduler) {
+		return fmt.Errorf("unknown IPVS scheduler %q (one of %v)", c.Scheduler, Schedulers)
+	}
+	if c.GracefulTimeout == 0 {
+		c.GracefulTimeout = DefaultGracefulTimeout
+	}
+	if c.GracefulTimeout < 0 {
+		c.GracefulTimeout = 0
+	}
+	if c.CallTimeout <= 0 {
+		c.CallTimeout = DefaultCallTimeout
+	}
+	if c.DummyInterface == "" {
+		c.DummyInterface = DefaultDummyInterface
+	}
+	if c.MasqueradeMark == 0 {
+		c.MasqueradeMark = DefaultMasqueradeMark
+	}
+	if c.MasqueradeMark&(c.MasqueradeMark-1) != 0 {
+		return fmt.Errorf("masquerade mark %#x must be a single bit", c.MasqueradeMark)
+	}
+	if c.Family == "" {
+		c.Family = model.IPv4
+	}
+	return nil
+}
+
+// Backend implements backend.Backend with IPVS.
+type Backend struct {
+	cfg    Config
+	v6     bool
+	prefix string
+	sets   setNames
+	ipvs   Handle
+	node   nodeOps
+	rec    *reconciler
+
+	mu     sync.Mutex
+	synced bool
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New opens the IPVS netlink handle in the configured namespace.
+func New(cfg Config) (*Backend, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	if err := probeIn(cfg.NetNSPath); err != nil {
+		return nil, err
+	}
+	h, err := NewNetlinkHandle(cfg.NetNSPath, cfg.CallTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return newBackend(cfg, h, &linuxNode{nsPath: cfg.NetNSPath}, nil)
+}
+
+func probeIn(nsPath string) error {
+	n := &linuxNode{nsPath: nsPath}
+	return n.do(Probe)
+}
+
+// newBackend wires a backend from parts; tests pass fakes.
+func newBackend(cfg Config, h Handle, node nodeOps, now func() time.Time) (*Backend, error) {
+	if err := cfg.defaults(); err != nil {
+		return nil, err
+	}
+	b := &Backend{cfg: cfg, ipvs: h, node: node, v6: cfg.Family == model.IPv6}
+	b.prefix = "SYNX-IPVS-"
+	if b.v6 {
+		b.prefix = "SYNX-IPVS6-"
+	}
+	b.sets = newSetNames(b.prefix)
+	b.rec = newReconciler(h, cfg.GracefulTimeout, now)
+	return b, nil
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "ipvs" }
+
+// Features is the IPVS backend's feature table.
+func Features() backend.FeatureTable {
+	t := backend.FeatureTable{
+		{Feature: backend.FeatureClientIPAffinity, Supported: true, Note: "IPVS persistence with the affinity timeout"},
+		{Feature: backend.FeatureSourceRanges, Supported: true, Note: "ipset hash:ip,port,net checked in filter INPUT"},
+	}
+	for _, a := range model.KnownAlgorithms {
+		sched, ok := schedulerFor(a, DefaultScheduler)
+		note := "IPVS scheduler " + sched
+		if !ok {
+			note = "IPVS has no random scheduler"
+		}
+		t = append(t, backend.FeatureSupport{Feature: backend.AlgorithmFeature(a), Supported: ok, Note: note})
+	}
+	return t
+}
+
+// Unsupported implements backend.Backend.
+func (b *Backend) Unsupported(p model.Policy) error { return Features().Check(b.Name(), p) }
+
+func (b *Backend) rules(st *model.State) rulesConfig {
+	return rulesConfig{Prefix: b.prefix, Sets: b.sets, MasqMark: b.cfg.MasqueradeMark,
+		ClusterCIDRs: st != nil && len(st.ClusterCIDRs) > 0}
+}
+
+func (b *Backend) sysctls() [][2]string {
+	s := [][2]string{
+		// Keep conntrack entries for IPVS connections so that nat
+		// POSTROUTING (masquerade) applies to them.
+		{"net/ipv4/vs/conntrack", "1"},
+		// Drop connections to deleted destinations and stale persistence
+		// templates of weight-0 destinations instead of blackholing.
+		{"net/ipv4/vs/expire_nodest_conn", "1"},
+		{"net/ipv4/vs/expire_quiescent_template", "1"},
+	}
+	if b.cfg.StrictARP {
+		s = append(s, [2]string{"net/ipv4/conf/all/arp_ignore", "1"}, [2]string{"net/ipv4/conf/all/arp_announce", "2"})
+	}
+	return s
+}
+
+// Sync implements backend.Backend. It always diffs against the kernel, so
+// every call is "full"; opts.Full changes nothing.
+func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOptions) (backend.SyncResult, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	start := time.Now()
+	res := backend.SyncResult{Full: true}
+	if st != nil {
+		res.Services = len(st.Services)
+		for _, s := range st.Services {
+			res.Endpoints += len(s.InternalEndpoints)
+		}
+	}
+	if err := ctx.Err(); err != nil {
+		return res, err
+	}
+	var errs []error
+	for _, kv := range b.sysctls() {
+		if err := b.node.Sysctl(kv[0], kv[1]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	d := buildDesired(st, b.cfg.Scheduler)
+
+	// 1. VIPs on the dummy interface.
+	if err := b.node.EnsureDummy(b.cfg.DummyInterface); err != nil {
+		return res, err
+	}
+	bound, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	if err != nil {
+		return res, err
+	}
+	boundSet := map[netip.Addr]bool{}
+	for _, a := range bound {
+		boundSet[a] = true
+	}
+	for a := range d.VIPs {
+		if !boundSet[a] {
+			if err := b.node.AddAddr(b.cfg.DummyInterface, a); err != nil {
+				errs = append(errs, err)
+			} else {
+				res.Rules++
+			}
+		}
+	}
+
+	// 2. Record ownership before creating virtual servers, so that a crash
+	// between the two steps cannot leave a server we do not know is ours.
+	ownedBefore, _, err := b.node.ReadSet(b.sets.Owned, b.v6)
+	if err != nil {
+		return res, err
+	}
+	owned := map[setEntry]bool{}
+	for e := range ownedBefore {
+		owned[e] = true
+	}
+	for k := range d.Servers {
+		owned[ownedEntry(k)] = true
+	}
+	if err := b.node.WriteSet(b.sets.Owned, b.v6, owned); err != nil {
+		return res, err
+	}
+
+	// 3. The other sets and the glue rules, before traffic can reach new
+	// virtual servers.
+	members := buildSets(b.sets, st, d)
+	for _, s := range b.sets.all() {
+		if s.Name == b.sets.Owned.Name {
+			continue
+		}
+		if err := b.node.WriteSet(s, b.v6, members[s.Name]); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	rc := b.rules(st)
+	if err := b.node.Restore(b.v6, rc.render()); err != nil {
+		errs = append(errs, err)
+	} else {
+		for _, j := range rc.jumps() {
+			if err := b.node.EnsureJump(b.v6, j); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+
+	// 4. IPVS by diff.
+	isOwned := func(k vsKey) bool { return ownedBefore[ownedEntry(k)] || boundSet[k.Addr] }
+	rs, err := b.rec.reconcile(d.Servers, isOwned)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res.Rules += rs.writes()
+	res.Changed = rs.ServicesAdded + rs.ServicesUpdated + rs.ServicesDeleted
+
+	// 5. Shrink ownership to what exists, then unbind stale VIPs (after the
+	// virtual servers on them are gone).
+	final := map[setEntry]bool{}
+	for k := range d.Servers {
+		final[ownedEntry(k)] = true
+	}
+	for _, k := range rs.Leftover {
+		final[ownedEntry(k)] = true
+	}
+	if err := b.node.WriteSet(b.sets.Owned, b.v6, final); err != nil {
+		errs = append(errs, err)
+	}
+	leftoverAddr := map[netip.Addr]bool{}
+	for _, k := range rs.Leftover {
+		leftoverAddr[k.Addr] = true
+	}
+	for _, a := range bound {
+		if !d.VIPs[a] && !leftoverAddr[a] {
+			if err := b.node.DelAddr(b.cfg.DummyInterface, a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	b.synced = true
+	res.Duration = time.Since(start)
+	return res, errors.Join(errs...)
+}
+
+// Draining returns how many destinations are at weight 0 waiting for their
+// connections to end.
+func (b *Backend) Draining() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rec.drainingCount()
+}
+
+// Cleanup implements backend.Backend: it deletes the virtual servers this
+// backend owns (recorded in its OWNED ipset, or bound to its dummy
+// interface), the glue rules and chains, the ipsets and the dummy
+// interface. Other IPVS services, rules and sets are left alone.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var errs []error
+	owned, _, err := b.node.ReadSet(b.sets.Owned, b.v6)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	bound, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	boundSet := map[netip.Addr]bool{}
+	for _, a := range bound {
+		boundSet[a] = true
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	svcs, err := b.ipvs.GetServices()
+	if err != nil {
+		errs = append(errs, fmt.Errorf("list ipvs services: %w", err))
+	}
+	for _, s := range svcs {
+		k, ok := keyOf(s)
+		if !ok || !(owned[ownedEntry(k)] || boundSet[k.Addr]) {
+			continue
+		}
+		if err := b.ipvs.DelService(s); err != nil {
+			errs = append(errs, fmt.Errorf("delete virtual server %s: %w", k, err))
+		}
+	}
+	b.rec.draining = map[vsKey]map[rsKey]time.Time{}
+	rc := b.rules(nil)
+	for _, j := range rc.jumps() {
+		if err := b.node.DeleteJump(b.v6, j); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, table := range []string{"nat", "filter"} {
+		for _, ch := range rc.chains()[table] {
+			if err := b.node.DeleteChain(b.v6, table, ch); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	for _, s := range b.sets.all() {
+		if err := b.node.DestroySet(s.Name); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := b.node.DeleteDummy(b.cfg.DummyInterface); err != nil {
+		errs = append(errs, err)
+	}
+	b.synced = false
+	return errors.Join(errs...)
+}
+
+// Close releases the netlink handle.
+func (b *Backend) Close() { b.ipvs.Close() }
