@@ -1,0 +1,412 @@
+// Package iptables is the iptables backend of the synterix agent. It renders
+// a model.State into chains prefixed SYNX- in the nat and filter tables and
+// applies them with one iptables-restore --noflush per table.
+//
+// Like Calico's felix it keeps the rules it wrote in memory and re-reads the
+// kernel (iptables-save) on full syncs, so a restarted agent adopts the
+// rules already there and writes only the chains that differ. Partial syncs
+// trust the cache, rewrite the chains of changed services only and edit the
+// dispatch chain with -A/-D lines. A canary chain detects flushes by
+// someone else and turns the next sync into a full one.
+//
+// Every method runs its commands in the network namespace of the calling
+// OS thread; tests call it from a thread switched into a test namespace.
+// The backend starts no goroutine that runs commands.
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+
+	goipt "github.com/coreos/go-iptables/iptables"
+	"k8s.io/klog/v2"
+
+	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/conntrack"
+	"github.com/synterix/synterix-kube-proxy/agent/model"
+)
+
+// Options configure the backend.
+type Options struct {
+	// Mode selects legacy or nft; empty detects it.
+	Mode Mode
+	// MasqueradeBit is the packet mark bit used to request masquerade.
+	// Default 17 (0x20000), away from kube-proxy's 0x4000.
+	MasqueradeBit int
+	// Conntrack deletes stale UDP flows after rules changed; nil uses
+	// conntrack.Clean. Set DisableConntrack to skip it.
+	Conntrack        func(old, cur *model.State) (uint, error)
+	DisableConntrack bool
+}
+
+// Backend implements backend.Backend with iptables.
+type Backend struct {
+	opts        Options
+	mode        Mode
+	bins        binaries
+	ipt         *goipt.IPTables
+	randomFully bool
+	masqMark    string
+
+	frags   map[string]*fragment // rendered services by key
+	current ruleset              // what the kernel holds, as far as we know
+	last    *model.State
+	synced  bool
+
+	localnetSet bool
+	localnetWas string
+}
+
+var _ backend.Backend = (*Backend)(nil)
+
+// New prepares a backend for the calling thread's network namespace.
+func New(ctx context.Context, opts Options) (*Backend, error) {
+	mode := opts.Mode
+	if mode == ModeAuto {
+		var err error
+		if mode, err = DetectMode(ctx); err != nil {
+			return nil, err
+		}
+	}
+	bins := binariesFor(mode)
+	path, err := exec.LookPath(bins.iptables)
+	if err != nil {
+		return nil, fmt.Errorf("iptables mode %s: %w", mode, err)
+	}
+	ipt, err := goipt.New(goipt.Path(path), goipt.Timeout(5))
+	if err != nil {
+		return nil, fmt.Errorf("init go-iptables: %w", err)
+	}
+	bit := opts.MasqueradeBit
+	if bit == 0 {
+		bit = 17
+	}
+	if bit < 0 || bit > 31 {
+		return nil, fmt.Errorf("masquerade bit %d out of range 0-31", bit)
+	}
+	m := uint32(1) << bit
+	b := &Backend{
+		opts:        opts,
+		mode:        mode,
+		bins:        bins,
+		ipt:         ipt,
+		randomFully: ipt.HasRandomFully(),
+		masqMark:    fmt.Sprintf("%#x/%#x", m, m),
+		frags:       map[string]*fragment{},
+	}
+	klog.V(2).InfoS("iptables backend ready", "mode", mode, "randomFully", b.randomFully, "masqueradeMark", b.masqMark)
+	return b, nil
+}
+
+// Name implements backend.Backend.
+func (b *Backend) Name() string { return "iptables" }
+
+// Mode returns the iptables flavour in use.
+func (b *Backend) Mode() Mode { return b.mode }
+
+// Unsupported implements backend.Backend.
+func (b *Backend) Unsupported(p model.Policy) error { return Features.Check(b.Name(), p) }
+
+// hook is a jump from a built-in chain into ours.
+type hook struct {
+	table, chain string
+	args         []string
+}
+
+// saved renders the hook the way iptables-save prints it.
+func (h hook) saved() string {
+	var parts []string
+	for i, a := range h.args {
+		if i > 0 && h.args[i-1] == "--comment" {
+			a = `"` + a + `"`
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
+
+var hooks = []hook{
+	{tableNAT, "PREROUTING", []string{"-m", "comment", "--comment", "synterix service portals", "-j", chainServices}},
+	{tableNAT, "OUTPUT", []string{"-m", "comment", "--comment", "synterix service portals", "-j", chainServices}},
+	{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "synterix postrouting rules", "-j", chainPostrouting}},
+	{tableFilter, "INPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
+	{tableFilter, "FORWARD", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
+	{tableFilter, "OUTPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
+}
+
+// desired assembles the complete ruleset, re-rendering only services whose
+// hash changed since they were last rendered.
+func (b *Backend) desired(st *model.State) ruleset {
+	o := renderOptions{masqMark: b.masqMark, clusterCIDRs: st.ClusterCIDRs}
+	localhost := false
+	live := make(map[string]bool, len(st.Services))
+	for _, s := range st.Services {
+		live[s.Key] = true
+		f := b.frags[s.Key]
+		if f == nil || f.hash != s.Hash || s.Hash == "" {
+			f = renderService(s, o)
+			b.frags[s.Key] = f
+		}
+		for _, fe := range s.Frontends {
+			localhost = localhost || fe.Localhost
+		}
+	}
+	for k := range b.frags {
+		if !live[k] {
+			delete(b.frags, k)
+		}
+	}
+	rs := globalChains(st, o, b.randomFully, localhost)
+	nat, filter := rs[tableNAT], rs[tableFilter]
+	seen := map[string]bool{}
+	for _, s := range st.Services {
+		f := b.frags[s.Key]
+		for c, rules := range f.nat {
+			nat[c] = rules
+		}
+		for _, r := range f.services {
+			if !seen[r] {
+				seen[r] = true
+				nat[chainServices] = append(nat[chainServices], r)
+			}
+		}
+		filter[chainFilter] = append(filter[chainFilter], f.filter...)
+	}
+	return rs
+}
+
+// Sync implements backend.Backend.
+func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOptions) (backend.SyncResult, error) {
+	start := time.Now()
+	if st == nil {
+		st = &model.State{}
+	}
+	full := opts.Full || !b.synced
+	if !full {
+		if ok, err := b.canaryIntact(ctx); err != nil || !ok {
+			klog.InfoS("Our iptables chains were flushed or deleted by someone else, doing a full resync", "err", err)
+			full = true
+		}
+	}
+	res, err := b.sync(ctx, st, full)
+	if err != nil && !full {
+		klog.ErrorS(err, "Partial iptables sync failed, retrying as a full sync")
+		res, err = b.sync(ctx, st, true)
+	}
+	res.Duration = time.Since(start)
+	if err != nil {
+		b.synced = false
+		return res, err
+	}
+	for _, s := range st.Services {
+		res.Endpoints += len(s.ClusterEndpoints)
+	}
+	res.Services = len(st.Services)
+	ch := model.Diff(b.last, st)
+	res.Changed = len(ch.Added) + len(ch.Removed) + len(ch.Changed)
+	if !b.opts.DisableConntrack {
+		clean := b.opts.Conntrack
+		if clean == nil {
+			clean = conntrack.Clean
+		}
+		if n, err := clean(b.last, st); err != nil {
+			klog.ErrorS(err, "Failed to delete stale UDP conntrack entries")
+		} else if n > 0 {
+			klog.V(2).InfoS("Deleted stale UDP conntrack entries", "count", n)
+		}
+	}
+	b.last = st
+	b.synced = true
+	klog.V(2).InfoS("iptables sync done", "full", res.Full, "services", res.Services, "changed", res.Changed,
+		"rules", res.Rules, "duration", res.Duration)
+	return res, nil
+}
+
+func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend.SyncResult, error) {
+	res := backend.SyncResult{Full: full}
+	want := b.desired(st)
+	current := b.current
+	var missingHooks []hook
+	if full {
+		current = ruleset{}
+		for _, table := range []string{tableNAT, tableFilter} {
+			out, err := b.run(ctx, nil, b.bins.save, "-t", table)
+			if err != nil {
+				return res, err
+			}
+			ts := parseSave(out)
+			current[table] = ts.chains
+			for _, h := range hooks {
+				if h.table == table && !contains(ts.hooks[h.chain], h.saved()) {
+					missingHooks = append(missingHooks, h)
+				}
+			}
+		}
+	}
+	for _, table := range []string{tableNAT, tableFilter} {
+		payload, n := restorePayload(table, want[table], current[table], !full)
+		if payload == nil {
+			continue
+		}
+		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
+			return res, err
+		}
+		res.Rules += n
+	}
+	b.current = want
+	for _, h := range missingHooks {
+		if err := b.ipt.Insert(h.table, h.chain, 1, h.args...); err != nil {
+			return res, fmt.Errorf("add jump from %s %s: %w", h.table, h.chain, err)
+		}
+		res.Rules++
+	}
+	if st.LocalhostNodePorts {
+		b.enableRouteLocalnet()
+	}
+	return res, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// canaryIntact checks the canary rule in both tables: it is gone after
+// "iptables -F", a table deletion or a firewall reload.
+func (b *Backend) canaryIntact(ctx context.Context) (bool, error) {
+	for _, table := range []string{tableNAT, tableFilter} {
+		out, err := b.run(ctx, nil, b.bins.iptables, "-w", "-t", table, "-S", chainCanary)
+		if err != nil {
+			return false, err
+		}
+		if !bytes.Contains(out, []byte("-A "+chainCanary+" -j RETURN")) {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+const routeLocalnet = "/proc/sys/net/ipv4/conf/all/route_localnet"
+
+// enableRouteLocalnet lets DNAT send 127.0.0.1 NodePort traffic off the
+// host. The previous value is restored by Cleanup.
+func (b *Backend) enableRouteLocalnet() {
+	old, err := os.ReadFile(routeLocalnet)
+	if err != nil {
+		klog.ErrorS(err, "Cannot read route_localnet; localhost NodePorts will not work")
+		return
+	}
+	if strings.TrimSpace(string(old)) == "1" {
+		return
+	}
+	if err := os.WriteFile(routeLocalnet, []byte("1"), 0o644); err != nil {
+		klog.ErrorS(err, "Cannot enable route_localnet; localhost NodePorts will not work")
+		return
+	}
+	if !b.localnetSet {
+		b.localnetSet, b.localnetWas = true, strings.TrimSpace(string(old))
+	}
+}
+
+// Cleanup implements backend.Backend: it removes every jump into our chains
+// and every SYNX- chain, in one restore per table, and nothing else.
+func (b *Backend) Cleanup(ctx context.Context) error {
+	var errs []error
+	for _, h := range hooks {
+		for {
+			ok, err := b.ipt.Exists(h.table, h.chain, h.args...)
+			if err != nil || !ok {
+				break
+			}
+			if err := b.ipt.Delete(h.table, h.chain, h.args...); err != nil {
+				errs = append(errs, err)
+				break
+			}
+		}
+	}
+	for _, table := range []string{tableNAT, tableFilter} {
+		out, err := b.run(ctx, nil, b.bins.save, "-t", table)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ts := parseSave(out)
+		var buf bytes.Buffer
+		buf.WriteString("*" + table + "\n")
+		for c := range ts.chains {
+			buf.WriteString(":" + c + " - [0:0]\n")
+		}
+		// Jumps from chains we did not create, e.g. added by an older
+		// version with another rule text.
+		for chain, rules := range ts.hooks {
+			for _, r := range rules {
+				buf.WriteString("-D " + chain + " " + r + "\n")
+			}
+		}
+		for c := range ts.chains {
+			buf.WriteString("-X " + c + "\n")
+		}
+		buf.WriteString("COMMIT\n")
+		if len(ts.chains) == 0 && len(ts.hooks) == 0 {
+			continue
+		}
+		if _, err := b.run(ctx, buf.Bytes(), b.bins.restore, "-w", "--noflush"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if b.localnetSet {
+		if err := os.WriteFile(routeLocalnet, []byte(b.localnetWas), 0o644); err != nil {
+			errs = append(errs, err)
+		}
+		b.localnetSet = false
+	}
+	b.frags = map[string]*fragment{}
+	b.current = nil
+	b.last = nil
+	b.synced = false
+	return errors.Join(errs...)
+}
+
+// run executes a command, feeding stdin, and returns its standard output.
+func (b *Backend) run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		if stdin != nil {
+			msg += restoreContext(stdin, msg)
+		}
+		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
+	}
+	return stdout.Bytes(), nil
+}
+
+// restoreContext quotes the input line iptables-restore complained about.
+func restoreContext(stdin []byte, msg string) string {
+	var line int
+	if i := strings.Index(msg, "line "); i >= 0 {
+		fmt.Sscanf(msg[i+5:], "%d", &line)
+	}
+	if line <= 0 {
+		return ""
+	}
+	lines := bytes.Split(stdin, []byte("\n"))
+	if line > len(lines) {
+		return ""
+	}
+	return fmt.Sprintf(" (input line %d: %q)", line, lines[line-1])
+}

@@ -1,0 +1,260 @@
+package iptables
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"fmt"
+	"math"
+	"net/netip"
+	"strings"
+
+	"github.com/synterix/synterix-kube-proxy/agent/model"
+)
+
+// Chain names. Everything this backend owns starts with ChainPrefix, so it
+// never collides with kube-proxy's KUBE-* chains or anyone else's.
+const (
+	ChainPrefix = "SYNX-"
+
+	chainServices    = "SYNX-SERVICES"    // nat: frontend dispatch, from PREROUTING and OUTPUT
+	chainPostrouting = "SYNX-POSTROUTING" // nat: masquerade marked traffic
+	chainMarkMasq    = "SYNX-MARK-MASQ"   // nat: set the masquerade mark
+	chainOffCluster  = "SYNX-MASQ-OFFCLUS"
+	chainFilter      = "SYNX-FILTER" // filter: REJECT/DROP, from INPUT, FORWARD, OUTPUT
+	chainCanary      = "SYNX-CANARY" // nat and filter: flush detector
+
+	prefixSvc = "SYNX-SVC-" // balancing for ClusterIP frontends
+	prefixExt = "SYNX-EXT-" // external frontends: policy + balancing
+	prefixFw  = "SYNX-FW-"  // LoadBalancer source ranges
+	prefixSep = "SYNX-SEP-" // one endpoint: hairpin masquerade, affinity, DNAT
+)
+
+// Tables this backend writes.
+const (
+	tableNAT    = "nat"
+	tableFilter = "filter"
+)
+
+// listChains are edited rule by rule on partial syncs.
+var listChains = map[string]bool{chainServices: true, chainFilter: true}
+
+var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+func chainHash(prefix string, parts ...string) string {
+	h := sha256.Sum256([]byte(strings.Join(parts, "\x00")))
+	return prefix + b32.EncodeToString(h[:])[:16]
+}
+
+func svcChain(s *model.Service) string { return chainHash(prefixSvc, s.Key) }
+func extChain(s *model.Service) string { return chainHash(prefixExt, s.Key) }
+func fwChain(s *model.Service) string  { return chainHash(prefixFw, s.Key) }
+func sepChain(s *model.Service, e model.Endpoint) string {
+	return chainHash(prefixSep, s.Key, e.AddrPort().String())
+}
+
+// probability renders p the way iptables-save prints it back: the kernel
+// keeps it as a 31-bit fraction and userspace prints 11 decimals.
+func probability(p float64) string {
+	return fmt.Sprintf("%.11f", math.Round(p*(1<<31))/(1<<31))
+}
+
+func protoMatch(p model.Protocol) string {
+	l := strings.ToLower(string(p))
+	return "-p " + l + " -m " + l
+}
+
+func hostCIDR(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
+
+// fragment is what one service port contributes to the ruleset.
+type fragment struct {
+	hash string
+	// chains owned by this service: name -> rules (text after "-A NAME ").
+	nat map[string][]string
+	// entries of the shared list chains.
+	services []string
+	filter   []string
+}
+
+// renderOptions are the per-node settings that shape rules.
+type renderOptions struct {
+	masqMark     string // e.g. "0x20000/0x20000"
+	clusterCIDRs []netip.Prefix
+}
+
+// renderService renders one service port. It is pure and deterministic.
+func renderService(s *model.Service, o renderOptions) *fragment {
+	f := &fragment{hash: s.Hash, nat: map[string][]string{}}
+	svc, ext, fw := svcChain(s), extChain(s), fwChain(s)
+	pm := protoMatch(s.Protocol)
+	comment := func(what string) string { return `-m comment --comment "` + s.Key + " " + what + `"` }
+
+	seps := map[netip.AddrPort]string{}
+	sep := func(e model.Endpoint) string {
+		if c, ok := seps[e.AddrPort()]; ok {
+			return c
+		}
+		c := sepChain(s, e)
+		seps[e.AddrPort()] = c
+		rules := []string{"-s " + hostCIDR(e.Addr) + " -j " + chainMarkMasq}
+		dnat := "-p " + strings.ToLower(string(s.Protocol))
+		if s.Affinity.ClientIP {
+			dnat += " -m recent --set --name " + c + " --mask 255.255.255.255 --rsource"
+		}
+		dnat += " -m " + strings.ToLower(string(s.Protocol)) + " -j DNAT --to-destination " + e.AddrPort().String()
+		f.nat[c] = append(rules, dnat)
+		return c
+	}
+	balance := func(eps []model.Endpoint) []string {
+		var rules []string
+		if s.Affinity.ClientIP {
+			secs := int64(s.Affinity.Timeout.Seconds())
+			for _, e := range eps {
+				c := sep(e)
+				rules = append(rules, fmt.Sprintf("-m recent --rcheck --seconds %d --reap --name %s --mask 255.255.255.255 --rsource -j %s", secs, c, c))
+			}
+		}
+		for i, e := range eps {
+			c := sep(e)
+			left := len(eps) - i
+			switch {
+			case left == 1:
+				rules = append(rules, "-j "+c)
+			case s.Algorithm == model.AlgorithmRoundRobin:
+				// Each rule counts the new connections reaching it and takes
+				// the first of every "left": a strict rotation.
+				rules = append(rules, fmt.Sprintf("-m statistic --mode nth --every %d --packet 0 -j %s", left, c))
+			default:
+				rules = append(rules, "-m statistic --mode random --probability "+probability(1/float64(left))+" -j "+c)
+			}
+		}
+		return rules
+	}
+
+	hasInternal := len(s.InternalEndpoints) > 0
+	if hasInternal {
+		var rules []string
+		masq := model.MasqueradeNever
+		for _, fe := range s.Frontends {
+			if fe.Kind == model.KindClusterIP && fe.Masquerade != model.MasqueradeNever {
+				masq = fe.Masquerade
+			}
+		}
+		switch {
+		case masq == model.MasqueradeAlways:
+			rules = append(rules, "-j "+chainMarkMasq)
+		case masq == model.MasqueradeOffCluster && len(o.clusterCIDRs) > 0:
+			rules = append(rules, "-j "+chainOffCluster)
+		}
+		f.nat[svc] = append(rules, balance(s.InternalEndpoints)...)
+	}
+
+	hasExternalFrontend := false
+	for _, fe := range s.Frontends {
+		hasExternalFrontend = hasExternalFrontend || fe.Kind.External()
+	}
+	// The external chain exists when something can be DNATed through it.
+	extUsable := len(s.ExternalEndpoints) > 0 || (s.ExternalLocal && !s.InternalLocal && hasInternal)
+	if hasExternalFrontend && extUsable {
+		var rules []string
+		if !s.ExternalLocal {
+			rules = append(rules, "-j "+chainMarkMasq)
+		} else if !s.InternalLocal && hasInternal {
+			// Pods and the node itself are not "external" clients: send
+			// them to every endpoint; the node's own traffic needs SNAT.
+			for _, p := range o.clusterCIDRs {
+				rules = append(rules, "-s "+p.String()+" -j "+svc)
+			}
+			rules = append(rules,
+				"-m addrtype --src-type LOCAL -j "+chainMarkMasq,
+				"-m addrtype --src-type LOCAL -j "+svc)
+		}
+		if !s.ExternalLocal && !s.InternalLocal && hasInternal {
+			rules = append(rules, "-j "+svc) // same endpoint set
+		} else {
+			rules = append(rules, balance(s.ExternalEndpoints)...)
+		}
+		f.nat[ext] = rules
+	}
+
+	for _, fe := range s.Frontends {
+		dst := "-d " + hostCIDR(fe.Addr) + " " + pm + fmt.Sprintf(" --dport %d ", fe.Port)
+		what := strings.ToLower(string(fe.Kind))
+		if fe.Localhost {
+			what = "localhost nodeport"
+		}
+		eps := s.Endpoints(fe.Kind)
+		if !fe.Kind.External() {
+			if hasInternal {
+				f.services = append(f.services, dst+comment(what)+" -j "+svc)
+			} else {
+				f.filter = append(f.filter, dst+comment("has no endpoints")+" -j REJECT --reject-with icmp-port-unreachable")
+			}
+			continue
+		}
+		if !extUsable {
+			if s.ExternalLocal {
+				f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
+			} else {
+				f.filter = append(f.filter, dst+comment("has no endpoints")+" -j REJECT --reject-with icmp-port-unreachable")
+			}
+			continue
+		}
+		target := ext
+		if fe.Kind == model.KindLoadBalancer && len(fe.SourceRanges) > 0 {
+			target = fw
+			var rules []string
+			for _, r := range fe.SourceRanges {
+				rules = append(rules, "-s "+r.String()+" -j "+ext)
+			}
+			f.nat[fw] = rules
+			// Whatever was not DNATed above is still addressed to the
+			// load balancer IP: a client outside the ranges.
+			f.filter = append(f.filter, dst+comment("source not allowed")+" -j DROP")
+		}
+		f.services = append(f.services, dst+comment(what)+" -j "+target)
+		if len(eps) == 0 && s.ExternalLocal {
+			// Only pods and the node are sent anywhere; others are dropped.
+			f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
+		}
+	}
+	return f
+}
+
+// ruleset is the complete content of the chains this backend owns.
+type ruleset map[string]map[string][]string // table -> chain -> rules
+
+func (r ruleset) chain(table, chain string) []string { return r[table][chain] }
+
+// globalChains renders the chains shared by all services.
+func globalChains(st *model.State, o renderOptions, randomFully bool, localhost bool) ruleset {
+	mark := o.masqMark
+	value := strings.SplitN(mark, "/", 2)[1]
+	masq := "-j MASQUERADE"
+	if randomFully {
+		masq += " --random-fully"
+	}
+	nat := map[string][]string{
+		chainServices: nil,
+		chainMarkMasq: {"-j MARK --set-xmark " + mark},
+		chainPostrouting: {
+			"-m mark ! --mark " + mark + " -j RETURN",
+			"-j MARK --set-xmark 0x0/" + value,
+			masq,
+		},
+		chainCanary: {"-j RETURN"},
+	}
+	var off []string
+	for _, p := range o.clusterCIDRs {
+		off = append(off, "-s "+p.String()+" -j RETURN")
+	}
+	nat[chainOffCluster] = append(off, "-j "+chainMarkMasq)
+	filter := map[string][]string{
+		chainFilter: nil,
+		chainCanary: {"-j RETURN"},
+	}
+	if localhost {
+		filter[chainFilter] = append(filter[chainFilter],
+			`! -s 127.0.0.0/8 -d 127.0.0.0/8 -m comment --comment "block martian localhost nodeport traffic" -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP`)
+	}
+	return ruleset{tableNAT: nat, tableFilter: filter}
+}

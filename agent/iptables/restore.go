@@ -1,0 +1,160 @@
+package iptables
+
+import (
+	"bufio"
+	"bytes"
+	"sort"
+	"strings"
+)
+
+// tableState is what iptables-save shows of one table, reduced to what this
+// backend cares about.
+type tableState struct {
+	// chains holds every chain named SYNX-* with its rules (text after
+	// "-A NAME ").
+	chains map[string][]string
+	// hooks holds, per built-in or foreign chain, the rules jumping to one
+	// of our chains.
+	hooks map[string][]string
+}
+
+// parseSave parses the output of "iptables-save -t TABLE".
+func parseSave(data []byte) tableState {
+	ts := tableState{chains: map[string][]string{}, hooks: map[string][]string{}}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Bytes()
+		if len(line) == 0 {
+			continue
+		}
+		// Counters, if present, precede the rule: "[pkts:bytes] -A ...".
+		if line[0] == '[' {
+			if i := bytes.IndexByte(line, ']'); i > 0 && i+2 <= len(line) {
+				line = bytes.TrimLeft(line[i+1:], " ")
+			}
+		}
+		switch {
+		case line[0] == ':':
+			name, _, _ := strings.Cut(string(line[1:]), " ")
+			if strings.HasPrefix(name, ChainPrefix) {
+				if _, ok := ts.chains[name]; !ok {
+					ts.chains[name] = nil
+				}
+			}
+		case bytes.HasPrefix(line, []byte("-A ")):
+			rest := line[3:]
+			sp := bytes.IndexByte(rest, ' ')
+			if sp < 0 {
+				continue
+			}
+			chain := string(rest[:sp])
+			rule := string(rest[sp+1:])
+			if strings.HasPrefix(chain, ChainPrefix) {
+				ts.chains[chain] = append(ts.chains[chain], rule)
+			} else if strings.Contains(rule, "-j "+ChainPrefix) || strings.Contains(rule, "-g "+ChainPrefix) {
+				ts.hooks[chain] = append(ts.hooks[chain], rule)
+			}
+		}
+	}
+	return ts
+}
+
+// restorePayload computes the iptables-restore --noflush input that turns
+// the current chains into the desired ones, touching only chains that
+// differ. With editLists, the list chains (dispatch and filter) are edited
+// with -D/-A lines instead of being rewritten. It returns nil when nothing
+// differs, and the number of rule lines written.
+func restorePayload(table string, desired, current map[string][]string, editLists bool) ([]byte, int) {
+	var decl, dels, rules, adds, drops bytes.Buffer
+	n := 0
+	names := make([]string, 0, len(desired))
+	for c := range desired {
+		names = append(names, c)
+	}
+	sort.Strings(names)
+	for _, c := range names {
+		want := desired[c]
+		cur, exists := current[c]
+		if exists && equalRules(cur, want) {
+			continue
+		}
+		if exists && editLists && listChains[c] {
+			del, add := listEdits(cur, want)
+			for _, r := range del {
+				dels.WriteString("-D " + c + " " + r + "\n")
+			}
+			for _, r := range add {
+				adds.WriteString("-A " + c + " " + r + "\n")
+			}
+			n += len(del) + len(add)
+			continue
+		}
+		decl.WriteString(":" + c + " - [0:0]\n")
+		for _, r := range want {
+			rules.WriteString("-A " + c + " " + r + "\n")
+		}
+		n += len(want)
+	}
+	var stale []string
+	for c := range current {
+		if _, ok := desired[c]; !ok {
+			stale = append(stale, c)
+		}
+	}
+	sort.Strings(stale)
+	for _, c := range stale {
+		decl.WriteString(":" + c + " - [0:0]\n")
+		drops.WriteString("-X " + c + "\n")
+		n++
+	}
+	if decl.Len()+dels.Len()+adds.Len() == 0 {
+		return nil, 0
+	}
+	var out bytes.Buffer
+	out.Grow(decl.Len() + dels.Len() + rules.Len() + adds.Len() + drops.Len() + 32)
+	out.WriteString("*" + table + "\n")
+	out.Write(decl.Bytes())
+	out.Write(dels.Bytes())
+	out.Write(rules.Bytes())
+	out.Write(adds.Bytes())
+	out.Write(drops.Bytes())
+	out.WriteString("COMMIT\n")
+	return out.Bytes(), n
+}
+
+func equalRules(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// listEdits returns the rules to delete from and append to cur so that it
+// holds the same multiset of rules as want. Order inside list chains does
+// not matter: every rule matches a distinct destination.
+func listEdits(cur, want []string) (del, add []string) {
+	count := make(map[string]int, len(want))
+	for _, r := range want {
+		count[r]++
+	}
+	for _, r := range cur {
+		if count[r] > 0 {
+			count[r]--
+			continue
+		}
+		del = append(del, r)
+	}
+	for _, r := range want {
+		if count[r] > 0 {
+			count[r]--
+			add = append(add, r)
+		}
+	}
+	return del, add
+}
