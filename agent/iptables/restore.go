@@ -79,6 +79,9 @@ func restorePayload(table string, desired, current map[string][]string, editList
 		if exists && equalRules(cur, want) {
 			continue
 		}
+		if exists && listChains[c] && sameMultiset(cur, want) {
+			continue // partial syncs append; order inside list chains is irrelevant
+		}
 		if exists && editLists && listChains[c] {
 			del, add := listEdits(cur, want)
 			for _, r := range del {
@@ -133,6 +136,14 @@ func equalRules(a, b []string) bool {
 		}
 	}
 	return true
+}
+
+func sameMultiset(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	del, add := listEdits(a, b)
+	return len(del) == 0 && len(add) == 0
 }
 
 // listEdits returns the rules to delete from and append to cur so that it
