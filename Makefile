@@ -1,0 +1,98 @@
+# synterix-kube-proxy
+
+# Image of the manager and the agent (one image, two commands).
+IMG ?= ghcr.io/synterix/synterix-kube-proxy:dev
+# Kubernetes version of the control-plane binaries the tests run.
+K8S_VERSION ?= v1.37.2
+K8S_BIN ?= $(CURDIR)/bin/k8s/$(K8S_VERSION)
+export KUBEBUILDER_ASSETS ?= $(K8S_BIN)
+
+CONTROLLER_GEN ?= go tool controller-gen
+GO_TEST_FLAGS ?=
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show this help.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage:\n  make \033[36m<target>\033[0m\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2 } /^##@/ { printf "\n\033[1m%s\033[0m\n", substr($$0, 5) } ' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: ## Generate CRDs and RBAC roles from the markers in api/, controllers/ and agent/.
+	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
+	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
+	$(CONTROLLER_GEN) rbac:roleName=agent-role paths=./agent/... output:rbac:artifacts:config=config/agent/rbac
+
+.PHONY: generate
+generate: ## Generate the DeepCopy methods of the API types.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./api/...
+
+.PHONY: verify-generated
+verify-generated: ## Fail when the generated files are stale.
+	hack/verify-generated.sh
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: k8s-binaries
+k8s-binaries: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into bin/k8s (reused when present).
+	K8S_VERSION=$(K8S_VERSION) hack/build-k8s.sh etcd kube-apiserver kubectl
+
+.PHONY: test
+test: verify-generated vet k8s-binaries ## Run every test: unit, CRD validation against a real kube-apiserver, operator, agent and kernel tests in network namespaces.
+	go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
+
+.PHONY: test-e2e
+test-e2e: build k8s-binaries ## Run the end-to-end suite on a local cluster of network namespaces.
+	go test ./test/e2e/... -v -ginkgo.v -timeout 30m
+
+.PHONY: test-ipvs-vm
+test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel.
+	hack/vm/run.sh
+
+.PHONY: bench
+bench: ## Run the Go benchmarks.
+	go test ./... -run '^$$' -bench . -benchmem
+
+##@ Build
+
+.PHONY: build
+build: ## Build the manager and the agent into bin/.
+	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
+	CGO_ENABLED=0 go build -o bin/agent ./cmd/agent
+
+.PHONY: demo
+demo: build k8s-binaries ## Bring up a local cluster of network namespaces with real traffic, walk through the product, tear down (KEEP=1 keeps it).
+	go run ./test/cluster/cmd/demo $(if $(KEEP),-keep)
+
+.PHONY: docker-build
+docker-build: ## Build the container image (needs a Docker engine).
+	docker build -t $(IMG) .
+
+##@ Deployment
+
+.PHONY: install
+install: manifests ## Install the CRDs into the cluster of the current kubeconfig.
+	kubectl apply -k config/crd
+
+.PHONY: uninstall
+uninstall: ## Remove the CRDs from the cluster of the current kubeconfig.
+	kubectl delete -k config/crd --ignore-not-found
+
+.PHONY: deploy
+deploy: manifests ## Deploy the operator to the cluster of the current kubeconfig.
+	cd config/manager && kubectl kustomize . >/dev/null
+	kubectl apply -k config/default
+
+.PHONY: undeploy
+undeploy: ## Remove the operator from the cluster of the current kubeconfig.
+	kubectl delete -k config/default --ignore-not-found

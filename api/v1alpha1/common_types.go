@@ -1,0 +1,55 @@
+package v1alpha1
+
+// CIDR is an IPv4 or IPv6 network in CIDR notation, such as 10.0.0.0/8 or fd00::/64.
+// +kubebuilder:validation:MinLength=3
+// +kubebuilder:validation:MaxLength=43
+// +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8 or fd00::/64"
+type CIDR string
+
+// Condition types and reasons shared by the kinds of this group. They follow the
+// conventions kstatus reads: Ready is the summary, Progressing is true while a change
+// is being rolled out and Degraded is true when something needs a human.
+const (
+	// ConditionReady is true when the object is fully in effect.
+	ConditionReady = "Ready"
+	// ConditionProgressing is true while a change is being rolled out.
+	ConditionProgressing = "Progressing"
+	// ConditionDegraded is true when the object failed in a way that needs attention.
+	ConditionDegraded = "Degraded"
+	// ConditionAccepted is true when a ProxyPolicy is valid and attached to its targets.
+	ConditionAccepted = "Accepted"
+	// ConditionProgrammed is true when a ProxyPolicy is in the kernel of every node.
+	ConditionProgrammed = "Programmed"
+)
+
+// Well-known labels and annotations.
+const (
+	// ServiceProxyNameLabel is the Service label that hands a Service to one proxy.
+	// Services that carry it are ignored by kube-proxy and by every proxy whose
+	// name differs.
+	ServiceProxyNameLabel = "service.kubernetes.io/service-proxy-name"
+)
+
+// BackendMode is the data-plane backend an agent programs.
+// +kubebuilder:validation:Enum=Auto;IPTables;IPVS
+type BackendMode string
+
+const (
+	// BackendModeAuto picks IPVS where the kernel has it, else iptables.
+	BackendModeAuto BackendMode = "Auto"
+	// BackendModeIPTables always uses iptables.
+	BackendModeIPTables BackendMode = "IPTables"
+	// BackendModeIPVS always uses IPVS; a node whose kernel lacks it reports Degraded.
+	BackendModeIPVS BackendMode = "IPVS"
+)
+
+// Backend is the backend an agent actually runs.
+// +kubebuilder:validation:Enum=IPTables;IPVS
+type Backend string
+
+const (
+	// BackendIPTables is the iptables backend.
+	BackendIPTables Backend = "IPTables"
+	// BackendIPVS is the IPVS backend.
+	BackendIPVS Backend = "IPVS"
+)

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Fails when the generated files (DeepCopy methods, CRDs, RBAC roles) differ from
+# what `make generate manifests` produces from the markers in the source.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+generated() {
+	find api config/crd/bases config/rbac config/agent/rbac -type f \
+		\( -name 'zz_generated.*.go' -o -name '*.yaml' \) 2>/dev/null | sort | xargs -r sha256sum
+}
+
+before=$(generated)
+make --no-print-directory -s generate manifests >/dev/null
+after=$(generated)
+if [ "$before" != "$after" ]; then
+	echo "generated files were stale; 'make generate manifests' has now rewritten them:" >&2
+	diff <(echo "$before") <(echo "$after") >&2 || true
+	echo "commit the regenerated files" >&2
+	exit 1
+fi
+echo "generated files are up to date"
