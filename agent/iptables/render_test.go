@@ -1,0 +1,268 @@
+package iptables
+
+import (
+	"net/netip"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/model"
+)
+
+func TestProbability(t *testing.T) {
+	for _, tc := range []struct {
+		p    float64
+		want string
+	}{
+		{0.5, "0.50000000000"},
+		{1.0 / 3, "0.33333333349"}, // what iptables-save prints for 1/3
+		{0.25, "0.25000000000"},
+		{1.0 / 7, "0.14285714272"},
+	} {
+		if got := probability(tc.p); got != tc.want {
+			t.Errorf("probability(%v) = %s, want %s", tc.p, got, tc.want)
+		}
+	}
+}
+
+func mkService(mut func(*model.Service)) *model.Service {
+	s := &model.Service{
+		Key: "ns/a:http/TCP", Namespace: "ns", Name: "a", PortName: "http", Protocol: model.TCP, Hash: "h",
+		Frontends: []model.Frontend{{Kind: model.KindClusterIP, Addr: netip.MustParseAddr("10.96.0.10"), Port: 80,
+			Protocol: model.TCP, Masquerade: model.MasqueradeOffCluster}},
+	}
+	eps := []model.Endpoint{
+		{Addr: netip.MustParseAddr("10.0.1.1"), Port: 8080, Ready: true},
+		{Addr: netip.MustParseAddr("10.0.1.2"), Port: 8080, Ready: true},
+	}
+	s.InternalEndpoints, s.ExternalEndpoints, s.ClusterEndpoints = eps, eps, eps
+	if mut != nil {
+		mut(s)
+	}
+	return s
+}
+
+var testOpts = renderOptions{masqMark: "0x20000/0x20000", clusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}}
+
+func TestRenderClusterIP(t *testing.T) {
+	s := mkService(nil)
+	f := renderService(s, testOpts)
+	svc, sep1, sep2 := svcChain(s), sepChain(s, s.InternalEndpoints[0]), sepChain(s, s.InternalEndpoints[1])
+	want := map[string][]string{
+		svc: {"-j SYNX-MASQ-OFFCLUS",
+			"-m statistic --mode random --probability 0.50000000000 -j " + sep1,
+			"-j " + sep2},
+		sep1: {"-s 10.0.1.1/32 -j SYNX-MARK-MASQ", "-p tcp -m tcp -j DNAT --to-destination 10.0.1.1:8080"},
+		sep2: {"-s 10.0.1.2/32 -j SYNX-MARK-MASQ", "-p tcp -m tcp -j DNAT --to-destination 10.0.1.2:8080"},
+	}
+	if !reflect.DeepEqual(f.nat, want) {
+		t.Errorf("nat chains:\n%v\nwant\n%v", f.nat, want)
+	}
+	if want := []string{`-d 10.96.0.10/32 -p tcp -m tcp --dport 80 -m comment --comment "ns/a:http/TCP clusterip" -j ` + svc}; !reflect.DeepEqual(f.services, want) {
+		t.Errorf("dispatch = %v, want %v", f.services, want)
+	}
+	if len(f.filter) != 0 {
+		t.Errorf("filter rules for a service with endpoints: %v", f.filter)
+	}
+	for c := range f.nat {
+		if len(c) > 28 {
+			t.Errorf("chain name %q longer than 28 characters", c)
+		}
+	}
+}
+
+func TestRenderCases(t *testing.T) {
+	lb := model.Frontend{Kind: model.KindLoadBalancer, Addr: netip.MustParseAddr("203.0.113.7"), Port: 80, Protocol: model.TCP,
+		Masquerade: model.MasqueradeAlways, SourceRanges: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}}
+	np := model.Frontend{Kind: model.KindNodePort, Addr: netip.MustParseAddr("192.168.1.10"), Port: 30080, Protocol: model.TCP,
+		Masquerade: model.MasqueradeAlways}
+	cases := []struct {
+		name string
+		mut  func(*model.Service)
+		// substrings that must appear in the joined output
+		want []string
+		// substrings that must not appear
+		not []string
+	}{
+		{name: "no endpoints rejects", mut: func(s *model.Service) {
+			s.InternalEndpoints, s.ExternalEndpoints, s.ClusterEndpoints = nil, nil, nil
+		}, want: []string{"filter -d 10.96.0.10/32 -p tcp -m tcp --dport 80", "-j REJECT --reject-with icmp-port-unreachable"},
+			not: []string{"SYNX-SVC-", "services "}},
+		{name: "affinity uses recent", mut: func(s *model.Service) {
+			s.Affinity = model.Affinity{ClientIP: true, Timeout: 30 * time.Second}
+		}, want: []string{"-m recent --rcheck --seconds 30 --reap --name SYNX-SEP-", "-p tcp -m recent --set --name SYNX-SEP-"}},
+		{name: "round robin uses nth", mut: func(s *model.Service) { s.Algorithm = model.AlgorithmRoundRobin },
+			want: []string{"-m statistic --mode nth --every 2 --packet 0 -j SYNX-SEP-"}, not: []string{"--mode random"}},
+		{name: "masquerade all", mut: func(s *model.Service) { s.Frontends[0].Masquerade = model.MasqueradeAlways },
+			want: []string{"nat SYNX-SVC-", "-j SYNX-MARK-MASQ"}, not: []string{"SYNX-MASQ-OFFCLUS"}},
+		{name: "udp and sctp", mut: func(s *model.Service) {
+			s.Protocol = model.SCTP
+			s.Frontends[0].Protocol = model.SCTP
+		}, want: []string{"-p sctp -m sctp --dport 80", "-p sctp -m sctp -j DNAT"}},
+		{name: "NodePort cluster policy masquerades and reuses the SVC chain", mut: func(s *model.Service) {
+			s.Frontends = append(s.Frontends, np)
+		}, want: []string{"-d 192.168.1.10/32 -p tcp -m tcp --dport 30080", "nat SYNX-EXT-", "-j SYNX-MARK-MASQ", "-j SYNX-SVC-"}},
+		{name: "NodePort Local policy with no local endpoint drops, pods short-circuit", mut: func(s *model.Service) {
+			s.Frontends = append(s.Frontends, np)
+			s.ExternalLocal, s.ExternalEndpoints = true, nil
+		}, want: []string{"-s 10.0.0.0/16 -j SYNX-SVC-", "-m addrtype --src-type LOCAL -j SYNX-MARK-MASQ",
+			`--dport 30080 -m comment --comment "ns/a:http/TCP has no local endpoints" -j DROP`}},
+		{name: "Local policy everywhere with no endpoints drops only", mut: func(s *model.Service) {
+			s.Frontends = []model.Frontend{np}
+			s.ExternalLocal, s.InternalLocal = true, true
+			s.ExternalEndpoints, s.InternalEndpoints = nil, nil
+		}, want: []string{"-j DROP"}, not: []string{"SYNX-EXT-", "REJECT"}},
+		{name: "source ranges", mut: func(s *model.Service) { s.Frontends = append(s.Frontends, lb) },
+			want: []string{"nat SYNX-FW-", "-s 192.0.2.0/24 -j SYNX-EXT-", `"ns/a:http/TCP source not allowed" -j DROP`,
+				"-d 203.0.113.7/32 -p tcp -m tcp --dport 80 -m comment --comment \"ns/a:http/TCP loadbalancer\" -j SYNX-FW-"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mkService(tc.mut)
+			f := renderService(s, testOpts)
+			var lines []string
+			for c, rules := range f.nat {
+				for _, r := range rules {
+					lines = append(lines, "nat "+c+" "+r)
+				}
+			}
+			for _, r := range f.services {
+				lines = append(lines, "services "+r)
+			}
+			for _, r := range f.filter {
+				lines = append(lines, "filter "+r)
+			}
+			all := strings.Join(lines, "\n")
+			for _, w := range tc.want {
+				if !strings.Contains(all, w) {
+					t.Errorf("missing %q in:\n%s", w, all)
+				}
+			}
+			for _, w := range tc.not {
+				if strings.Contains(all, w) {
+					t.Errorf("unexpected %q in:\n%s", w, all)
+				}
+			}
+		})
+	}
+}
+
+func TestParseSave(t *testing.T) {
+	in := `# Generated by iptables-save
+*nat
+:PREROUTING ACCEPT [0:0]
+:KUBE-SERVICES - [0:0]
+:SYNX-SERVICES - [0:0]
+:SYNX-SVC-X - [0:0]
+:SYNX-EMPTY - [0:0]
+[5:300] -A PREROUTING -m comment --comment "synterix service portals" -j SYNX-SERVICES
+-A PREROUTING -j KUBE-SERVICES
+-A KUBE-SERVICES -d 10.0.0.1/32 -j KUBE-SVC-Y
+-A SYNX-SERVICES -d 10.96.0.10/32 -j SYNX-SVC-X
+-A SYNX-SVC-X -j RETURN
+COMMIT
+`
+	ts := parseSave([]byte(in))
+	want := map[string][]string{
+		"SYNX-SERVICES": {"-d 10.96.0.10/32 -j SYNX-SVC-X"},
+		"SYNX-SVC-X":    {"-j RETURN"},
+		"SYNX-EMPTY":    nil,
+	}
+	if !reflect.DeepEqual(ts.chains, want) {
+		t.Errorf("chains = %v, want %v", ts.chains, want)
+	}
+	if want := map[string][]string{"PREROUTING": {`-m comment --comment "synterix service portals" -j SYNX-SERVICES`}}; !reflect.DeepEqual(ts.hooks, want) {
+		t.Errorf("hooks = %v, want %v", ts.hooks, want)
+	}
+}
+
+func TestRestorePayload(t *testing.T) {
+	cur := map[string][]string{
+		"SYNX-SERVICES": {"-d A -j SYNX-SVC-1", "-d B -j SYNX-SVC-2"},
+		"SYNX-SVC-1":    {"-j SYNX-SEP-1"},
+		"SYNX-SVC-2":    {"-j SYNX-SEP-2"},
+		"SYNX-SEP-1":    {"-j DNAT 1"},
+		"SYNX-SEP-2":    {"-j DNAT 2"},
+	}
+	want := map[string][]string{
+		"SYNX-SERVICES": {"-d A -j SYNX-SVC-1", "-d C -j SYNX-SVC-3"},
+		"SYNX-SVC-1":    {"-j SYNX-SEP-1b"},
+		"SYNX-SEP-1b":   {"-j DNAT 1b"},
+		"SYNX-SVC-3":    {"-j SYNX-SEP-3"},
+		"SYNX-SEP-3":    {"-j DNAT 3"},
+	}
+	t.Run("partial edits the dispatch chain", func(t *testing.T) {
+		got, n := restorePayload("nat", want, cur, true)
+		exp := `*nat
+:SYNX-SEP-1b - [0:0]
+:SYNX-SEP-3 - [0:0]
+:SYNX-SVC-1 - [0:0]
+:SYNX-SVC-3 - [0:0]
+:SYNX-SEP-1 - [0:0]
+:SYNX-SEP-2 - [0:0]
+:SYNX-SVC-2 - [0:0]
+-D SYNX-SERVICES -d B -j SYNX-SVC-2
+-A SYNX-SEP-1b -j DNAT 1b
+-A SYNX-SEP-3 -j DNAT 3
+-A SYNX-SVC-1 -j SYNX-SEP-1b
+-A SYNX-SVC-3 -j SYNX-SEP-3
+-A SYNX-SERVICES -d C -j SYNX-SVC-3
+-X SYNX-SEP-1
+-X SYNX-SEP-2
+-X SYNX-SVC-2
+COMMIT
+`
+		if string(got) != exp {
+			t.Errorf("payload:\n%s\nwant:\n%s", got, exp)
+		}
+		if n != 9 {
+			t.Errorf("counted %d lines, want 9", n)
+		}
+	})
+	t.Run("full rewrites the dispatch chain", func(t *testing.T) {
+		got, _ := restorePayload("nat", want, cur, false)
+		if !strings.Contains(string(got), ":SYNX-SERVICES - [0:0]\n") || strings.Contains(string(got), "-D ") {
+			t.Errorf("payload:\n%s", got)
+		}
+	})
+	t.Run("nothing to do", func(t *testing.T) {
+		if got, n := restorePayload("nat", cur, cur, true); got != nil || n != 0 {
+			t.Errorf("payload for identical state: %q", got)
+		}
+	})
+	t.Run("reordered list chain is equal", func(t *testing.T) {
+		re := map[string][]string{"SYNX-SERVICES": {"b", "a"}}
+		if got, _ := restorePayload("nat", map[string][]string{"SYNX-SERVICES": {"a", "b"}}, re, false); got != nil {
+			t.Errorf("payload: %q", got)
+		}
+	})
+}
+
+func TestListEdits(t *testing.T) {
+	del, add := listEdits([]string{"a", "b", "b", "c"}, []string{"b", "c", "d", "d"})
+	if !reflect.DeepEqual(del, []string{"a", "b"}) || !reflect.DeepEqual(add, []string{"d", "d"}) {
+		t.Errorf("del %v add %v", del, add)
+	}
+}
+
+func TestFeatures(t *testing.T) {
+	be := &Backend{}
+	ok := model.Policy{Namespace: "ns", Name: "p", Algorithm: model.AlgorithmRoundRobin, Affinity: &model.Affinity{ClientIP: true},
+		SourceRanges: []string{"10.0.0.0/8"}}
+	if err := be.Unsupported(ok); err != nil {
+		t.Errorf("supported policy reported: %v", err)
+	}
+	bad := model.Policy{Namespace: "ns", Name: "p", Algorithm: model.AlgorithmMaglev}
+	err := be.Unsupported(bad)
+	ue, isUE := err.(*backend.UnsupportedError)
+	if !isUE || !reflect.DeepEqual(ue.Features, []string{"Algorithm/Maglev"}) {
+		t.Errorf("Maglev: %v", err)
+	}
+	for _, a := range model.KnownAlgorithms {
+		if r := Features.Lookup(backend.AlgorithmFeature(a)); r.Note == "" {
+			t.Errorf("feature table has no row or note for %s", a)
+		}
+	}
+}
