@@ -5,8 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 generated() {
-	find api config/crd/bases config/rbac config/agent/rbac -type f \
-		\( -name 'zz_generated.*.go' -o -name '*.yaml' \) 2>/dev/null | sort | xargs -r sha256sum
+	local dirs=()
+	for d in api config/crd/bases config/rbac config/agent/rbac; do
+		[ -d "$d" ] && dirs+=("$d")
+	done
+	find "${dirs[@]}" -type f \( -name 'zz_generated.*.go' -o -name '*.yaml' \) | sort | xargs -r sha256sum
 }
 
 before=$(generated)
