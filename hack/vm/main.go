@@ -78,6 +78,7 @@ func main() {
 
 	failed := false
 	var summaries []string
+	var totPass, totFail, totSkip int
 	for _, kp := range strings.Split(*kernels, ",") {
 		kp = strings.TrimSpace(kp)
 		if kp == "" {
@@ -129,15 +130,18 @@ func main() {
 			fmt.Printf("  console log: %s\n", filepath.Join(work, "console.log"))
 		}
 		fmt.Printf("  result: %s\n", status)
-		summaries = append(summaries, fmt.Sprintf("%s: %d passed, %d failed, %d skipped", k.Release, pass, fail, skip))
 		if fail == 0 && verdict != nil {
-			fail = 1
+			fail = 1 // a crash, timeout or missing binary counts as a failure
 		}
+		summaries = append(summaries, fmt.Sprintf("kernel %s: %d passed, %d failed, %d skipped", k.Release, pass, fail, skip))
+		totPass, totFail, totSkip = totPass+pass, totFail+fail, totSkip+skip
 	}
 	fmt.Println()
 	for _, s := range summaries {
-		fmt.Println("vm " + s)
+		fmt.Println(s)
 	}
+	// The closing line, in the "N passed, N failed" form CI reads.
+	fmt.Printf("ipvs-vm: %d passed, %d failed, %d skipped\n", totPass, totFail, totSkip)
 	if failed {
 		os.Exit(1)
 	}
