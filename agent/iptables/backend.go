@@ -58,6 +58,9 @@ type Backend struct {
 	current ruleset              // what the kernel holds, as far as we know
 	last    *model.State
 	synced  bool
+	// lastPayload keeps the restore input of the last sync per table, for
+	// error reports and benchmarks.
+	lastPayload map[string][]byte
 
 	localnetSet bool
 	localnetWas string
@@ -188,15 +191,13 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 		st = &model.State{}
 	}
 	full := opts.Full || !b.synced
-	if !full {
-		if ok, err := b.canaryIntact(ctx); err != nil || !ok {
-			klog.InfoS("Our iptables chains were flushed or deleted by someone else, doing a full resync", "err", err)
-			full = true
-		}
-	}
 	res, err := b.sync(ctx, st, full)
 	if err != nil && !full {
-		klog.ErrorS(err, "Partial iptables sync failed, retrying as a full sync")
+		if errors.Is(err, errCanary) {
+			klog.InfoS("Our iptables chains were flushed or deleted by someone else, doing a full resync", "err", err)
+		} else {
+			klog.ErrorS(err, "Partial iptables sync failed, retrying as a full sync")
+		}
 		res, err = b.sync(ctx, st, true)
 	}
 	res.Duration = time.Since(start)
@@ -228,13 +229,21 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	return res, nil
 }
 
+// errCanary reports a missing canary rule: someone flushed our chains.
+var errCanary = errors.New("canary rule missing")
+
+// canaryGuard, placed in a partial restore, makes the whole transaction fail
+// when the canary rule is gone, so a flush is noticed without an extra
+// command and nothing is applied on top of a half-deleted ruleset.
+const canaryGuard = "-D " + chainCanary + " -j RETURN\n-A " + chainCanary + " -j RETURN\n"
+
 func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend.SyncResult, error) {
 	res := backend.SyncResult{Full: full}
 	want := b.desired(st)
 	current := b.current
-	var missingHooks []hook
 	if full {
 		current = ruleset{}
+		var missing []hook
 		for _, table := range []string{tableNAT, tableFilter} {
 			out, err := b.run(ctx, nil, b.bins.save, "-t", table)
 			if err != nil {
@@ -244,32 +253,82 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 			current[table] = ts.chains
 			for _, h := range hooks {
 				if h.table == table && !contains(ts.hooks[h.chain], h.saved()) {
-					missingHooks = append(missingHooks, h)
+					missing = append(missing, h)
 				}
 			}
 		}
+		if len(missing) > 0 {
+			n, err := b.installHooks(ctx, current, missing)
+			res.Rules += n
+			if err != nil {
+				return res, err
+			}
+		}
 	}
+	b.lastPayload = map[string][]byte{}
 	for _, table := range []string{tableNAT, tableFilter} {
 		payload, n := restorePayload(table, want[table], current[table], !full)
 		if payload == nil {
+			if !full {
+				if ok, err := b.canaryIntact(ctx, table); err != nil {
+					return res, err
+				} else if !ok {
+					return res, fmt.Errorf("%s table: %w", table, errCanary)
+				}
+			}
 			continue
 		}
+		if !full {
+			// Right after the "*table" line.
+			i := bytes.IndexByte(payload, '\n') + 1
+			payload = append(payload[:i:i], append([]byte(canaryGuard), payload[i:]...)...)
+		}
+		b.lastPayload[table] = payload
 		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
+			if !full && strings.Contains(err.Error(), chainCanary) {
+				return res, fmt.Errorf("%s table: %w: %v", table, errCanary, err)
+			}
 			return res, err
 		}
 		res.Rules += n
 	}
 	b.current = want
-	for _, h := range missingHooks {
-		if err := b.ipt.Insert(h.table, h.chain, 1, h.args...); err != nil {
-			return res, fmt.Errorf("add jump from %s %s: %w", h.table, h.chain, err)
-		}
-		res.Rules++
-	}
 	if st.LocalhostNodePorts {
 		b.enableRouteLocalnet()
 	}
 	return res, nil
+}
+
+// installHooks adds the missing jumps from built-in chains with go-iptables.
+// The target chains are created empty first if they do not exist, while the
+// tables are still small, so the inserts stay cheap; the big restore fills
+// them afterwards.
+func (b *Backend) installHooks(ctx context.Context, current ruleset, missing []hook) (int, error) {
+	for _, table := range []string{tableNAT, tableFilter} {
+		var buf bytes.Buffer
+		for _, h := range missing {
+			target := h.args[len(h.args)-1]
+			if _, ok := current[table][target]; h.table != table || ok {
+				continue
+			}
+			buf.WriteString(":" + target + " - [0:0]\n")
+			current[table][target] = nil
+		}
+		if buf.Len() == 0 {
+			continue
+		}
+		payload := append([]byte("*"+table+"\n"), buf.Bytes()...)
+		payload = append(payload, "COMMIT\n"...)
+		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
+			return 0, err
+		}
+	}
+	for i, h := range missing {
+		if err := b.ipt.Insert(h.table, h.chain, 1, h.args...); err != nil {
+			return i, fmt.Errorf("add jump from %s %s: %w", h.table, h.chain, err)
+		}
+	}
+	return len(missing), nil
 }
 
 func contains(list []string, s string) bool {
@@ -281,19 +340,17 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// canaryIntact checks the canary rule in both tables: it is gone after
+// canaryIntact checks the canary rule of a table: it is gone after
 // "iptables -F", a table deletion or a firewall reload.
-func (b *Backend) canaryIntact(ctx context.Context) (bool, error) {
-	for _, table := range []string{tableNAT, tableFilter} {
-		out, err := b.run(ctx, nil, b.bins.iptables, "-w", "-t", table, "-S", chainCanary)
-		if err != nil {
-			return false, err
-		}
-		if !bytes.Contains(out, []byte("-A "+chainCanary+" -j RETURN")) {
+func (b *Backend) canaryIntact(ctx context.Context, table string) (bool, error) {
+	out, err := b.run(ctx, nil, b.bins.iptables, "-w", "-t", table, "-S", chainCanary)
+	if err != nil {
+		if strings.Contains(err.Error(), "No chain") || strings.Contains(err.Error(), "does not exist") {
 			return false, nil
 		}
+		return false, err
 	}
-	return true, nil
+	return bytes.Contains(out, []byte("-A "+chainCanary+" -j RETURN")), nil
 }
 
 const routeLocalnet = "/proc/sys/net/ipv4/conf/all/route_localnet"

@@ -66,13 +66,17 @@ func parseSave(data []byte) tableState {
 // with -D/-A lines instead of being rewritten. It returns nil when nothing
 // differs, and the number of rule lines written.
 func restorePayload(table string, desired, current map[string][]string, editLists bool) ([]byte, int) {
-	var decl, dels, rules, adds, drops bytes.Buffer
-	n := 0
 	names := make([]string, 0, len(desired))
 	for c := range desired {
 		names = append(names, c)
 	}
 	sort.Strings(names)
+	type edit struct {
+		chain    string
+		del, add []string
+	}
+	var rewrite []string // chains declared and rewritten in full
+	var edits []edit
 	for _, c := range names {
 		want := desired[c]
 		cur, exists := current[c]
@@ -84,20 +88,10 @@ func restorePayload(table string, desired, current map[string][]string, editList
 		}
 		if exists && editLists && listChains[c] {
 			del, add := listEdits(cur, want)
-			for _, r := range del {
-				dels.WriteString("-D " + c + " " + r + "\n")
-			}
-			for _, r := range add {
-				adds.WriteString("-A " + c + " " + r + "\n")
-			}
-			n += len(del) + len(add)
+			edits = append(edits, edit{c, del, add})
 			continue
 		}
-		decl.WriteString(":" + c + " - [0:0]\n")
-		for _, r := range want {
-			rules.WriteString("-A " + c + " " + r + "\n")
-		}
-		n += len(want)
+		rewrite = append(rewrite, c)
 	}
 	var stale []string
 	for c := range current {
@@ -106,29 +100,75 @@ func restorePayload(table string, desired, current map[string][]string, editList
 		}
 	}
 	sort.Strings(stale)
-	for _, c := range stale {
-		decl.WriteString(":" + c + " - [0:0]\n")
-		drops.WriteString("-X " + c + "\n")
-		n++
-	}
-	if decl.Len()+dels.Len()+adds.Len() == 0 {
+	if len(rewrite)+len(edits)+len(stale) == 0 {
 		return nil, 0
 	}
-	var out bytes.Buffer
-	out.Grow(decl.Len() + dels.Len() + rules.Len() + adds.Len() + drops.Len() + 32)
-	out.WriteString("*" + table + "\n")
-	out.Write(decl.Bytes())
-	out.Write(dels.Bytes())
-	out.Write(rules.Bytes())
-	out.Write(adds.Bytes())
-	out.Write(drops.Bytes())
-	out.WriteString("COMMIT\n")
+
+	// Size the buffer once: payloads reach tens of megabytes.
+	size, n := len(table)+16, 0
+	for _, c := range rewrite {
+		size += len(c) + 10
+		for _, r := range desired[c] {
+			size += len(c) + len(r) + 5
+		}
+		n += len(desired[c])
+	}
+	for _, e := range edits {
+		for _, r := range e.del {
+			size += len(e.chain) + len(r) + 5
+		}
+		for _, r := range e.add {
+			size += len(e.chain) + len(r) + 5
+		}
+		n += len(e.del) + len(e.add)
+	}
+	for _, c := range stale {
+		size += 2*len(c) + 14
+	}
+	n += len(stale)
+
+	out := bytes.NewBuffer(make([]byte, 0, size))
+	line := func(parts ...string) {
+		for _, p := range parts {
+			out.WriteString(p)
+		}
+		out.WriteByte('\n')
+	}
+	line("*", table)
+	for _, c := range rewrite {
+		line(":", c, " - [0:0]")
+	}
+	for _, c := range stale {
+		line(":", c, " - [0:0]")
+	}
+	for _, e := range edits {
+		for _, r := range e.del {
+			line("-D ", e.chain, " ", r)
+		}
+	}
+	for _, c := range rewrite {
+		for _, r := range desired[c] {
+			line("-A ", c, " ", r)
+		}
+	}
+	for _, e := range edits {
+		for _, r := range e.add {
+			line("-A ", e.chain, " ", r)
+		}
+	}
+	for _, c := range stale {
+		line("-X ", c)
+	}
+	line("COMMIT")
 	return out.Bytes(), n
 }
 
 func equalRules(a, b []string) bool {
 	if len(a) != len(b) {
 		return false
+	}
+	if len(a) == 0 || &a[0] == &b[0] {
+		return true // the same cached slice
 	}
 	for i := range a {
 		if a[i] != b[i] {
