@@ -1,0 +1,475 @@
+// Package cluster brings a whole Kubernetes cluster up on one Linux machine,
+// out of network namespaces and real processes, for the demo (make demo) and
+// the end-to-end suite (make test-e2e).
+//
+// Topology (every address lives inside the cluster's namespaces; the host's
+// namespace gets nothing, not a link, not a route, not a rule):
+//
+//	                  hub (bridge br0, 10.77.0.1/24)
+//	┌───────────────┬─────────┴──────┬───────────────┐
+//	cp 10.77.0.2    node-1 .11   ... node-N .1N      client 10.77.0.100
+//	etcd            agent            agent           (external client;
+//	kube-apiserver   └ pod veths      └ pod veths      routes LB and
+//	manager            10.244.1.x       10.244.N.x     external IPs via nodes)
+//
+// Each "pod" is a namespace behind its node, running the harness's echo
+// server as a process. Its address is in the node's podCIDR 10.244.<n>.0/24
+// and nodes route each other's podCIDRs, as a host-gateway CNI would.
+// EndpointSlices are written by the harness, as the EndpointSlice controller
+// would write them (no kube-controller-manager runs; see docs/demo.md).
+//
+// The harness itself talks to the API server over sockets it opens inside the
+// control-plane namespace; kubectl runs there with "ip netns exec".
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/synterix/synterix-kube-proxy/test/testenv"
+)
+
+// Prefix starts the name of every namespace, folder and process log of every
+// cluster the harness makes.
+const Prefix = "synx-demo-"
+
+// Options configure a cluster.
+type Options struct {
+	// Nodes is how many nodes; default 3.
+	Nodes int
+	// Keep leaves the cluster running when the harness exits: processes are
+	// started without a parent-death signal and Down is not expected.
+	Keep bool
+	// Progress receives one line per step; nil discards them.
+	Progress io.Writer
+	// RepoRoot is the repository root; default: found from the working
+	// directory.
+	RepoRoot string
+	// K8sBin holds etcd, kube-apiserver and kubectl; default bin/k8s/<version>.
+	K8sBin string
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	// ID is the cluster's name, Prefix plus four hex digits.
+	ID string
+	// Dir holds certificates, kubeconfigs, etcd's data and the logs.
+	Dir string
+	// LogDir holds one log file per process.
+	LogDir string
+	// Hub, CP and ClientNS are the bridge, control-plane and client
+	// namespaces.
+	Hub, CP, ClientNS *NS
+	// Nodes are the nodes, in order.
+	Nodes []*Node
+	// Kubeconfig is the admin kubeconfig; it works from inside the cluster's
+	// namespaces (see KubectlCommand).
+	Kubeconfig string
+	// RESTConfig, Kube and Client talk to the API server as the admin.
+	RESTConfig *rest.Config
+	Kube       kubernetes.Interface
+	Client     client.Client
+	// Etcd, APIServer and Manager are the control-plane processes.
+	Etcd, APIServer, Manager *Process
+
+	opts     Options
+	pki      *pki
+	mu       sync.Mutex
+	procs    []*Process
+	pods     map[string]*Pod
+	podCount int
+	nsNames  []string
+	downOnce sync.Once
+}
+
+// Node is one node: a namespace with the node's address, its pods behind it,
+// and the agent process.
+type Node struct {
+	Name    string
+	Index   int
+	IP      string
+	PodCIDR string
+	Zone    string
+	NS      *NS
+	// Agent is the agent process, once StartAgents ran.
+	Agent *Process
+	// HealthAddr and MetricsAddr are the agent's endpoints inside the node's
+	// namespace.
+	HealthAddr, MetricsAddr string
+	pods                    int
+}
+
+// Progress writes a progress line.
+func (c *Cluster) Progress(format string, args ...any) {
+	if c.opts.Progress != nil {
+		fmt.Fprintf(c.opts.Progress, "==> "+format+"\n", args...)
+	}
+}
+
+// Up sweeps stale clusters, then builds a new one: namespaces and links,
+// etcd and kube-apiserver, the CRDs and the Node objects. On error it tears
+// down what it built. The caller must call Down (unless Options.Keep).
+func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if os.Geteuid() != 0 {
+		return nil, errors.New("the cluster harness needs root: it creates network namespaces")
+	}
+	for _, b := range []string{"ip", "iptables", "iptables-restore"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return nil, fmt.Errorf("%s not found on PATH: install iproute2 and iptables", b)
+		}
+	}
+	if opts.Nodes <= 0 {
+		opts.Nodes = 3
+	}
+	if opts.Nodes > 9 {
+		return nil, fmt.Errorf("at most 9 nodes, got %d", opts.Nodes)
+	}
+	if opts.RepoRoot == "" {
+		if opts.RepoRoot, err = testenv.RepoRoot(); err != nil {
+			return nil, err
+		}
+	}
+	if opts.K8sBin == "" {
+		opts.K8sBin = filepath.Join(opts.RepoRoot, "bin", "k8s", testenv.K8sVersion)
+		if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
+			opts.K8sBin = d
+		}
+	}
+	if n := SweepStale(); n > 0 && opts.Progress != nil {
+		fmt.Fprintf(opts.Progress, "==> Removed %d stale cluster(s) left by earlier runs\n", n)
+	}
+	suffix := make([]byte, 2)
+	_, _ = rand.Read(suffix)
+	c := &Cluster{ID: Prefix + hex.EncodeToString(suffix), opts: opts, pods: map[string]*Pod{}}
+	c.Dir = filepath.Join(os.TempDir(), c.ID)
+	c.LogDir = filepath.Join(c.Dir, "logs")
+	if err := os.MkdirAll(c.LogDir, 0o755); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(c.Dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644); err != nil {
+		return nil, err
+	}
+	if opts.Keep {
+		_ = os.WriteFile(filepath.Join(c.Dir, "kept"), nil, 0o644)
+	}
+	defer func() {
+		if err != nil {
+			c.Down()
+		}
+	}()
+
+	c.Progress("Creating namespaces and links for %s (%d nodes)", c.ID, opts.Nodes)
+	if err := c.buildNetwork(); err != nil {
+		return c, fmt.Errorf("network: %w", err)
+	}
+	if c.pki, err = newPKI(filepath.Join(c.Dir, "pki"), []net.IP{net.ParseIP(APIServerIP)}); err != nil {
+		return c, fmt.Errorf("certificates: %w", err)
+	}
+	c.Progress("Starting etcd and kube-apiserver %s in %s", testenv.K8sVersion, c.CP.Name)
+	if err := c.startControlPlane(ctx); err != nil {
+		return c, fmt.Errorf("control plane: %w", err)
+	}
+	if err := c.connect(); err != nil {
+		return c, err
+	}
+	c.Progress("Installing the CRDs from config/crd/bases")
+	if err := c.installCRDs(ctx); err != nil {
+		return c, fmt.Errorf("CRDs: %w", err)
+	}
+	c.Progress("Registering %d Nodes with addresses and podCIDRs", opts.Nodes)
+	if err := c.registerNodes(ctx); err != nil {
+		return c, fmt.Errorf("nodes: %w", err)
+	}
+	return c, nil
+}
+
+// buildNetwork creates the hub, control-plane, client and node namespaces
+// and wires them to the hub's bridge.
+func (c *Cluster) buildNetwork() error {
+	var err error
+	if c.Hub, err = c.addNS("hub"); err != nil {
+		return err
+	}
+	if err := c.Hub.run(
+		[]string{"ip", "link", "add", "br0", "type", "bridge"},
+		[]string{"ip", "link", "set", "br0", "up"},
+		[]string{"ip", "addr", "add", HubIP + "/24", "dev", "br0"},
+	); err != nil {
+		return err
+	}
+	if err := c.Hub.sysctls("net.ipv4.ip_forward", "1"); err != nil {
+		return err
+	}
+	attach := func(ns *NS, hubIf, cidr string) error {
+		if err := veth(c.Hub, hubIf, ns, "eth0"); err != nil {
+			return err
+		}
+		return ns.run(
+			[]string{"ip", "addr", "add", cidr, "dev", "eth0"},
+			[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
+		)
+	}
+	enslave := func(hubIf string) error {
+		_, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0")
+		return err
+	}
+	if c.CP, err = c.addNS("cp"); err != nil {
+		return err
+	}
+	if err := attach(c.CP, "cp", APIServerIP+"/24"); err != nil {
+		return err
+	}
+	if err := enslave("cp"); err != nil {
+		return err
+	}
+	for i := 1; i <= c.opts.Nodes; i++ {
+		n := &Node{
+			Name:    fmt.Sprintf("node-%d", i),
+			Index:   i,
+			IP:      fmt.Sprintf("10.77.0.%d", 10+i),
+			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
+			Zone:    fmt.Sprintf("zone-%c", 'a'+(i-1)%3),
+		}
+		if n.NS, err = c.addNS(n.Name); err != nil {
+			return err
+		}
+		n.HealthAddr = n.IP + ":10256"
+		n.MetricsAddr = n.IP + ":10249"
+		if err := attach(n.NS, fmt.Sprintf("n%d", i), n.IP+"/24"); err != nil {
+			return err
+		}
+		if err := enslave(fmt.Sprintf("n%d", i)); err != nil {
+			return err
+		}
+		if err := n.NS.sysctls(
+			"net.ipv4.ip_forward", "1",
+			"net.ipv4.conf.all.rp_filter", "0",
+			"net.ipv4.conf.default.rp_filter", "0",
+			"net.ipv4.conf.eth0.rp_filter", "0",
+		); err != nil {
+			return err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	// Host-gateway pod routing: every node reaches the others' podCIDRs
+	// through their node address.
+	for _, n := range c.Nodes {
+		for _, m := range c.Nodes {
+			if m == n {
+				continue
+			}
+			if _, err := n.NS.Exec("ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"); err != nil {
+				return err
+			}
+		}
+		if _, err := c.Hub.Exec("ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"); err != nil {
+			return err
+		}
+	}
+	if c.ClientNS, err = c.addNS("client"); err != nil {
+		return err
+	}
+	if err := attach(c.ClientNS, "cl", ClientIP+"/24"); err != nil {
+		return err
+	}
+	if err := enslave("cl"); err != nil {
+		return err
+	}
+	// The client reaches LoadBalancer addresses through node 1 and external
+	// IPs through node 2, as a router announcing them would send it.
+	ext := c.Nodes[0]
+	if len(c.Nodes) > 1 {
+		ext = c.Nodes[1]
+	}
+	return c.ClientNS.run(
+		[]string{"ip", "route", "add", LoadBalancerCIDR, "via", c.Nodes[0].IP, "dev", "eth0"},
+		[]string{"ip", "route", "add", ExternalIPCIDR, "via", ext.IP, "dev", "eth0"},
+	)
+}
+
+// addNS creates a namespace named after the cluster and records it for Down.
+func (c *Cluster) addNS(label string) (*NS, error) {
+	name := c.ID + "-" + label
+	c.mu.Lock()
+	c.nsNames = append(c.nsNames, name)
+	c.mu.Unlock()
+	return nsAdd(name)
+}
+
+// newProcess records a process for Down; its log goes to LogDir/<name>.log.
+func (c *Cluster) newProcess(name string, ns *NS, args ...string) *Process {
+	p := &Process{
+		Name:    name,
+		NS:      ns,
+		Args:    args,
+		LogPath: filepath.Join(c.LogDir, name+".log"),
+		detach:  c.opts.Keep,
+	}
+	c.mu.Lock()
+	c.procs = append(c.procs, p)
+	c.mu.Unlock()
+	return p
+}
+
+func (c *Cluster) caPool() (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(c.pki.caPEM) {
+		return nil, errors.New("bad CA certificate")
+	}
+	return pool, nil
+}
+
+// connect writes the admin kubeconfig and builds the harness's clients, which
+// dial from inside the control-plane namespace.
+func (c *Cluster) connect() error {
+	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
+	if err := writeKubeconfig(c.Kubeconfig, c.pki.caPEM, func(a *clientcmdapi.AuthInfo) {
+		a.ClientCertificateData = c.pki.adminCertPEM
+		a.ClientKeyData = c.pki.adminKeyPEM
+	}); err != nil {
+		return err
+	}
+	c.RESTConfig = &rest.Config{
+		Host: APIServerURL,
+		TLSClientConfig: rest.TLSClientConfig{
+			CAData:   c.pki.caPEM,
+			CertData: c.pki.adminCertPEM,
+			KeyData:  c.pki.adminKeyPEM,
+		},
+		QPS:   100,
+		Burst: 200,
+		Dial:  c.CP.Dial,
+	}
+	var err error
+	if c.Kube, err = kubernetes.NewForConfig(c.RESTConfig); err != nil {
+		return err
+	}
+	c.Client, err = client.New(c.RESTConfig, client.Options{Scheme: testenv.Scheme()})
+	return err
+}
+
+// writeKubeconfig writes a kubeconfig for the cluster's API server.
+func writeKubeconfig(path string, caPEM []byte, auth func(*clientcmdapi.AuthInfo)) error {
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["synx"] = &clientcmdapi.Cluster{Server: APIServerURL, CertificateAuthorityData: caPEM}
+	a := clientcmdapi.NewAuthInfo()
+	auth(a)
+	cfg.AuthInfos["synx"] = a
+	cfg.Contexts["synx"] = &clientcmdapi.Context{Cluster: "synx", AuthInfo: "synx"}
+	cfg.CurrentContext = "synx"
+	return clientcmd.WriteToFile(*cfg, path)
+}
+
+// KubectlCommand is the command line that runs kubectl against the cluster.
+func (c *Cluster) KubectlCommand() string {
+	return fmt.Sprintf("ip netns exec %s %s --kubeconfig %s", c.CP.Name,
+		filepath.Join(c.opts.K8sBin, "kubectl"), c.Kubeconfig)
+}
+
+// Kubectl runs kubectl in the control-plane namespace and returns its output.
+func (c *Cluster) Kubectl(args ...string) (string, error) {
+	return c.KubectlInput(nil, args...)
+}
+
+// KubectlInput is Kubectl with stdin.
+func (c *Cluster) KubectlInput(stdin []byte, args ...string) (string, error) {
+	full := append([]string{filepath.Join(c.opts.K8sBin, "kubectl"), "--kubeconfig", c.Kubeconfig}, args...)
+	return c.CP.ExecInput(stdin, full...)
+}
+
+// RepoRoot is the repository root the cluster was built from.
+func (c *Cluster) RepoRoot() string { return c.opts.RepoRoot }
+
+// Down stops every process and deletes every namespace of the cluster. It
+// is safe to call more than once and from a signal handler's goroutine. The
+// cluster's folder is removed unless keepLogs is set by a failure (see
+// KeepLogs).
+func (c *Cluster) Down() error {
+	var errs []error
+	c.downOnce.Do(func() {
+		c.mu.Lock()
+		procs := append([]*Process(nil), c.procs...)
+		names := append([]string(nil), c.nsNames...)
+		c.mu.Unlock()
+		// Agents and the manager first, the API server and etcd last.
+		for i := len(procs) - 1; i >= 0; i-- {
+			procs[i].Stop(5 * time.Second)
+		}
+		for i := len(names) - 1; i >= 0; i-- {
+			if err := deleteNamespace(names[i]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		_ = os.Remove(filepath.Join(c.Dir, "owner"))
+		_ = os.RemoveAll(filepath.Join(c.Dir, "etcd"))
+	})
+	return errors.Join(errs...)
+}
+
+// RemoveDir deletes the cluster's folder, logs included. Call it after a
+// successful run; after a failure keep the logs for the reader.
+func (c *Cluster) RemoveDir() { _ = os.RemoveAll(c.Dir) }
+
+// SweepStale deletes the namespaces and processes of clusters whose owning
+// harness process is gone (crashed, killed, or a cluster kept with KEEP=1),
+// and their folders. It returns how many clusters it removed.
+func SweepStale() int {
+	ids := map[string]bool{}
+	for _, ns := range listNamespaces(Prefix) {
+		rest := strings.TrimPrefix(ns, Prefix)
+		if i := strings.IndexByte(rest, '-'); i > 0 {
+			ids[Prefix+rest[:i]] = true
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+"*"))
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "owner")); err == nil {
+			ids[filepath.Base(d)] = true
+		}
+	}
+	removed := 0
+	for id := range ids {
+		dir := filepath.Join(os.TempDir(), id)
+		if data, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != os.Getpid() {
+				if syscall.Kill(pid, 0) == nil {
+					continue // a live run owns it
+				}
+			}
+		}
+		TearDown(id)
+		removed++
+	}
+	return removed
+}
+
+// TearDown removes everything of the cluster named id: processes (by
+// killing what runs in its namespaces), namespaces and folder.
+func TearDown(id string) {
+	names := listNamespaces(id + "-")
+	// Nodes and pods first, so agents die before the API server.
+	for i := len(names) - 1; i >= 0; i-- {
+		_ = deleteNamespace(names[i])
+	}
+	_ = os.RemoveAll(filepath.Join(os.TempDir(), id))
+}

@@ -1,0 +1,146 @@
+package cluster
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Process is a program the harness runs inside a namespace, the way kubelet
+// would run a container: its output goes to a log file in the cluster's log
+// folder and it can be stopped, killed and started again.
+type Process struct {
+	// Name names the process in messages and its log file.
+	Name string
+	// NS is the namespace it runs in.
+	NS *NS
+	// Args is the command line.
+	Args []string
+	// Env is added to the harness's environment.
+	Env []string
+	// LogPath is where its standard output and error go (appended).
+	LogPath string
+
+	detach bool // no parent-death signal: the process outlives the harness (KEEP)
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	done   chan struct{}
+	err    error
+	starts int
+}
+
+// Start starts the process. It is an error to start a running process.
+func (p *Process) Start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil && !isClosed(p.done) {
+		return fmt.Errorf("%s is already running", p.Name)
+	}
+	logf, err := os.OpenFile(p.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	p.starts++
+	fmt.Fprintf(logf, "===== %s start #%d at %s: %v\n", p.Name, p.starts, time.Now().Format(time.RFC3339Nano), p.Args)
+	cmd := exec.Command("ip", append([]string{"netns", "exec", p.NS.Name}, p.Args...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), p.Env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if !p.detach {
+		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start %s: %w", p.Name, err)
+	}
+	done := make(chan struct{})
+	p.cmd, p.done, p.err = cmd, done, nil
+	go func() {
+		err := cmd.Wait()
+		logf.Close()
+		p.mu.Lock()
+		p.err = err
+		p.mu.Unlock()
+		close(done)
+	}()
+	return nil
+}
+
+// Pid returns the process id, or 0 when it is not running.
+func (p *Process) Pid() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil || isClosed(p.done) {
+		return 0
+	}
+	return p.cmd.Process.Pid
+}
+
+// Running reports whether the process is alive.
+func (p *Process) Running() bool { return p.Pid() != 0 }
+
+// Exited returns a channel closed when the process ends, and its error.
+func (p *Process) Exited() (<-chan struct{}, func() error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.done, func() error { p.mu.Lock(); defer p.mu.Unlock(); return p.err }
+}
+
+// Signal sends sig to the process group.
+func (p *Process) Signal(sig syscall.Signal) error {
+	pid := p.Pid()
+	if pid == 0 {
+		return fmt.Errorf("%s is not running", p.Name)
+	}
+	return syscall.Kill(-pid, sig)
+}
+
+// Kill sends SIGKILL and waits for the process to end.
+func (p *Process) Kill() error {
+	if err := p.Signal(syscall.SIGKILL); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	<-done
+	return nil
+}
+
+// Stop sends SIGTERM, waits up to grace, then SIGKILL. Stopping a process
+// that is not running does nothing.
+func (p *Process) Stop(grace time.Duration) {
+	if p.Pid() == 0 {
+		return
+	}
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	_ = p.Signal(syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(grace):
+		_ = p.Signal(syscall.SIGKILL)
+		<-done
+	}
+}
+
+// ErrExited says a process ended while the harness waited for it.
+var ErrExited = errors.New("process exited")
+
+func isClosed(c chan struct{}) bool {
+	if c == nil {
+		return true
+	}
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
