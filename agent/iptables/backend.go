@@ -54,10 +54,13 @@ type Backend struct {
 	randomFully bool
 	masqMark    string
 
-	frags   map[string]*fragment // rendered services by key
-	current ruleset              // what the kernel holds, as far as we know
-	last    *model.State
-	synced  bool
+	// frags holds every service port as last written to the kernel;
+	// globals the shared chains. Partial syncs diff against them.
+	frags      map[string]*fragment
+	globals    ruleset
+	renderOpts renderOptions
+	last       *model.State
+	synced     bool
 	// lastPayload keeps the restore input of the last sync per table, for
 	// error reports and benchmarks.
 	lastPayload map[string][]byte
@@ -143,45 +146,137 @@ var hooks = []hook{
 	{tableFilter, "OUTPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
 }
 
-// desired assembles the complete ruleset, re-rendering only services whose
-// hash changed since they were last rendered.
-func (b *Backend) desired(st *model.State) ruleset {
-	o := renderOptions{masqMark: b.masqMark, clusterCIDRs: st.ClusterCIDRs}
-	localhost := false
-	live := make(map[string]bool, len(st.Services))
-	for _, s := range st.Services {
-		live[s.Key] = true
-		f := b.frags[s.Key]
-		if f == nil || f.hash != s.Hash || s.Hash == "" {
-			f = renderService(s, o)
-			b.frags[s.Key] = f
+func (b *Backend) renderOptions(st *model.State) renderOptions {
+	return renderOptions{masqMark: b.masqMark, clusterCIDRs: st.ClusterCIDRs}
+}
+
+func sameOptions(a, b renderOptions) bool {
+	if a.masqMark != b.masqMark || len(a.clusterCIDRs) != len(b.clusterCIDRs) {
+		return false
+	}
+	for i := range a.clusterCIDRs {
+		if a.clusterCIDRs[i] != b.clusterCIDRs[i] {
+			return false
 		}
+	}
+	return true
+}
+
+func (b *Backend) globalsFor(st *model.State, o renderOptions) ruleset {
+	localhost := false
+	for _, s := range st.Services {
 		for _, fe := range s.Frontends {
 			localhost = localhost || fe.Localhost
 		}
 	}
-	for k := range b.frags {
-		if !live[k] {
-			delete(b.frags, k)
-		}
+	return globalChains(st, o, b.randomFully, localhost)
+}
+
+// desired assembles the complete ruleset for a full sync, re-rendering only
+// services whose hash changed since they were last rendered.
+func (b *Backend) desired(st *model.State) ruleset {
+	o := b.renderOptions(st)
+	if !sameOptions(o, b.renderOpts) {
+		b.frags = map[string]*fragment{}
+		b.renderOpts = o
 	}
-	rs := globalChains(st, o, b.randomFully, localhost)
-	nat, filter := rs[tableNAT], rs[tableFilter]
-	seen := map[string]bool{}
+	frags := make(map[string]*fragment, len(st.Services))
+	nChains := 0
 	for _, s := range st.Services {
 		f := b.frags[s.Key]
+		if f == nil || f.hash != s.Hash || s.Hash == "" {
+			f = renderService(s, o)
+		}
+		frags[s.Key] = f
+		nChains += len(f.nat)
+	}
+	b.frags = frags
+	b.globals = b.globalsFor(st, o)
+	nat := make(map[string][]string, nChains+len(b.globals[tableNAT]))
+	filter := make(map[string][]string, len(b.globals[tableFilter]))
+	for c, r := range b.globals[tableNAT] {
+		nat[c] = r
+	}
+	for c, r := range b.globals[tableFilter] {
+		filter[c] = r
+	}
+	services := make([]string, 0, len(st.Services))
+	filterRules := append([]string(nil), filter[chainFilter]...)
+	for _, s := range st.Services {
+		f := frags[s.Key]
 		for c, rules := range f.nat {
 			nat[c] = rules
 		}
-		for _, r := range f.services {
-			if !seen[r] {
-				seen[r] = true
-				nat[chainServices] = append(nat[chainServices], r)
+		services = append(services, f.services...)
+		filterRules = append(filterRules, f.filter...)
+	}
+	nat[chainServices] = services
+	filter[chainFilter] = filterRules
+	return ruleset{tableNAT: nat, tableFilter: filter}
+}
+
+// partialPlans plans a partial sync from the services that changed since
+// the last sync, without looking at the others. ok is false when a partial
+// sync cannot be planned (render options changed).
+func (b *Backend) partialPlans(st *model.State, ch model.Changes) (plans map[string]*tablePlan, ok bool) {
+	o := b.renderOptions(st)
+	if !sameOptions(o, b.renderOpts) {
+		return nil, false
+	}
+	nat, filter := newPlan(), newPlan()
+	plans = map[string]*tablePlan{tableNAT: nat, tableFilter: filter}
+	globals := b.globalsFor(st, o)
+	for table, chains := range globals {
+		p := plans[table]
+		for c, rules := range chains {
+			old := b.globals[table][c]
+			if listChains[c] {
+				del, add := listEdits(old, rules)
+				p.edit(c, del, add)
+			} else if !equalRules(old, rules) {
+				p.rewrite[c] = rules
 			}
 		}
-		filter[chainFilter] = append(filter[chainFilter], f.filter...)
 	}
-	return rs
+	b.globals = globals
+	for _, key := range ch.Removed {
+		old := b.frags[key]
+		if old == nil {
+			continue
+		}
+		for c := range old.nat {
+			nat.stale[c] = true
+		}
+		nat.edit(chainServices, old.services, nil)
+		filter.edit(chainFilter, old.filter, nil)
+		delete(b.frags, key)
+	}
+	for _, keys := range [][]string{ch.Added, ch.Changed} {
+		for _, key := range keys {
+			s := st.Service(key)
+			nf := renderService(s, o)
+			old := b.frags[key]
+			if old == nil {
+				old = &fragment{}
+			}
+			for c, rules := range nf.nat {
+				if !equalRules(old.nat[c], rules) || old.nat[c] == nil {
+					nat.rewrite[c] = rules
+				}
+			}
+			for c := range old.nat {
+				if _, ok := nf.nat[c]; !ok {
+					nat.stale[c] = true
+				}
+			}
+			del, add := listEdits(old.services, nf.services)
+			nat.edit(chainServices, del, add)
+			del, add = listEdits(old.filter, nf.filter)
+			filter.edit(chainFilter, del, add)
+			b.frags[key] = nf
+		}
+	}
+	return plans, true
 }
 
 // Sync implements backend.Backend.
@@ -239,10 +334,16 @@ const canaryGuard = "-D " + chainCanary + " -j RETURN\n-A " + chainCanary + " -j
 
 func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend.SyncResult, error) {
 	res := backend.SyncResult{Full: full}
-	want := b.desired(st)
-	current := b.current
+	var plans map[string]*tablePlan
+	if !full {
+		var ok bool
+		if plans, ok = b.partialPlans(st, model.Diff(b.last, st)); !ok {
+			full, res.Full = true, true
+		}
+	}
 	if full {
-		current = ruleset{}
+		want := b.desired(st)
+		current := ruleset{}
 		var missing []hook
 		for _, table := range []string{tableNAT, tableFilter} {
 			out, err := b.run(ctx, nil, b.bins.save, "-t", table)
@@ -264,10 +365,18 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 				return res, err
 			}
 		}
+		plans = map[string]*tablePlan{}
+		for _, table := range []string{tableNAT, tableFilter} {
+			plans[table] = diffPlan(want[table], current[table], false)
+		}
 	}
 	b.lastPayload = map[string][]byte{}
 	for _, table := range []string{tableNAT, tableFilter} {
-		payload, n := restorePayload(table, want[table], current[table], !full)
+		guard := ""
+		if !full {
+			guard = canaryGuard
+		}
+		payload, n := plans[table].payload(table, guard)
 		if payload == nil {
 			if !full {
 				if ok, err := b.canaryIntact(ctx, table); err != nil {
@@ -278,11 +387,6 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 			}
 			continue
 		}
-		if !full {
-			// Right after the "*table" line.
-			i := bytes.IndexByte(payload, '\n') + 1
-			payload = append(payload[:i:i], append([]byte(canaryGuard), payload[i:]...)...)
-		}
 		b.lastPayload[table] = payload
 		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
 			if !full && strings.Contains(err.Error(), chainCanary) {
@@ -292,7 +396,6 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		}
 		res.Rules += n
 	}
-	b.current = want
 	if st.LocalhostNodePorts {
 		b.enableRouteLocalnet()
 	}
@@ -428,7 +531,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		b.localnetSet = false
 	}
 	b.frags = map[string]*fragment{}
-	b.current = nil
+	b.globals = nil
 	b.last = nil
 	b.synced = false
 	return errors.Join(errs...)

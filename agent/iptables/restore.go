@@ -60,67 +60,65 @@ func parseSave(data []byte) tableState {
 	return ts
 }
 
-// restorePayload computes the iptables-restore --noflush input that turns
-// the current chains into the desired ones, touching only chains that
-// differ. With editLists, the list chains (dispatch and filter) are edited
-// with -D/-A lines instead of being rewritten. It returns nil when nothing
-// differs, and the number of rule lines written.
-func restorePayload(table string, desired, current map[string][]string, editLists bool) ([]byte, int) {
-	names := make([]string, 0, len(desired))
-	for c := range desired {
-		names = append(names, c)
+// tablePlan is what one restore transaction changes in a table.
+type tablePlan struct {
+	rewrite map[string][]string // chains declared (flushed) and refilled
+	del     map[string][]string // list chain -> rules to delete
+	add     map[string][]string // list chain -> rules to append
+	stale   map[string]bool     // chains to flush and delete
+}
+
+func newPlan() *tablePlan {
+	return &tablePlan{rewrite: map[string][]string{}, del: map[string][]string{}, add: map[string][]string{}, stale: map[string]bool{}}
+}
+
+func (p *tablePlan) edit(chain string, del, add []string) {
+	if len(del) > 0 {
+		p.del[chain] = append(p.del[chain], del...)
 	}
-	sort.Strings(names)
-	type edit struct {
-		chain    string
-		del, add []string
+	if len(add) > 0 {
+		p.add[chain] = append(p.add[chain], add...)
 	}
-	var rewrite []string // chains declared and rewritten in full
-	var edits []edit
-	for _, c := range names {
-		want := desired[c]
-		cur, exists := current[c]
-		if exists && equalRules(cur, want) {
-			continue
-		}
-		if exists && listChains[c] && sameMultiset(cur, want) {
-			continue // partial syncs append; order inside list chains is irrelevant
-		}
-		if exists && editLists && listChains[c] {
-			del, add := listEdits(cur, want)
-			edits = append(edits, edit{c, del, add})
-			continue
-		}
-		rewrite = append(rewrite, c)
+}
+
+func (p *tablePlan) empty() bool {
+	return len(p.rewrite)+len(p.del)+len(p.add)+len(p.stale) == 0
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
 	}
-	var stale []string
-	for c := range current {
-		if _, ok := desired[c]; !ok {
-			stale = append(stale, c)
-		}
-	}
-	sort.Strings(stale)
-	if len(rewrite)+len(edits)+len(stale) == 0 {
+	sort.Strings(out)
+	return out
+}
+
+// payload renders the plan as iptables-restore --noflush input, with guard
+// lines right after the table line. It returns nil for an empty plan, and
+// the number of rule lines (guard excluded).
+func (p *tablePlan) payload(table, guard string) ([]byte, int) {
+	if p.empty() {
 		return nil, 0
 	}
-
-	// Size the buffer once: payloads reach tens of megabytes.
-	size, n := len(table)+16, 0
+	rewrite, stale := sortedKeys(p.rewrite), sortedKeys(p.stale)
+	dels, adds := sortedKeys(p.del), sortedKeys(p.add)
+	// Size the buffer once: full payloads reach tens of megabytes.
+	size, n := len(table)+len(guard)+16, 0
 	for _, c := range rewrite {
 		size += len(c) + 10
-		for _, r := range desired[c] {
+		for _, r := range p.rewrite[c] {
 			size += len(c) + len(r) + 5
 		}
-		n += len(desired[c])
+		n += len(p.rewrite[c])
 	}
-	for _, e := range edits {
-		for _, r := range e.del {
-			size += len(e.chain) + len(r) + 5
+	for _, m := range []map[string][]string{p.del, p.add} {
+		for c, rules := range m {
+			for _, r := range rules {
+				size += len(c) + len(r) + 5
+			}
+			n += len(rules)
 		}
-		for _, r := range e.add {
-			size += len(e.chain) + len(r) + 5
-		}
-		n += len(e.del) + len(e.add)
 	}
 	for _, c := range stale {
 		size += 2*len(c) + 14
@@ -129,31 +127,32 @@ func restorePayload(table string, desired, current map[string][]string, editList
 
 	out := bytes.NewBuffer(make([]byte, 0, size))
 	line := func(parts ...string) {
-		for _, p := range parts {
-			out.WriteString(p)
+		for _, s := range parts {
+			out.WriteString(s)
 		}
 		out.WriteByte('\n')
 	}
 	line("*", table)
+	out.WriteString(guard)
 	for _, c := range rewrite {
 		line(":", c, " - [0:0]")
 	}
 	for _, c := range stale {
 		line(":", c, " - [0:0]")
 	}
-	for _, e := range edits {
-		for _, r := range e.del {
-			line("-D ", e.chain, " ", r)
+	for _, c := range dels {
+		for _, r := range p.del[c] {
+			line("-D ", c, " ", r)
 		}
 	}
 	for _, c := range rewrite {
-		for _, r := range desired[c] {
+		for _, r := range p.rewrite[c] {
 			line("-A ", c, " ", r)
 		}
 	}
-	for _, e := range edits {
-		for _, r := range e.add {
-			line("-A ", e.chain, " ", r)
+	for _, c := range adds {
+		for _, r := range p.add[c] {
+			line("-A ", c, " ", r)
 		}
 	}
 	for _, c := range stale {
@@ -161,6 +160,37 @@ func restorePayload(table string, desired, current map[string][]string, editList
 	}
 	line("COMMIT")
 	return out.Bytes(), n
+}
+
+// diffPlan plans turning the current chains into the desired ones, touching
+// only chains that differ. With editLists, the list chains (dispatch and
+// filter) are edited with -D/-A lines instead of being rewritten.
+func diffPlan(desired, current map[string][]string, editLists bool) *tablePlan {
+	p := newPlan()
+	for c, want := range desired {
+		cur, exists := current[c]
+		switch {
+		case exists && equalRules(cur, want):
+		case exists && listChains[c] && sameMultiset(cur, want):
+			// partial syncs append; order inside list chains is irrelevant
+		case exists && editLists && listChains[c]:
+			del, add := listEdits(cur, want)
+			p.edit(c, del, add)
+		default:
+			p.rewrite[c] = want
+		}
+	}
+	for c := range current {
+		if _, ok := desired[c]; !ok {
+			p.stale[c] = true
+		}
+	}
+	return p
+}
+
+// restorePayload is diffPlan rendered without guard.
+func restorePayload(table string, desired, current map[string][]string, editLists bool) ([]byte, int) {
+	return diffPlan(desired, current, editLists).payload(table, "")
 }
 
 func equalRules(a, b []string) bool {
