@@ -92,14 +92,15 @@ type Cluster struct {
 	// Etcd, APIServer and Manager are the control-plane processes.
 	Etcd, APIServer, Manager *Process
 
-	opts     Options
-	pki      *pki
-	mu       sync.Mutex
-	procs    []*Process
-	pods     map[string]*Pod
-	podCount int
-	nsNames  []string
-	downOnce sync.Once
+	opts       Options
+	pki        *pki
+	mu         sync.Mutex
+	procs      []*Process
+	pods       map[string]*Pod
+	podCount   int
+	nsNames    []string
+	operatorNS string
+	downOnce   sync.Once
 }
 
 // Node is one node: a namespace with the node's address, its pods behind it,
@@ -112,11 +113,9 @@ type Node struct {
 	Zone    string
 	NS      *NS
 	// Agent is the agent process, once StartAgents ran.
-	Agent *Process
-	// HealthAddr and MetricsAddr are the agent's endpoints inside the node's
-	// namespace.
-	HealthAddr, MetricsAddr string
-	pods                    int
+	Agent     *Process
+	pods      int
+	healthURL string
 }
 
 // Progress writes a progress line.
@@ -253,8 +252,6 @@ func (c *Cluster) buildNetwork() error {
 		if n.NS, err = c.addNS(n.Name); err != nil {
 			return err
 		}
-		n.HealthAddr = n.IP + ":10256"
-		n.MetricsAddr = n.IP + ":10249"
 		if err := attach(n.NS, fmt.Sprintf("n%d", i), n.IP+"/24"); err != nil {
 			return err
 		}
