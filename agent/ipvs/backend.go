@@ -92,8 +92,7 @@ type Backend struct {
 	node   nodeOps
 	rec    *reconciler
 
-	mu     sync.Mutex
-	synced bool
+	mu sync.Mutex
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -294,7 +293,6 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 			}
 		}
 	}
-	b.synced = true
 	res.Duration = time.Since(start)
 	return res, errors.Join(errs...)
 }
@@ -365,7 +363,6 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err := b.node.DeleteDummy(b.cfg.DummyInterface); err != nil {
 		errs = append(errs, err)
 	}
-	b.synced = false
 	return errors.Join(errs...)
 }
 

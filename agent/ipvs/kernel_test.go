@@ -622,3 +622,30 @@ func TestKernelCleanupRemovesOnlyOurs(t *testing.T) {
 		t.Errorf("the service still answers after Cleanup")
 	}
 }
+
+func TestKernelEverySchedulerIsAccepted(t *testing.T) {
+	requireKernel(t)
+	tp := newTopo(t, 2)
+	serveAll(t, tp, "tcp")
+	st := kState(kService("web", model.TCP, 80, 0, tp.backendIPs))
+	for _, sched := range Schedulers {
+		// A new backend instance per scheduler: the running virtual
+		// server is updated in place, not recreated.
+		b := tp.newKernelBackend(t, Config{Scheduler: sched})
+		kSync(t, b, st)
+		svcs, err := b.ipvs.GetServices()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(svcs) != 1 || svcs[0].SchedName != sched {
+			var names []string
+			for _, s := range svcs {
+				names = append(names, s.SchedName)
+			}
+			t.Fatalf("after syncing with %s the kernel's services have schedulers %q, want one with %s", sched, names, sched)
+		}
+		if r := request(t, tp.client, "tcp", kVIP+":80", ""); r.Server == "" {
+			t.Fatalf("%s: no answer", sched)
+		}
+	}
+}
