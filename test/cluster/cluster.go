@@ -431,25 +431,12 @@ func (c *Cluster) RemoveDir() { _ = os.RemoveAll(c.Dir) }
 // harness process is gone (crashed, killed, or a cluster kept with KEEP=1),
 // and their folders. It returns how many clusters it removed.
 func SweepStale() int {
-	ids := map[string]bool{}
-	for _, ns := range listNamespaces(Prefix) {
-		rest := strings.TrimPrefix(ns, Prefix)
-		if i := strings.IndexByte(rest, '-'); i > 0 {
-			ids[Prefix+rest[:i]] = true
-		}
-	}
-	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+"*"))
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "owner")); err == nil {
-			ids[filepath.Base(d)] = true
-		}
-	}
 	removed := 0
-	for id := range ids {
+	for _, id := range ListClusters() {
 		dir := filepath.Join(os.TempDir(), id)
 		if data, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil {
-			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != os.Getpid() {
-				if syscall.Kill(pid, 0) == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
+				if _, err := os.Stat(filepath.Join(dir, "kept")); err != nil {
 					continue // a live run owns it
 				}
 			}
@@ -469,4 +456,25 @@ func TearDown(id string) {
 		_ = deleteNamespace(names[i])
 	}
 	_ = os.RemoveAll(filepath.Join(os.TempDir(), id))
+}
+
+// ListClusters returns the IDs of every cluster with a namespace or a folder
+// on this machine.
+func ListClusters() []string {
+	ids := map[string]bool{}
+	for _, ns := range listNamespaces(Prefix) {
+		rest := strings.TrimPrefix(ns, Prefix)
+		if i := strings.IndexByte(rest, '-'); i > 0 {
+			ids[Prefix+rest[:i]] = true
+		}
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+"*"))
+	for _, d := range dirs {
+		ids[filepath.Base(d)] = true
+	}
+	var out []string
+	for id := range ids {
+		out = append(out, id)
+	}
+	return out
 }
