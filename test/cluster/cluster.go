@@ -242,44 +242,7 @@ func (c *Cluster) buildNetwork() error {
 		return err
 	}
 	for i := 1; i <= c.opts.Nodes; i++ {
-		n := &Node{
-			Name:    fmt.Sprintf("node-%d", i),
-			Index:   i,
-			IP:      fmt.Sprintf("10.77.0.%d", 10+i),
-			PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
-			Zone:    fmt.Sprintf("zone-%c", 'a'+(i-1)%3),
-		}
-		if n.NS, err = c.addNS(n.Name); err != nil {
-			return err
-		}
-		if err := attach(n.NS, fmt.Sprintf("n%d", i), n.IP+"/24"); err != nil {
-			return err
-		}
-		if err := enslave(fmt.Sprintf("n%d", i)); err != nil {
-			return err
-		}
-		if err := n.NS.sysctls(
-			"net.ipv4.ip_forward", "1",
-			"net.ipv4.conf.all.rp_filter", "0",
-			"net.ipv4.conf.default.rp_filter", "0",
-			"net.ipv4.conf.eth0.rp_filter", "0",
-		); err != nil {
-			return err
-		}
-		c.Nodes = append(c.Nodes, n)
-	}
-	// Host-gateway pod routing: every node reaches the others' podCIDRs
-	// through their node address.
-	for _, n := range c.Nodes {
-		for _, m := range c.Nodes {
-			if m == n {
-				continue
-			}
-			if _, err := n.NS.Exec("ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"); err != nil {
-				return err
-			}
-		}
-		if _, err := c.Hub.Exec("ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"); err != nil {
+		if _, err := c.addNodeNetwork(i); err != nil {
 			return err
 		}
 	}
@@ -302,6 +265,82 @@ func (c *Cluster) buildNetwork() error {
 		[]string{"ip", "route", "add", LoadBalancerCIDR, "via", c.Nodes[0].IP, "dev", "eth0"},
 		[]string{"ip", "route", "add", ExternalIPCIDR, "via", ext.IP, "dev", "eth0"},
 	)
+}
+
+// addNodeNetwork creates node i's namespace, links it to the hub and
+// routes pod networks between it and the other nodes.
+func (c *Cluster) addNodeNetwork(i int) (*Node, error) {
+	n := &Node{
+		Name:    fmt.Sprintf("node-%d", i),
+		Index:   i,
+		IP:      fmt.Sprintf("10.77.0.%d", 10+i),
+		PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
+		Zone:    fmt.Sprintf("zone-%c", 'a'+(i-1)%3),
+	}
+	var err error
+	if n.NS, err = c.addNS(n.Name); err != nil {
+		return nil, err
+	}
+	hubIf := fmt.Sprintf("n%d", i)
+	if err := veth(c.Hub, hubIf, n.NS, "eth0"); err != nil {
+		return nil, err
+	}
+	if err := n.NS.run(
+		[]string{"ip", "addr", "add", n.IP + "/24", "dev", "eth0"},
+		[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
+	); err != nil {
+		return nil, err
+	}
+	if _, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0"); err != nil {
+		return nil, err
+	}
+	if err := n.NS.sysctls(
+		"net.ipv4.ip_forward", "1",
+		"net.ipv4.conf.all.rp_filter", "0",
+		"net.ipv4.conf.default.rp_filter", "0",
+		"net.ipv4.conf.eth0.rp_filter", "0",
+	); err != nil {
+		return nil, err
+	}
+	// Host-gateway pod routing: every node reaches the others' podCIDRs
+	// through their node address.
+	c.mu.Lock()
+	others := append([]*Node(nil), c.Nodes...)
+	c.Nodes = append(c.Nodes, n)
+	c.mu.Unlock()
+	for _, m := range others {
+		if _, err := n.NS.Exec("ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"); err != nil {
+			return nil, err
+		}
+		if _, err := m.NS.Exec("ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "eth0"); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := c.Hub.Exec("ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"); err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// AddNode adds a node to the running cluster: its namespace and routes and
+// its Node object. Start its agent with StartAgent.
+func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
+	c.mu.Lock()
+	next := 0
+	for _, n := range c.Nodes {
+		if n.Index > next {
+			next = n.Index
+		}
+	}
+	c.mu.Unlock()
+	if next+1 > 9 {
+		return nil, fmt.Errorf("at most 9 nodes")
+	}
+	n, err := c.addNodeNetwork(next + 1)
+	if err != nil {
+		return nil, err
+	}
+	return n, c.registerNode(ctx, n)
 }
 
 // addNS creates a namespace named after the cluster and records it for Down.
