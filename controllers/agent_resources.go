@@ -1,0 +1,229 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"sort"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
+
+	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+)
+
+// AgentOptions are the operator-wide settings of the agent DaemonSets.
+type AgentOptions struct {
+	// Namespace is the operator's namespace, where the DaemonSets,
+	// ServiceAccounts and config revisions live.
+	Namespace string
+	// DefaultImage is the agent image when spec.agent.image is empty.
+	DefaultImage string
+	// HealthPort serves the agent's /healthz and /readyz.
+	HealthPort int32
+	// MetricsPort serves the agent's /metrics.
+	MetricsPort int32
+}
+
+// Labels of the objects the operator creates for a GatewayConfig.
+const (
+	labelName      = "app.kubernetes.io/name"
+	labelInstance  = "app.kubernetes.io/instance"
+	labelManagedBy = "app.kubernetes.io/managed-by"
+	agentAppName   = "synterix-agent"
+	managedBy      = "synterix-operator"
+)
+
+// agentObjectName is the name of a GatewayConfig's DaemonSet, ServiceAccount
+// and ClusterRoleBinding. Long names are cut and suffixed with a hash so that
+// pod names stay valid.
+func agentObjectName(gc string) string {
+	name := "synterix-agent-" + gc
+	if len(name) <= 52 {
+		return name
+	}
+	sum := sha256.Sum256([]byte(gc))
+	return name[:41] + "-" + hex.EncodeToString(sum[:5])
+}
+
+// labelValue returns a valid label value for a GatewayConfig name: names of up
+// to 63 characters as they are.
+func labelValue(gc string) string {
+	if len(gc) <= 63 {
+		return gc
+	}
+	sum := sha256.Sum256([]byte(gc))
+	return gc[:52] + "-" + hex.EncodeToString(sum[:5])
+}
+
+func agentLabels(gc string) map[string]string {
+	return map[string]string{
+		labelName:                                 agentAppName,
+		labelInstance:                             labelValue(gc),
+		labelManagedBy:                            managedBy,
+		proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc),
+	}
+}
+
+// agentServiceAccount is the ServiceAccount the agents of a GatewayConfig run as.
+func agentServiceAccount(gc *proxyv1alpha1.GatewayConfig, o AgentOptions) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
+		Name: agentObjectName(gc.Name), Namespace: o.Namespace, Labels: agentLabels(gc.Name),
+	}}
+}
+
+// agentClusterRoleBinding binds that ServiceAccount to the agent's ClusterRole.
+func agentClusterRoleBinding(gc *proxyv1alpha1.GatewayConfig, o AgentOptions) *rbacv1.ClusterRoleBinding {
+	return &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: agentObjectName(gc.Name), Labels: agentLabels(gc.Name)},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: AgentClusterRole},
+		Subjects: []rbacv1.Subject{{
+			Kind: rbacv1.ServiceAccountKind, Name: agentObjectName(gc.Name), Namespace: o.Namespace,
+		}},
+	}
+}
+
+// nodeAffinity places a GatewayConfig's agents on exactly the nodes it wins: its
+// own node selector, less the nodes an older GatewayConfig won (one
+// metadata.name NotIn requirement each, as the API allows one value per field
+// requirement). The operator never labels nodes: they belong to humans.
+func nodeAffinity(sel *metav1.LabelSelector, lost []string) *corev1.Affinity {
+	var term corev1.NodeSelectorTerm
+	if sel != nil {
+		keys := make([]string, 0, len(sel.MatchLabels))
+		for k := range sel.MatchLabels {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			term.MatchExpressions = append(term.MatchExpressions, corev1.NodeSelectorRequirement{
+				Key: k, Operator: corev1.NodeSelectorOpIn, Values: []string{sel.MatchLabels[k]},
+			})
+		}
+		for _, e := range sel.MatchExpressions {
+			term.MatchExpressions = append(term.MatchExpressions, corev1.NodeSelectorRequirement{
+				Key: e.Key, Operator: corev1.NodeSelectorOperator(e.Operator), Values: append([]string(nil), e.Values...),
+			})
+		}
+	}
+	for _, n := range lost {
+		term.MatchFields = append(term.MatchFields, corev1.NodeSelectorRequirement{
+			Key: "metadata.name", Operator: corev1.NodeSelectorOpNotIn, Values: []string{n},
+		})
+	}
+	if len(term.MatchExpressions) == 0 && len(term.MatchFields) == 0 {
+		return nil
+	}
+	return &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{
+		RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{NodeSelectorTerms: []corev1.NodeSelectorTerm{term}},
+	}}
+}
+
+// agentDaemonSet builds the agent DaemonSet of a GatewayConfig. The pod
+// template comes from the agent settings of the revision being rolled out
+// (agent), the GatewayConfig's node selector and the nodes it lost; the
+// rollout settings touch only the DaemonSet's update strategy, never the pod
+// template, so changing them restarts no agent.
+func agentDaemonSet(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string, o AgentOptions) *appsv1.DaemonSet {
+	if agent == nil {
+		agent = &proxyv1alpha1.AgentSpec{}
+	}
+	image := agent.Image
+	if image == "" {
+		image = o.DefaultImage
+	}
+	args := []string{
+		"--node-name=$(NODE_NAME)",
+		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
+		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
+	}
+	if agent.LogVerbosity != nil {
+		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
+	}
+	tolerations := agent.Tolerations
+	if tolerations == nil {
+		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	}
+	var resources corev1.ResourceRequirements
+	if agent.Resources != nil {
+		resources = *agent.Resources
+	}
+	maxUnavailable := intstr.FromInt32(1)
+	if gc.Spec.Rollout != nil && gc.Spec.Rollout.MaxUnavailable != nil {
+		maxUnavailable = *gc.Spec.Rollout.MaxUnavailable
+	}
+	labels := agentLabels(gc.Name)
+	hostPathFile := corev1.HostPathFileOrCreate
+	hostPathDir := corev1.HostPathDirectory
+
+	return &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: agentObjectName(gc.Name), Namespace: o.Namespace, Labels: labels},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{labelName: agentAppName, labelInstance: labelValue(gc.Name)}},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
+				Type: appsv1.RollingUpdateDaemonSetStrategyType,
+				RollingUpdate: &appsv1.RollingUpdateDaemonSet{
+					MaxUnavailable: &maxUnavailable,
+					// Two agents must never program one node.
+					MaxSurge: ptr.To(intstr.FromInt32(0)),
+				},
+			},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec: corev1.PodSpec{
+					ServiceAccountName:            agentObjectName(gc.Name),
+					HostNetwork:                   true,
+					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
+					PriorityClassName:             agent.PriorityClassName,
+					Tolerations:                   tolerations,
+					Affinity:                      nodeAffinity(gc.Spec.NodeSelector, lost),
+					TerminationGracePeriodSeconds: ptr.To[int64](30),
+					Containers: []corev1.Container{{
+						Name:            "agent",
+						Image:           image,
+						ImagePullPolicy: agent.ImagePullPolicy,
+						Command:         []string{"/agent"},
+						Args:            args,
+						Env: []corev1.EnvVar{
+							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+						},
+						Ports: []corev1.ContainerPort{
+							{Name: "health", ContainerPort: o.HealthPort, Protocol: corev1.ProtocolTCP},
+							{Name: "metrics", ContainerPort: o.MetricsPort, Protocol: corev1.ProtocolTCP},
+						},
+						ReadinessProbe: &corev1.Probe{
+							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("health")}},
+							PeriodSeconds: 5, FailureThreshold: 3,
+						},
+						Resources: resources,
+						SecurityContext: &corev1.SecurityContext{
+							// iptables and IPVS need NET_ADMIN; raw sockets for
+							// conntrack and ipset need NET_RAW. Nothing else.
+							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
+							Privileged:               ptr.To(false),
+							AllowPrivilegeEscalation: ptr.To(false),
+							ReadOnlyRootFilesystem:   ptr.To(true),
+							RunAsUser:                ptr.To[int64](0),
+							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+						},
+						VolumeMounts: []corev1.VolumeMount{
+							{Name: "xtables-lock", MountPath: "/run/xtables.lock"},
+							{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
+							{Name: "tmp", MountPath: "/tmp"},
+						},
+					}},
+					Volumes: []corev1.Volume{
+						{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/xtables.lock", Type: &hostPathFile}}},
+						{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules", Type: &hostPathDir}}},
+						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+					},
+				},
+			},
+		},
+	}
+}

@@ -1,0 +1,80 @@
+package controllers
+
+import (
+	"fmt"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+)
+
+// NewScheme returns a scheme with the core Kubernetes kinds and this project's.
+func NewScheme() *runtime.Scheme {
+	s := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	if err := proxyv1alpha1.AddToScheme(s); err != nil {
+		panic(err)
+	}
+	return s
+}
+
+// ControllerName is the reporting controller of the operator's Events.
+const ControllerName = "synterix-operator"
+
+// CacheOptions restricts the cache of the objects the operator keeps in its
+// own namespace (agent DaemonSets, ServiceAccounts, config revisions) to that
+// namespace.
+func CacheOptions(namespace string) cache.Options {
+	own := cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&appsv1.DaemonSet{}:          own,
+		&appsv1.ControllerRevision{}: own,
+		&corev1.ServiceAccount{}:     own,
+	}}
+}
+
+// Setup registers every reconciler of the operator with mgr.
+func Setup(mgr manager.Manager, agent AgentOptions) error {
+	if agent.Namespace == "" {
+		return fmt.Errorf("the operator namespace is required")
+	}
+	if agent.DefaultImage == "" {
+		return fmt.Errorf("the default agent image is required")
+	}
+	if agent.HealthPort == 0 {
+		agent.HealthPort = DefaultAgentHealthPort
+	}
+	if agent.MetricsPort == 0 {
+		agent.MetricsPort = DefaultAgentMetricsPort
+	}
+	rec := mgr.GetEventRecorder(ControllerName)
+	if err := (&GatewayConfigReconciler{
+		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Agent: agent,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the GatewayConfig controller: %w", err)
+	}
+	if err := (&ProxyPolicyReconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the ProxyPolicy controller: %w", err)
+	}
+	if err := (&ProxyNodeReconciler{Client: mgr.GetClient(), APIReader: mgr.GetAPIReader()}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the ProxyNode controller: %w", err)
+	}
+	return nil
+}
+
+// The agent's default ports. They differ from kube-proxy's (10256, 10249) so
+// that the agent and kube-proxy can share a node while
+// spec.serviceProxyName splits the Services between them.
+const (
+	DefaultAgentHealthPort  int32 = 10356
+	DefaultAgentMetricsPort int32 = 10349
+)
