@@ -62,9 +62,9 @@ func labelValue(gc string) string {
 
 func agentLabels(gc string) map[string]string {
 	return map[string]string{
-		labelName:                                 agentAppName,
-		labelInstance:                             labelValue(gc),
-		labelManagedBy:                            managedBy,
+		labelName:                                agentAppName,
+		labelInstance:                            labelValue(gc),
+		labelManagedBy:                           managedBy,
 		proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc),
 	}
 }
