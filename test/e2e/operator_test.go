@@ -1,0 +1,221 @@
+package e2e
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/test/cluster"
+)
+
+const gcName = "e2e"
+
+func patchGC(patch string) {
+	GinkgoHelper()
+	_, err := c.Kubectl("patch", "gatewayconfig", gcName, "--type=merge", "-p", patch)
+	Expect(err).NotTo(HaveOccurred())
+}
+
+func getGC() *proxyv1alpha1.GatewayConfig {
+	GinkgoHelper()
+	var gc proxyv1alpha1.GatewayConfig
+	Expect(c.Client.Get(background, client.ObjectKey{Name: gcName}, &gc)).To(Succeed())
+	return &gc
+}
+
+func waitRolledOut() *proxyv1alpha1.GatewayConfig {
+	GinkgoHelper()
+	gc, err := c.WaitGatewayConfigRolledOut(background, gcName, 3*time.Minute)
+	Expect(err).NotTo(HaveOccurred())
+	return gc
+}
+
+// revisions returns each node's assigned and applied revision.
+func revisions() map[string][2]string {
+	GinkgoHelper()
+	pns, err := c.ProxyNodes(background)
+	Expect(err).NotTo(HaveOccurred())
+	out := map[string][2]string{}
+	for n, pn := range pns {
+		out[n] = [2]string{pn.Spec.Revision, pn.Status.AppliedRevision}
+	}
+	return out
+}
+
+// webService starts one pod per node behind a new ClusterIP Service and
+// waits until every node reaches all of them. It returns the Service's
+// namespace and name, its ClusterIP:80 and the pods.
+func webService(prefix string) (string, string, string, []*cluster.Pod) {
+	GinkgoHelper()
+	ns := newNamespace()
+	pods := startPods(prefix, c.Nodes...)
+	svc := createService(newService(ns, prefix, tcp("http", 80, 8080)))
+	setEndpoints(svc, cluster.Ready(pods...), 1)
+	target := addr(svc.Spec.ClusterIP, 80)
+	for _, n := range c.Nodes {
+		expectReachesAll(n.NS, "tcp", target, pods)
+	}
+	return ns, svc.Name, target, pods
+}
+
+// getPolicy reads a ProxyPolicy.
+func getPolicy(ns, name string) *proxyv1alpha1.ProxyPolicy {
+	GinkgoHelper()
+	var p proxyv1alpha1.ProxyPolicy
+	Expect(c.Client.Get(background, client.ObjectKey{Namespace: ns, Name: name}, &p)).To(Succeed())
+	return &p
+}
+
+var _ = Describe("Operator", func() {
+	It("stops a rollout whose canary fails and rolls it back", func() {
+		_, _, target, pods := webService("rb")
+		good := waitRolledOut().Status.CurrentRevision
+		DeferCleanup(func() {
+			patchGC(`{"spec":{"mode":"Auto"}}`)
+			waitRolledOut()
+		})
+
+		By("mode IPVS on a kernel without IPVS: the canary cannot run it")
+		patchGC(`{"spec":{"mode":"IPVS"}}`)
+		var bad string
+		touched := map[string]bool{}
+		Eventually(func(g Gomega) {
+			gc := getGC()
+			if bad == "" && gc.Status.UpdatedRevision != good {
+				bad = gc.Status.UpdatedRevision
+			}
+			for n, r := range revisions() {
+				if bad != "" && r[0] == bad {
+					touched[n] = true
+				}
+			}
+			g.Expect(bad).NotTo(BeEmpty(), "no new revision yet")
+			g.Expect(meta.IsStatusConditionTrue(gc.Status.Conditions, proxyv1alpha1.ConditionDegraded)).To(BeTrue(), "Degraded: %+v", gc.Status.Conditions)
+			for n, r := range revisions() {
+				g.Expect(r[0]).To(Equal(good), "node %s still assigned %s", n, r[0])
+			}
+		}).WithTimeout(3 * time.Minute).WithPolling(250 * time.Millisecond).Should(Succeed())
+		gc := getGC()
+		ready := meta.FindStatusCondition(gc.Status.Conditions, proxyv1alpha1.ConditionReady)
+		fmt.Fprintf(GinkgoWriter, "rollout of %s stopped; nodes that ever got it: %v; Ready: %+v\n", bad, keys(touched), ready)
+		Expect(len(touched)).To(BeNumerically("<=", 1), "only the canary may take the failing revision")
+
+		By("every node back at the good revision and still serving")
+		Eventually(func(g Gomega) {
+			for n, r := range revisions() {
+				g.Expect(r).To(Equal([2]string{good, good}), "node %s", n)
+			}
+		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
+		for _, n := range c.Nodes {
+			expectReachesAll(n.NS, "tcp", target, pods)
+		}
+	})
+
+	It("holds a Manual rollout until it is approved, then rolls it out", func() {
+		waitRolledOut()
+		DeferCleanup(func() {
+			patchGC(`{"spec":{"minSyncPeriod":"100ms","rollout":{"strategy":"Automatic","approvedRevision":null}}}`)
+			waitRolledOut()
+		})
+		patchGC(`{"spec":{"rollout":{"strategy":"Manual"}}}`)
+		before := waitRolledOut().Status.CurrentRevision
+		patchGC(`{"spec":{"minSyncPeriod":"200ms"}}`)
+		var pending string
+		Eventually(func() string { pending = getGC().Status.PendingRevision; return pending }).
+			WithTimeout(converge).WithPolling(poll).ShouldNot(BeEmpty())
+		Expect(pending).NotTo(Equal(before))
+		Consistently(func(g Gomega) {
+			for n, r := range revisions() {
+				g.Expect(r[0]).To(Equal(before), "node %s moved before approval", n)
+			}
+		}).WithTimeout(3 * time.Second).WithPolling(poll).Should(Succeed())
+
+		By("approving " + pending)
+		patchGC(fmt.Sprintf(`{"spec":{"rollout":{"approvedRevision":%q}}}`, pending))
+		gc := waitRolledOut()
+		Expect(gc.Status.CurrentRevision).To(Equal(pending))
+		Expect(gc.Status.PendingRevision).To(BeEmpty())
+		for n, r := range revisions() {
+			Expect(r).To(Equal([2]string{pending, pending}), "node %s", n)
+		}
+	})
+
+	It("reports a ProxyPolicy Programmed on every node, and one its backend cannot run as failed", func() {
+		ns, name, target, pods := webService("pol")
+		sticky := &proxyv1alpha1.ProxyPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sticky"},
+			Spec: proxyv1alpha1.ProxyPolicySpec{
+				TargetRefs:      []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name}},
+				SessionAffinity: &proxyv1alpha1.SessionAffinitySpec{Type: "ClientIP"},
+			},
+		}
+		Expect(c.Client.Create(background, sticky)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, sticky))).To(Succeed()) })
+		Eventually(func(g Gomega) {
+			p := getPolicy(ns, "sticky")
+			g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
+			g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, proxyv1alpha1.ConditionAccepted)).To(BeTrue(), "%+v", p.Status)
+			g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, proxyv1alpha1.ConditionProgrammed)).To(BeTrue(), "%+v", p.Status)
+			g.Expect(p.Status.Nodes.Programmed).To(BeEquivalentTo(len(c.Nodes)))
+			g.Expect(p.Status.Nodes.Total).To(BeEquivalentTo(len(c.Nodes)))
+		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
+		for _, n := range c.Nodes {
+			Eventually(func() []string { return n.NS.Spread("tcp", target, 20).PodNames() }).
+				WithTimeout(converge).WithPolling(poll).Should(HaveLen(1), "node %s sticks to one of %d pods", n.Name, len(pods))
+		}
+
+		By("RoundRobin needs IPVS: the iptables nodes report it failed")
+		ns2, name2, _, _ := webService("rr")
+		rr := &proxyv1alpha1.ProxyPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns2, Name: "rr"},
+			Spec: proxyv1alpha1.ProxyPolicySpec{
+				TargetRefs:    []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name2}},
+				LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmRoundRobin},
+			},
+		}
+		Expect(c.Client.Create(background, rr)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, rr))).To(Succeed()) })
+		Eventually(func(g Gomega) {
+			p := getPolicy(ns2, "rr")
+			prog := meta.FindStatusCondition(p.Status.Conditions, proxyv1alpha1.ConditionProgrammed)
+			g.Expect(prog).NotTo(BeNil())
+			g.Expect(prog.Status).To(Equal(metav1.ConditionFalse))
+			g.Expect(prog.Reason).To(Equal(proxyv1alpha1.ReasonUnsupportedByBackend))
+			g.Expect(p.Status.Nodes.Failed).To(BeEquivalentTo(len(c.Nodes)))
+		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
+	})
+
+	It("drops a removed node from the rollout", func() {
+		n, err := c.AddNode(background)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(c.StartAgent(background, n)).To(Succeed())
+		gc := waitRolledOut()
+		Expect(gc.Status.DesiredNodes).To(BeEquivalentTo(len(c.Nodes)))
+		_, _, target, pods := webService("rm")
+		expectReachesAll(n.NS, "tcp", target, pods)
+
+		Expect(c.DeleteNode(background, n.Name)).To(Succeed())
+		Eventually(func() bool {
+			_, ok := revisions()[n.Name]
+			return ok
+		}).WithTimeout(converge).WithPolling(poll).Should(BeFalse(), "ProxyNode %s not deleted", n.Name)
+		gc = waitRolledOut()
+		Expect(gc.Status.DesiredNodes).To(BeEquivalentTo(len(c.Nodes)))
+	})
+})
+
+func keys(m map[string]bool) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}

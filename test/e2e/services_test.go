@@ -1,0 +1,282 @@
+package e2e
+
+import (
+	"fmt"
+	"time"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/test/cluster"
+)
+
+var _ = Describe("[sig-network] Services", func() {
+	var ns string
+	BeforeEach(func() { ns = newNamespace() })
+
+	It("balances a multiport ClusterIP Service over every endpoint from every node and from a pod", func() {
+		pods := startPods("multi", c.Nodes...)
+		svc := createService(newService(ns, "multi", tcp("a", 80, 8080), tcp("b", 81, 8081)))
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		for _, n := range c.Nodes {
+			expectReachesAll(n.NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+			expectReachesAll(n.NS, "tcp", addr(svc.Spec.ClusterIP, 81), pods)
+		}
+		expectReachesAll(pods[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+	})
+
+	It("serves a NodePort on every node to an outside client", func() {
+		pods := startPods("np", c.Nodes[0], c.Nodes[1])
+		s := newService(ns, "np", tcp("http", 80, 8080))
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		svc := createService(s)
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		port := svc.Spec.Ports[0].NodePort
+		for _, n := range c.Nodes {
+			expectReachesAll(c.ClientNS, "tcp", addr(n.IP, port), pods)
+		}
+	})
+
+	It("serves a LoadBalancer address to an outside client", func() {
+		pods := startPods("lb", c.Nodes[1], c.Nodes[2])
+		s := newService(ns, "lb", tcp("http", 80, 8080))
+		s.Spec.Type = corev1.ServiceTypeLoadBalancer
+		svc := createService(s)
+		ip := c.NextLoadBalancerIP()
+		Expect(c.SetLoadBalancerIngress(background, svc, ip)).To(Succeed())
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		expectReachesAll(c.ClientNS, "tcp", addr(ip, 80), pods)
+	})
+
+	It("serves externalIPs to an outside client", func() {
+		pods := startPods("ext", c.Nodes[0], c.Nodes[2])
+		s := newService(ns, "ext", tcp("http", 80, 8080), udp("dns", 53, 5353))
+		ip := c.NextExternalIP()
+		s.Spec.ExternalIPs = []string{ip}
+		svc := createService(s)
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		expectReachesAll(c.ClientNS, "tcp", addr(ip, 80), pods)
+		expectReachesAll(c.ClientNS, "udp", addr(ip, 53), pods)
+	})
+
+	It("switches session affinity on and off and honours its timeout", func() {
+		pods := startPods("aff", c.Nodes...)
+		svc := createService(newService(ns, "aff", tcp("http", 80, 8080)))
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		from := c.Nodes[0].NS
+		target := addr(svc.Spec.ClusterIP, 80)
+		expectReachesAll(from, "tcp", target, pods)
+
+		By("ClientIP affinity with a 3s timeout: one pod answers every quick request")
+		Expect(patchService(svc, func(s *corev1.Service) {
+			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
+			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](3)}}
+		})).To(Succeed())
+		Eventually(func() []string { return from.Spread("tcp", target, 20).PodNames() }).
+			WithTimeout(converge).WithPolling(poll).Should(HaveLen(1))
+		first := from.Spread("tcp", target, 1).PodNames()
+
+		By("after 3s idle the affinity expires: another pod answers sooner or later")
+		Eventually(func() []string {
+			time.Sleep(3500 * time.Millisecond)
+			return from.Spread("tcp", target, 1).PodNames()
+		}).WithTimeout(converge).ShouldNot(Equal(first))
+
+		By("affinity None again: every pod answers")
+		Expect(patchService(svc, func(s *corev1.Service) {
+			s.Spec.SessionAffinity = corev1.ServiceAffinityNone
+			s.Spec.SessionAffinityConfig = nil
+		})).To(Succeed())
+		expectReachesAll(from, "tcp", target, pods)
+	})
+
+	It("rejects connections to a Service without endpoints", func() {
+		svc := createService(newService(ns, "empty", tcp("http", 80, 8080), udp("dns", 53, 5353)))
+		setEndpoints(svc, nil, 1)
+		for _, n := range c.Nodes {
+			expectRefused(n.NS, "tcp", addr(svc.Spec.ClusterIP, 80))
+			expectRefused(n.NS, "udp", addr(svc.Spec.ClusterIP, 53))
+		}
+	})
+
+	It("honours service-proxy-name: a Service for another proxy is left alone", func() {
+		pods := startPods("spn", c.Nodes[0])
+		other := newService(ns, "other-proxy", tcp("http", 80, 8080))
+		other.Labels = map[string]string{proxyv1alpha1.ServiceProxyNameLabel: "someone-else"}
+		other = createService(other)
+		setEndpoints(other, cluster.Ready(pods...), 1)
+		mine := createService(newService(ns, "mine", tcp("http", 80, 8080)))
+		setEndpoints(mine, cluster.Ready(pods...), 1)
+		// Once the later Service works, the earlier one was seen and skipped.
+		expectReachesAll(c.Nodes[1].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
+		expectNoAnswer(c.Nodes[1].NS, "tcp", addr(other.Spec.ClusterIP, 80))
+		Expect(mentions(ruleDump(c.Nodes[1]), ns+"/other-proxy")).To(BeFalse())
+	})
+
+	It("ignores headless Services", func() {
+		pods := startPods("hl", c.Nodes[0])
+		h := newService(ns, "headless", tcp("http", 80, 8080))
+		h.Spec.ClusterIP = corev1.ClusterIPNone
+		h = createService(h)
+		setEndpoints(h, cluster.Ready(pods...), 1)
+		mine := createService(newService(ns, "regular", tcp("http", 80, 8080)))
+		setEndpoints(mine, cluster.Ready(pods...), 1)
+		expectReachesAll(c.Nodes[2].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
+		for _, n := range c.Nodes {
+			dump := ruleDump(n)
+			Expect(mentions(dump, ns+"/regular")).To(BeTrue(), "rules of %s", n.Name)
+			Expect(mentions(dump, ns+"/headless")).To(BeFalse(), "rules of %s", n.Name)
+		}
+	})
+
+	It("serves one port number over TCP and UDP", func() {
+		pods := startPods("dual", c.Nodes[0], c.Nodes[1])
+		svc := createService(newService(ns, "dual", tcp("dns-tcp", 53, 5353), udp("dns-udp", 53, 5353)))
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		expectReachesAll(c.Nodes[2].NS, "tcp", addr(svc.Spec.ClusterIP, 53), pods)
+		expectReachesAll(c.Nodes[2].NS, "udp", addr(svc.Spec.ClusterIP, 53), pods)
+	})
+
+	It("serves a Service deleted and recreated under the same name", func() {
+		pods := startPods("re", c.Nodes[1])
+		svc := createService(newService(ns, "again", tcp("http", 80, 8080)))
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		expectReachesAll(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+		deleteService(svc)
+		expectNoAnswer(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80))
+		again := createService(newService(ns, "again", tcp("http", 80, 8080)))
+		setEndpoints(again, cluster.Ready(pods...), 1)
+		expectReachesAll(c.Nodes[0].NS, "tcp", addr(again.Spec.ClusterIP, 80), pods)
+	})
+
+	It("follows a Service up, down and up again at a fixed ClusterIP", func() {
+		pods := startPods("updown", c.Nodes[2])
+		probe := createService(newService(ns, "probe", tcp("http", 80, 8080)))
+		ip := probe.Spec.ClusterIP
+		deleteService(probe)
+		for round := 0; round < 2; round++ {
+			s := newService(ns, "updown", tcp("http", 80, 8080))
+			s.Spec.ClusterIP = ip
+			svc := createService(s)
+			setEndpoints(svc, cluster.Ready(pods...), 1)
+			expectReachesAll(c.Nodes[0].NS, "tcp", addr(ip, 80), pods)
+			deleteService(svc)
+			expectNoAnswer(c.Nodes[0].NS, "tcp", addr(ip, 80))
+		}
+	})
+
+	It("follows ports added to and removed from a Service", func() {
+		pods := startPods("ports", c.Nodes[0], c.Nodes[1])
+		svc := createService(newService(ns, "ports", tcp("a", 80, 8080)))
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		from := c.Nodes[2].NS
+		expectReachesAll(from, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+		Expect(patchService(svc, func(s *corev1.Service) { s.Spec.Ports = append(s.Spec.Ports, tcp("b", 81, 8081)) })).To(Succeed())
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		expectReachesAll(from, "tcp", addr(svc.Spec.ClusterIP, 81), pods)
+		Expect(patchService(svc, func(s *corev1.Service) { s.Spec.Ports = s.Spec.Ports[1:] })).To(Succeed())
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		expectNoAnswer(from, "tcp", addr(svc.Spec.ClusterIP, 80))
+		expectReachesAll(from, "tcp", addr(svc.Spec.ClusterIP, 81), pods)
+	})
+
+	It("balances over endpoints spread across several EndpointSlices", func() {
+		pods := startPods("slices", c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[0], c.Nodes[1], c.Nodes[2])
+		svc := createService(newService(ns, "slices", tcp("http", 80, 8080)))
+		setEndpoints(svc, cluster.Ready(pods...), 3)
+		expectReachesAll(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+		By("one slice emptied: its endpoints leave")
+		setEndpoints(svc, cluster.Ready(pods[:4]...), 2)
+		Eventually(func() []string { return c.Nodes[0].NS.Spread("tcp", addr(svc.Spec.ClusterIP, 80), 30).PodNames() }).
+			WithTimeout(converge).WithPolling(poll).Should(ConsistOf(names(pods[:4])))
+	})
+
+	It("sends external traffic only to local endpoints with externalTrafficPolicy Local, falling back to terminating ones", func() {
+		pods := startPods("etp", c.Nodes[0], c.Nodes[0], c.Nodes[1])
+		s := newService(ns, "etp", tcp("http", 80, 8080))
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+		svc := createService(s)
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		port := svc.Spec.Ports[0].NodePort
+		t := expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[0].IP, port), pods[:2])
+		Expect(t.ClientIPs).To(HaveKey(cluster.ClientIP), "externalTrafficPolicy Local keeps the client's address")
+		expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[1].IP, port), pods[2:])
+		expectNoAnswer(c.ClientNS, "tcp", addr(c.Nodes[2].IP, port))
+
+		By("node-1's endpoints terminating but serving: still used, as no local endpoint is ready")
+		setEndpoints(svc, append(cluster.Terminating(pods[:2]...), cluster.Ready(pods[2])...), 1)
+		expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[0].IP, port), pods[:2])
+		By("one of them ready again: only it is used")
+		setEndpoints(svc, append(append(cluster.Ready(pods[0]), cluster.Terminating(pods[1])...), cluster.Ready(pods[2])...), 1)
+		Eventually(func() []string { return c.ClientNS.Spread("tcp", addr(c.Nodes[0].IP, port), 20).PodNames() }).
+			WithTimeout(converge).WithPolling(poll).Should(Equal([]string{pods[0].Name}))
+	})
+
+	It("keeps cluster traffic on the node with internalTrafficPolicy Local, falling back to terminating endpoints", func() {
+		pods := startPods("itp", c.Nodes[0], c.Nodes[1])
+		s := newService(ns, "itp", tcp("http", 80, 8080))
+		s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+		svc := createService(s)
+		setEndpoints(svc, cluster.Ready(pods...), 1)
+		target := addr(svc.Spec.ClusterIP, 80)
+		expectReachesAll(c.Nodes[0].NS, "tcp", target, pods[:1])
+		expectReachesAll(c.Nodes[1].NS, "tcp", target, pods[1:])
+		expectNoAnswer(c.Nodes[2].NS, "tcp", target)
+		By("node-1's endpoint terminating but serving: still used")
+		setEndpoints(svc, append(cluster.Terminating(pods[0]), cluster.Ready(pods[1])...), 1)
+		expectReachesAll(c.Nodes[0].NS, "tcp", target, pods[:1])
+		By("node-1's endpoint no longer serving: node-1 drops")
+		setEndpoints(svc, append([]cluster.Endpoint{{Pod: pods[0], Terminating: true}}, cluster.Ready(pods[1])...), 1)
+		expectNoAnswer(c.Nodes[0].NS, "tcp", target)
+	})
+
+	It("keeps a UDP flow answered while its server pod is replaced", func() {
+		first := startPods("udp", c.Nodes[1])
+		s := newService(ns, "udp", udp("dns", 53, 5353))
+		s.Spec.Type = corev1.ServiceTypeNodePort
+		svc := createService(s)
+		setEndpoints(svc, cluster.Ready(first...), 1)
+		target := addr(c.Nodes[0].IP, svc.Spec.Ports[0].NodePort)
+		expectReachesAll(c.ClientNS, "udp", target, first)
+
+		flow, err := c.ClientNS.OpenUDPFlow(target)
+		Expect(err).NotTo(HaveOccurred())
+		defer flow.Close()
+		r, err := flow.Send(time.Second)
+		Expect(err).NotTo(HaveOccurred())
+		Expect(r.Pod).To(Equal(first[0].Name))
+
+		By("the pod is replaced by a new one at another address; the same flow must reach it")
+		second := startPods("udp", c.Nodes[2])
+		Expect(c.DeletePod(first[0])).To(Succeed())
+		setEndpoints(svc, cluster.Ready(second...), 1)
+		lost := 0
+		Eventually(func() (string, error) {
+			r, err := flow.Send(500 * time.Millisecond)
+			if err != nil {
+				lost++
+			}
+			return r.Pod, err
+		}).WithTimeout(converge).Should(Equal(second[0].Name))
+		for i := 0; i < 5; i++ {
+			r, err := flow.Send(time.Second)
+			Expect(err).NotTo(HaveOccurred())
+			Expect(r.Pod).To(Equal(second[0].Name))
+		}
+		fmt.Fprintf(GinkgoWriter, "UDP flow moved to %s after %d unanswered datagrams\n", second[0].Name, lost)
+	})
+})
+
+// patchService reads the Service, applies fn and updates it.
+func patchService(svc *corev1.Service, fn func(*corev1.Service)) error {
+	if err := c.Client.Get(background, client.ObjectKeyFromObject(svc), svc); err != nil {
+		return err
+	}
+	fn(svc)
+	return c.Client.Update(background, svc)
+}
