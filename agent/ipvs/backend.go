@@ -22,7 +22,7 @@ import (
 const (
 	DefaultDummyInterface  = "synx-ipvs0"
 	DefaultScheduler       = "rr"
-	DefaultMasqueradeMark  = 0x8000
+	DefaultMasqueradeMark  = 0x1000
 	DefaultGracefulTimeout = 15 * time.Minute
 	DefaultCallTimeout     = 10 * time.Second
 )
@@ -45,7 +45,10 @@ type Config struct {
 	CallTimeout time.Duration
 	// DummyInterface holds the VIPs. Default synx-ipvs0.
 	DummyInterface string
-	// MasqueradeMark is the packet mark bit that requests SNAT. Default 0x8000.
+	// MasqueradeMark is the packet mark bit that requests SNAT. Default
+	// 0x1000: not kube-proxy's 0x4000 (masquerade) or 0x8000 (drop, still
+	// dropped by older kubelets' KUBE-FIREWALL), not the iptables backend's,
+	// outside Cilium's 0x0F00. Set it when a CNI uses that bit.
 	MasqueradeMark uint32
 	// Family is IPv4 (default) or IPv6; one backend instance per family.
 	Family model.Family
@@ -123,9 +126,10 @@ func newBackend(cfg Config, h Handle, node nodeOps, now func() time.Time) (*Back
 		return nil, err
 	}
 	b := &Backend{cfg: cfg, ipvs: h, node: node, v6: cfg.Family == model.IPv6}
-	b.prefix = "SYNX-IPVS-"
+	// Not "SYNX-": the iptables backend owns every chain with that prefix.
+	b.prefix = "SYNXIPVS-"
 	if b.v6 {
-		b.prefix = "SYNX-IPVS6-"
+		b.prefix = "SYNXIPVS6-"
 	}
 	b.sets = newSetNames(b.prefix)
 	b.rec = newReconciler(h, cfg.GracefulTimeout, now)

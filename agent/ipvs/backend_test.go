@@ -93,7 +93,7 @@ func TestSyncCreatesServersAndVIPs(t *testing.T) {
 	if !n.dummy[DefaultDummyInterface][vip] || len(n.dummy[DefaultDummyInterface]) != 1 {
 		t.Fatalf("dummy addresses = %v, want only the ClusterIP (not the node IP)", n.dummy[DefaultDummyInterface])
 	}
-	owned := n.sets["SYNX-IPVS-OWNED"]
+	owned := n.sets["SYNXIPVS-OWNED"]
 	if len(owned) != 2 {
 		t.Fatalf("OWNED set = %v, want both virtual servers", owned)
 	}
@@ -335,21 +335,21 @@ func TestSetsForMasqueradeNoEndpointsSourceRangesHairpin(t *testing.T) {
 		}
 		t.Errorf("set %s lacks %s; has %v", set, entry, n.sets[set])
 	}
-	has("SYNX-IPVS-MASQ", "192.168.50.2,tcp:30080")
-	has("SYNX-IPVS-MASQ-OFFCL", "10.96.0.10,tcp:80")
-	has("SYNX-IPVS-CLUSTER-CIDR", "10.244.0.0/16")
-	has("SYNX-IPVS-HAIRPIN", "10.244.1.1,tcp:8080,10.244.1.1")
-	has("SYNX-IPVS-LB-FW", "203.0.113.7,tcp:80")
-	has("SYNX-IPVS-LB-SRC", "203.0.113.7,tcp:80,198.51.100.0/24")
-	has("SYNX-IPVS-NOEP-DROP", "203.0.113.8,tcp:81")
-	has("SYNX-IPVS-NOEP-REJECT", "10.96.0.10,udp:80")
-	if len(n.sets["SYNX-IPVS-MASQ"]) != 1 {
-		t.Errorf("MASQ has %v; the Never LB frontend must not be there", n.sets["SYNX-IPVS-MASQ"])
+	has("SYNXIPVS-MASQ", "192.168.50.2,tcp:30080")
+	has("SYNXIPVS-MASQ-OFFCL", "10.96.0.10,tcp:80")
+	has("SYNXIPVS-CLUSTER-CIDR", "10.244.0.0/16")
+	has("SYNXIPVS-HAIRPIN", "10.244.1.1,tcp:8080,10.244.1.1")
+	has("SYNXIPVS-LB-FW", "203.0.113.7,tcp:80")
+	has("SYNXIPVS-LB-SRC", "203.0.113.7,tcp:80,198.51.100.0/24")
+	has("SYNXIPVS-NOEP-DROP", "203.0.113.8,tcp:81")
+	has("SYNXIPVS-NOEP-REJECT", "10.96.0.10,udp:80")
+	if len(n.sets["SYNXIPVS-MASQ"]) != 1 {
+		t.Errorf("MASQ has %v; the Never LB frontend must not be there", n.sets["SYNXIPVS-MASQ"])
 	}
 }
 
 func TestRulesTouchOnlyOurChains(t *testing.T) {
-	rc := rulesConfig{Prefix: "SYNX-IPVS-", Sets: newSetNames("SYNX-IPVS-"), MasqMark: 0x8000, ClusterCIDRs: true}
+	rc := rulesConfig{Prefix: "SYNXIPVS-", Sets: newSetNames("SYNXIPVS-"), MasqMark: 0x1000, ClusterCIDRs: true}
 	text := rc.render()
 	for _, l := range splitLines(text) {
 		if l == "" || l == "COMMIT" || l[0] == '*' {
@@ -360,18 +360,18 @@ func TestRulesTouchOnlyOurChains(t *testing.T) {
 		if f[0] == "-A" {
 			chain = f[1]
 		}
-		if !strings.HasPrefix(chain, "SYNX-IPVS-") {
+		if !strings.HasPrefix(chain, "SYNXIPVS-") {
 			t.Errorf("rule outside our chains: %s", l)
 		}
 		if strings.Contains(l, "KUBE-") {
 			t.Errorf("rule mentions KUBE-: %s", l)
 		}
 	}
-	if !strings.Contains(text, "! --match-set SYNX-IPVS-CLUSTER-CIDR src") {
+	if !strings.Contains(text, "! --match-set SYNXIPVS-CLUSTER-CIDR src") {
 		t.Errorf("no off-cluster masquerade rule:\n%s", text)
 	}
 	for _, j := range rc.jumps() {
-		if !strings.HasPrefix(j.Args[len(j.Args)-1], "SYNX-IPVS-") {
+		if !strings.HasPrefix(j.Args[len(j.Args)-1], "SYNXIPVS-") {
 			t.Errorf("jump to a foreign chain: %v", j)
 		}
 	}
@@ -448,5 +448,32 @@ func TestLocalhostNodePortSkipped(t *testing.T) {
 	d := buildDesired(state(s), "rr")
 	if len(d.Servers) != 2 || len(d.Problems) != 1 {
 		t.Fatalf("servers %d problems %v", len(d.Servers), d.Problems)
+	}
+}
+
+// The iptables backend treats every chain starting with "SYNX-" (and every
+// jump to one) as its own; ours must not match that prefix.
+func TestPrefixesStayOutOfTheIptablesBackendsNamespace(t *testing.T) {
+	for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+		b, err := newBackend(Config{Family: fam}, newFakeHandle(), newFakeNode(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc := b.rules(nil)
+		for _, chains := range rc.chains() {
+			for _, ch := range chains {
+				if strings.HasPrefix(ch, "SYNX-") || strings.HasPrefix(ch, "KUBE-") || len(ch) > 28 {
+					t.Errorf("chain name %q", ch)
+				}
+			}
+		}
+		for _, s := range b.sets.all() {
+			if strings.HasPrefix(s.Name, "SYNX-") || len(s.Name) > 31 {
+				t.Errorf("ipset name %q", s.Name)
+			}
+		}
+		if b.cfg.MasqueradeMark&(0x4000|0x8000) != 0 {
+			t.Errorf("default mark %#x collides with kube-proxy's bits", b.cfg.MasqueradeMark)
+		}
 	}
 }

@@ -605,14 +605,14 @@ func TestKernelCleanupRemovesOnlyOurs(t *testing.T) {
 		t.Fatalf("after Cleanup the IPVS table has %d services, want only the foreign one", len(svcs))
 	}
 	save := tp.node.MustExec("iptables-save")
-	if strings.Contains(save, "SYNX-IPVS") {
+	if strings.Contains(save, "SYNXIPVS") {
 		t.Errorf("our rules survived Cleanup:\n%s", save)
 	}
 	if !strings.Contains(save, "-A PREROUTING -j FOREIGN") {
 		t.Errorf("Cleanup removed a foreign rule:\n%s", save)
 	}
 	sets := tp.node.MustExec("ipset", "list", "-n")
-	if strings.Contains(sets, "SYNX-IPVS") || !strings.Contains(sets, "FOREIGN-SET") {
+	if strings.Contains(sets, "SYNXIPVS") || !strings.Contains(sets, "FOREIGN-SET") {
 		t.Errorf("ipsets after Cleanup: %q", sets)
 	}
 	if _, err := tp.node.Exec("ip", "link", "show", DefaultDummyInterface); err == nil {

@@ -138,7 +138,7 @@ func sortedEntries(m map[setEntry]bool) []setEntry {
 
 // rulesConfig parameterizes the iptables glue.
 type rulesConfig struct {
-	Prefix       string // chain prefix, e.g. SYNX-IPVS-
+	Prefix       string // chain prefix, e.g. SYNXIPVS-
 	Sets         setNames
 	MasqMark     uint32
 	ClusterCIDRs bool
