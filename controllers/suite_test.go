@@ -1,0 +1,139 @@
+package controllers_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	. "github.com/onsi/ginkgo/v2"
+	. "github.com/onsi/gomega"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/synterix/synterix-kube-proxy/controllers"
+	"github.com/synterix/synterix-kube-proxy/test/fakeagent"
+	"github.com/synterix/synterix-kube-proxy/test/testenv"
+)
+
+// These tests run the operator's manager in-process against the real
+// kube-apiserver and etcd of test/testenv. The per-node agents are simulated
+// by test/fakeagent, which writes ProxyNode status as agents would. envtest
+// runs no kube-controller-manager: there is no garbage collector and no
+// DaemonSet controller, so ownerReferences are checked as written, and agent
+// pods never exist.
+
+const operatorNamespace = "synterix-system"
+
+var (
+	ctx       context.Context
+	cancel    context.CancelFunc
+	testEnv   *envtest.Environment
+	cfg       *rest.Config
+	k8sClient client.WithWatch
+	fleet     *fakeagent.Fleet
+
+	// behaviors routes the simulated agents' behaviour by node-name prefix, so
+	// that each test drives its own nodes.
+	behaviors sync.Map // prefix -> fakeagent.Behavior
+)
+
+func TestControllers(t *testing.T) {
+	RegisterFailHandler(Fail)
+	RunSpecs(t, "Operator suite")
+}
+
+// setBehavior sets the behaviour of the simulated agents of the nodes whose
+// name starts with prefix, and has them look at their ProxyNodes again.
+func setBehavior(prefix string, b fakeagent.Behavior) {
+	behaviors.Store(prefix, b)
+	fleet.SetBehavior(dispatch)
+}
+
+func dispatch(node, rev string) fakeagent.Report {
+	var rep fakeagent.Report
+	behaviors.Range(func(k, v any) bool {
+		if strings.HasPrefix(node, k.(string)) {
+			rep = v.(fakeagent.Behavior)(node, rev)
+			return false
+		}
+		return true
+	})
+	return rep
+}
+
+// countingTransport counts the requests of a client.
+type countingTransport struct {
+	rt http.RoundTripper
+	n  *atomic.Int64
+}
+
+func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return c.rt.RoundTrip(r)
+}
+
+// startOperator starts the operator's manager in-process, as cmd/manager does,
+// with its requests counted in n.
+func startOperator(ctx context.Context, cfg *rest.Config, n *atomic.Int64) error {
+	opCfg := rest.CopyConfig(cfg)
+	opCfg.QPS, opCfg.Burst = 200, 400
+	opCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt: rt, n: n} })
+	mgr, err := ctrl.NewManager(opCfg, ctrl.Options{
+		Scheme:                 controllers.NewScheme(),
+		Metrics:                metricsserver.Options{BindAddress: "0"},
+		HealthProbeBindAddress: "0",
+		Cache:                  controllers.CacheOptions(operatorNamespace),
+	})
+	if err != nil {
+		return err
+	}
+	if err := controllers.Setup(mgr, controllers.AgentOptions{Namespace: operatorNamespace, DefaultImage: "example.org/synterix:test"}); err != nil {
+		return err
+	}
+	go func() {
+		defer GinkgoRecover()
+		Expect(mgr.Start(ctx)).To(Succeed())
+	}()
+	return nil
+}
+
+var operatorRequests atomic.Int64
+
+var _ = BeforeSuite(func() {
+	logf.SetLogger(zap.New(zap.WriteTo(GinkgoWriter), zap.UseDevMode(true)))
+	ctx, cancel = context.WithCancel(context.Background())
+
+	var err error
+	testEnv, err = testenv.New()
+	Expect(err).NotTo(HaveOccurred())
+	cfg, err = testEnv.Start()
+	Expect(err).NotTo(HaveOccurred())
+
+	k8sClient, err = client.NewWithWatch(cfg, client.Options{Scheme: controllers.NewScheme()})
+	Expect(err).NotTo(HaveOccurred())
+	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
+
+	Expect(startOperator(ctx, cfg, &operatorRequests)).To(Succeed())
+
+	agentClient, err := client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
+	Expect(err).NotTo(HaveOccurred())
+	fleet = fakeagent.New(agentClient, dispatch)
+	Expect(fleet.Start(ctx, cfg, 4)).To(Succeed())
+})
+
+var _ = AfterSuite(func() {
+	cancel()
+	if testEnv != nil {
+		Expect(testEnv.Stop()).To(Succeed())
+	}
+})
