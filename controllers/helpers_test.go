@@ -71,8 +71,8 @@ func newGC(name, key string, ro *proxyv1alpha1.RolloutSpec) *proxyv1alpha1.Gatew
 }
 
 func intOrStr(v intstr.IntOrString) *intstr.IntOrString { return &v }
-func i32(v int32) *int32                                 { return &v }
-func boolp(v bool) *bool                                 { return &v }
+func i32(v int32) *int32                                { return &v }
+func boolp(v bool) *bool                                { return &v }
 
 func getGC(name string) *proxyv1alpha1.GatewayConfig {
 	gc := &proxyv1alpha1.GatewayConfig{}

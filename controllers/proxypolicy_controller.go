@@ -342,6 +342,11 @@ func (r *ProxyPolicyReconciler) compute(ctx context.Context, p *proxyv1alpha1.Pr
 		pReason, pMsg = proxyv1alpha1.ReasonPending, fmt.Sprintf("Programmed on %d of %d nodes", counts.Programmed, counts.Total)
 		reconciling, requeue = true, true
 	}
+	// Nodes that have not reported the policy yet are looked at again soon,
+	// whatever the conditions say.
+	if acceptedOK || aReason == proxyv1alpha1.ReasonUnsupportedByBackend {
+		requeue = requeue || counts.Programmed+counts.Failed < counts.Total
+	}
 	setCondition(&st.Conditions, proxyv1alpha1.ConditionProgrammed, programmed, pReason, pMsg, gen)
 	if reconciling {
 		setCondition(&st.Conditions, ConditionReconciling, true, pReason, pMsg, gen)

@@ -10,6 +10,7 @@ package fakeagent
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -140,6 +141,20 @@ func (f *Fleet) Start(ctx context.Context, cfg *rest.Config, workers int) error 
 		}()
 	}
 	return nil
+}
+
+// Sync has the agents of the nodes whose name starts with prefix sync again
+// and report, as real agents do when a Service or a ProxyPolicy changes: their
+// status gets a new lastSync even when nothing else changed.
+func (f *Fleet) Sync(prefix string) {
+	f.mu.Lock()
+	for name := range f.written {
+		if strings.HasPrefix(name, prefix) {
+			delete(f.written, name)
+		}
+	}
+	f.mu.Unlock()
+	f.resync()
 }
 
 func (f *Fleet) resync() {
