@@ -14,9 +14,8 @@ const ProcNetIPVS = "/proc/net/ip_vs"
 
 // Probe reports whether the running kernel can serve the IPVS backend. It
 // looks for /proc/net/ip_vs, then asks generic netlink for the "IPVS"
-// family. It never loads modules itself: on a node, the ip_vs module is
-// loaded by the node's setup (or by the kernel on the first genetlink
-// request when module autoloading is enabled).
+// family. It runs no modprobe itself, but the genetlink lookup lets the
+// kernel autoload ip_vs where the module exists and autoloading is on.
 func Probe() error {
 	if _, err := os.Stat(ProcNetIPVS); err == nil {
 		return nil

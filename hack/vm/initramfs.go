@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"debug/elf"
 	_ "embed"
@@ -12,6 +11,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 )
 
 //go:embed init.sh
@@ -123,6 +123,7 @@ func buildInitramfs(dir string, spec initramfsSpec) (string, error) {
 	if err := writeEtc(root); err != nil {
 		return "", err
 	}
+	t0 := time.Now()
 	loaded, err := stageModules(root, spec.Kernel)
 	if err != nil {
 		return "", err
@@ -130,9 +131,11 @@ func buildInitramfs(dir string, spec initramfsSpec) (string, error) {
 	if err := os.WriteFile(filepath.Join(root, "etc/synx/modules"), []byte(strings.Join(loaded, "\n")+"\n"), 0o644); err != nil {
 		return "", err
 	}
+	t1 := time.Now()
 	if err := stageUserland(root, spec.IptablesMode); err != nil {
 		return "", err
 	}
+	logf("staged modules in %s, userland in %s", t1.Sub(t0).Round(time.Millisecond), time.Since(t1).Round(time.Millisecond))
 	var list bytes.Buffer
 	for _, tb := range spec.Tests {
 		td := filepath.Join(root, "tests", tb.Name)
@@ -280,14 +283,12 @@ func stageUserland(root, mode string) error {
 	}
 	exts, _ := filepath.Glob(filepath.Join(xtablesDir, "*.so"))
 	libs := map[string]bool{}
-	for _, b := range append(bins, exts...) {
-		ls, err := lddLibs(b)
-		if err != nil {
-			return fmt.Errorf("ldd %s: %w (install iptables and ipset)", b, err)
-		}
-		for _, l := range ls {
-			libs[l] = true
-		}
+	ls, err := lddLibs(append(bins, exts...)...)
+	if err != nil {
+		return fmt.Errorf("ldd: %w (install iptables, ipset and iproute2)", err)
+	}
+	for _, l := range ls {
+		libs[l] = true
 	}
 	for _, b := range append(bins, exts...) {
 		if err := copyFile(b, filepath.Join(root, b), 0o755); err != nil {
@@ -324,25 +325,67 @@ func stageUserland(root, mode string) error {
 	return nil
 }
 
-// lddLibs returns the absolute library paths (including the loader) that
-// ldd reports for bin.
-func lddLibs(bin string) ([]string, error) {
-	out, err := exec.Command("ldd", bin).Output()
-	if err != nil {
-		return nil, err
+// libDirs are searched for DT_NEEDED libraries (Debian amd64 layout).
+var libDirs = []string{"/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64", "/usr/lib", "/lib"}
+
+// lddLibs returns the shared libraries (and the ELF interpreter) the given
+// files need, transitively, by reading DT_NEEDED entries with debug/elf:
+// running ldd on ~120 xtables extensions costs seconds under load.
+func lddLibs(files ...string) ([]string, error) {
+	seen := map[string]bool{}
+	var out []string
+	var walk func(path string) error
+	walk = func(path string) error {
+		ef, err := elf.Open(path)
+		if err != nil {
+			return err
+		}
+		defer ef.Close()
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_INTERP {
+				b := make([]byte, p.Filesz)
+				if _, err := p.ReadAt(b, 0); err != nil {
+					return err
+				}
+				interp := strings.TrimRight(string(b), "\x00")
+				if !seen[interp] {
+					seen[interp] = true
+					out = append(out, interp)
+				}
+			}
+		}
+		needed, err := ef.ImportedLibraries()
+		if err != nil {
+			return err
+		}
+		for _, n := range needed {
+			found := ""
+			for _, d := range libDirs {
+				if c := filepath.Join(d, n); exists(c) {
+					found = c
+					break
+				}
+			}
+			if found == "" {
+				return fmt.Errorf("%s needs %s, not found in %v", path, n, libDirs)
+			}
+			if seen[found] {
+				continue
+			}
+			seen[found] = true
+			out = append(out, found)
+			if err := walk(found); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	var libs []string
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		switch {
-		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
-			libs = append(libs, f[2])
-		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
-			libs = append(libs, f[0])
+	for _, f := range files {
+		if err := walk(f); err != nil {
+			return nil, err
 		}
 	}
-	return libs, nil
+	return out, nil
 }
 
 // copyFile copies src (following symlinks) to dst, creating parents.

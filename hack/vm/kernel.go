@@ -63,9 +63,18 @@ func resolveKernelPackage(name string) (string, error) {
 // decompresses modules, and runs depmod on the extracted tree. Everything is
 // cached: a second call with the same package does no work.
 func fetchKernel(outDir, pkgName string) (kernel, error) {
-	real, err := resolveKernelPackage(pkgName)
-	if err != nil {
-		return kernel{}, err
+	// apt-cache takes seconds; the resolution is cached with the kernel
+	// (remove bin/vm to pick up a newer kernel from the archive).
+	resolved := filepath.Join(outDir, "kernels", "resolved-"+pkgName)
+	var real string
+	if b, err := os.ReadFile(resolved); err == nil {
+		real = strings.TrimSpace(string(b))
+	}
+	if real == "" || !exists(filepath.Join(outDir, "kernels", real, ".done")) {
+		var err error
+		if real, err = resolveKernelPackage(pkgName); err != nil {
+			return kernel{}, err
+		}
 	}
 	k := kernel{Package: real, Root: filepath.Join(outDir, "kernels", real)}
 	done := filepath.Join(k.Root, ".done")
@@ -110,6 +119,9 @@ func fetchKernel(outDir, pkgName string) (kernel, error) {
 		if err := os.WriteFile(done, []byte(rel+"\n"), 0o644); err != nil {
 			return k, err
 		}
+	}
+	if err := os.WriteFile(resolved, []byte(real+"\n"), 0o644); err != nil {
+		return k, err
 	}
 	rel, err := findRelease(k.Root)
 	if err != nil {
@@ -208,4 +220,9 @@ func modName(path string) string {
 	b := filepath.Base(path)
 	b = strings.TrimSuffix(b, ".ko")
 	return strings.ReplaceAll(b, "-", "_")
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
 }
