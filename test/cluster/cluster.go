@@ -65,6 +65,9 @@ type Options struct {
 	// RepoRoot is the repository root; default: found from the working
 	// directory.
 	RepoRoot string
+	// ConfigDir holds the kustomizations default (the operator) and agent
+	// (the agent's RBAC); default $SYNX_CONFIG_DIR, else <RepoRoot>/config.
+	ConfigDir string
 	// K8sBin holds etcd, kube-apiserver and kubectl; default bin/k8s/<version>.
 	K8sBin string
 }
@@ -147,6 +150,12 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		if opts.RepoRoot, err = testenv.RepoRoot(); err != nil {
 			return nil, err
 		}
+	}
+	if opts.ConfigDir == "" {
+		opts.ConfigDir = os.Getenv("SYNX_CONFIG_DIR")
+	}
+	if opts.ConfigDir == "" {
+		opts.ConfigDir = filepath.Join(opts.RepoRoot, "config")
 	}
 	if opts.K8sBin == "" {
 		opts.K8sBin = filepath.Join(opts.RepoRoot, "bin", "k8s", testenv.K8sVersion)

@@ -53,7 +53,7 @@ func (c *Cluster) InstallOperator(ctx context.Context) error {
 	if _, err := os.Stat(bin); err != nil {
 		return &MissingError{Piece: "bin/manager (cmd/manager, issue 3): run 'make build'"}
 	}
-	def := filepath.Join(c.opts.RepoRoot, "config", "default")
+	def := filepath.Join(c.opts.ConfigDir, "default")
 	if _, err := os.Stat(filepath.Join(def, "kustomization.yaml")); err != nil {
 		return &MissingError{Piece: "config/default/kustomization.yaml (issue 3)"}
 	}
@@ -61,7 +61,7 @@ func (c *Cluster) InstallOperator(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if agentDir := filepath.Join(c.opts.RepoRoot, "config", "agent"); fileExists(filepath.Join(agentDir, "kustomization.yaml")) {
+	if agentDir := filepath.Join(c.opts.ConfigDir, "agent"); fileExists(filepath.Join(agentDir, "kustomization.yaml")) {
 		more, err := c.kustomize(agentDir)
 		if err != nil {
 			return err

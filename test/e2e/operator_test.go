@@ -147,7 +147,7 @@ var _ = Describe("Operator", func() {
 		}
 	})
 
-	It("reports a ProxyPolicy Programmed on every node, and one its backend cannot run as failed", func() {
+	It("reports a ProxyPolicy Programmed on every node with its effect on traffic, and one its backend cannot run as failed", func() {
 		ns, name, target, pods := webService("pol")
 		sticky := &proxyv1alpha1.ProxyPolicy{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sticky"},
@@ -171,19 +171,38 @@ var _ = Describe("Operator", func() {
 				WithTimeout(converge).WithPolling(poll).Should(HaveLen(1), "node %s sticks to one of %d pods", n.Name, len(pods))
 		}
 
-		By("RoundRobin needs IPVS: the iptables nodes report it failed")
-		ns2, name2, _, _ := webService("rr")
+		By("RoundRobin (iptables: statistic nth) rotates strictly: from one node every pod answers equally often")
+		Expect(c.Client.Delete(background, sticky)).To(Succeed())
+		rotate := &proxyv1alpha1.ProxyPolicy{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotate"},
+			Spec: proxyv1alpha1.ProxyPolicySpec{
+				TargetRefs:    []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name}},
+				LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmRoundRobin},
+			},
+		}
+		Expect(c.Client.Create(background, rotate)).To(Succeed())
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, rotate))).To(Succeed()) })
+		Eventually(func(g Gomega) {
+			t := c.Nodes[0].NS.Spread("tcp", target, 4*len(pods))
+			g.Expect(t.Failures).To(BeZero())
+			for _, p := range pods {
+				g.Expect(t.Pods).To(HaveKeyWithValue(p.Name, 4), "%s", t)
+			}
+		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
+
+		By("WeightedRoundRobin needs IPVS: the iptables nodes report it failed")
+		ns2, name2, _, _ := webService("wrr")
 		rr := &proxyv1alpha1.ProxyPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns2, Name: "rr"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns2, Name: "wrr"},
 			Spec: proxyv1alpha1.ProxyPolicySpec{
 				TargetRefs:    []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name2}},
-				LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmRoundRobin},
+				LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmWeightedRoundRobin},
 			},
 		}
 		Expect(c.Client.Create(background, rr)).To(Succeed())
 		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, rr))).To(Succeed()) })
 		Eventually(func(g Gomega) {
-			p := getPolicy(ns2, "rr")
+			p := getPolicy(ns2, "wrr")
 			prog := meta.FindStatusCondition(p.Status.Conditions, proxyv1alpha1.ConditionProgrammed)
 			g.Expect(prog).NotTo(BeNil())
 			g.Expect(prog.Status).To(Equal(metav1.ConditionFalse))
