@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +57,7 @@ const (
 	ReasonBackendSwitched    = "BackendSwitched"
 	ReasonNoProxyNode        = "NoProxyNode"
 	ReasonSyncing            = "Syncing"
+	ReasonInvalidInput       = "InvalidInput"
 )
 
 // Options configure an agent.
@@ -117,6 +119,8 @@ type Agent struct {
 	counts                v1alpha1.RuleCounts
 	failedPolicies        []v1alpha1.FailedPolicy
 	appliedGeneration     int64
+	// problems is a digest of the last reported invalid input.
+	problems string
 }
 
 type dataSet struct {
@@ -586,9 +590,7 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	m.Rules.Set(float64(res.Rules))
 	m.Problems.Set(float64(len(st.Problems)))
 	m.FailedPolicies.Set(float64(len(failed)))
-	for _, p := range st.Problems {
-		klog.V(2).InfoS("Skipped invalid input", "object", p.Object, "problem", p.Message)
-	}
+	a.reportProblems(st.Problems)
 	a.updateNodePorts(st)
 	a.opts.Health.Synced(start, end)
 
@@ -779,4 +781,32 @@ func (a *Agent) report() {
 	}
 	a.mu.Unlock()
 	a.writer.Set(r)
+}
+
+// reportProblems logs the input the model skipped and posts an Event when
+// the set changed.
+func (a *Agent) reportProblems(ps []model.Problem) {
+	var b strings.Builder
+	for i, p := range ps {
+		if i == 5 {
+			fmt.Fprintf(&b, "; and %d more", len(ps)-5)
+			break
+		}
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		b.WriteString(p.String())
+	}
+	digest := fmt.Sprintf("%d:%s", len(ps), b.String())
+	a.mu.Lock()
+	changed := digest != a.problems
+	a.problems = digest
+	a.mu.Unlock()
+	if !changed || len(ps) == 0 {
+		return
+	}
+	for _, p := range ps {
+		klog.InfoS("Skipped invalid input", "object", p.Object, "problem", p.Message)
+	}
+	a.event(corev1.EventTypeWarning, ReasonInvalidInput, fmt.Sprintf("Skipped %d invalid pieces of input: %s", len(ps), b.String()))
 }

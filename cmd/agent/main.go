@@ -15,12 +15,8 @@ import (
 	"syscall"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/client-go/tools/record"
 	"k8s.io/klog/v2"
 
 	"github.com/synterix/synterix-kube-proxy/agent/daemon"
@@ -28,7 +24,6 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
-	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -47,7 +42,7 @@ func run() error {
 	fs := flag.NewFlagSet("agent", flag.ExitOnError)
 	klog.InitFlags(fs)
 	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
-	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; empty uses the in-cluster config.")
+	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; empty uses $KUBECONFIG, else the in-cluster config.")
 	healthAddr := fs.String("health-addr", "0.0.0.0:10256", "Address of /healthz, /livez and /readyz; empty disables.")
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
 	operatorNS := fs.String("operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
@@ -84,14 +79,8 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	scheme := clientgoscheme.Scheme
-	if err := v1alpha1.AddToScheme(scheme); err != nil {
-		return err
-	}
-	bc := record.NewBroadcaster(record.WithContext(ctx))
-	bc.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: clients.Core.CoreV1().Events("")})
-	defer bc.Shutdown()
-	recorder := bc.NewRecorder(scheme, corev1.EventSource{Component: "synterix-agent", Host: *nodeName})
+	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, *nodeName)
+	defer stopEvents()
 
 	m := metrics.New()
 	hs := health.NewState(time.Minute)
@@ -134,6 +123,9 @@ func serve(ctx context.Context, addr string, h http.Handler) error {
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
 	if kubeconfig == "" {
 		return rest.InClusterConfig()
 	}
