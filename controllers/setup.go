@@ -78,3 +78,10 @@ const (
 	DefaultAgentHealthPort  int32 = 10356
 	DefaultAgentMetricsPort int32 = 10349
 )
+
+// The operator's default client rate limits: a rollout batch of 100 nodes is
+// 100 ProxyNode writes.
+const (
+	DefaultQPS   = 50
+	DefaultBurst = 100
+)

@@ -34,6 +34,8 @@ type Options struct {
 	AgentMetricsPort int
 	EnableHTTP2      bool
 	SecureMetrics    bool
+	QPS              float64
+	Burst            int
 }
 
 // defaultImage is the agent image the operator was released with.
@@ -57,6 +59,8 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (Op
 	fs.IntVar(&o.AgentMetricsPort, "agent-metrics-port", int(controllers.DefaultAgentMetricsPort), "Port of the agents' /metrics (host network).")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", false, "Serve the metrics endpoint over HTTP/2 too (off by default: HTTP/2 Rapid Reset and Stream Cancellation).")
 	fs.BoolVar(&o.SecureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
+	fs.Float64Var(&o.QPS, "kube-api-qps", controllers.DefaultQPS, "Requests per second to the API server, sustained.")
+	fs.IntVar(&o.Burst, "kube-api-burst", controllers.DefaultBurst, "Requests to the API server in a burst.")
 	zo := &zap.Options{}
 	zo.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
@@ -108,7 +112,9 @@ func main() {
 	ctrl.SetLogger(zap.New(zap.UseFlagOptions(zo)))
 	log := ctrl.Log.WithName("setup")
 
-	mgr, err := ctrl.NewManager(ctrl.GetConfigOrDie(), managerOptions(o, controllers.NewScheme()))
+	restCfg := ctrl.GetConfigOrDie()
+	restCfg.QPS, restCfg.Burst = float32(o.QPS), o.Burst
+	mgr, err := ctrl.NewManager(restCfg, managerOptions(o, controllers.NewScheme()))
 	if err != nil {
 		log.Error(err, "Unable to create the manager")
 		os.Exit(1)
