@@ -1,0 +1,70 @@
+package status
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+)
+
+func report(at time.Time) Report {
+	ms := int32(12)
+	return Report{
+		Generation: 3, Backend: v1alpha1.BackendIPTables, BackendReason: "mode Auto",
+		AppliedRevision: "rev-1",
+		LastSync:        &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncPartial},
+		Ready:           Condition{Status: metav1.ConditionTrue, Reason: "Synced", Message: "ok"},
+		Degraded:        Condition{Status: metav1.ConditionFalse, Reason: "AsExpected"},
+	}
+}
+
+func TestBuildBoundsFailedPolicies(t *testing.T) {
+	r := report(time.Now())
+	for i := 0; i < 57; i++ {
+		r.FailedPolicies = append(r.FailedPolicies, v1alpha1.FailedPolicy{Namespace: "ns", Name: fmt.Sprintf("p%d", i), Reason: "UnsupportedByBackend"})
+	}
+	s := Build(v1alpha1.ProxyNodeStatus{}, r, time.Now())
+	if len(s.FailedPolicies) != v1alpha1.MaxFailedPolicies || s.FailedPolicyCount != 57 {
+		t.Errorf("failedPolicies %d count %d, want %d and 57", len(s.FailedPolicies), s.FailedPolicyCount, v1alpha1.MaxFailedPolicies)
+	}
+	if s.ObservedGeneration != 3 {
+		t.Errorf("observedGeneration %d", s.ObservedGeneration)
+	}
+	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
+		t.Errorf("Ready %+v", c)
+	}
+}
+
+// A report whose only change is the sync time is written at most once per
+// heartbeat; any other change is written at once.
+func TestDueHeartbeat(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cur := Build(v1alpha1.ProxyNodeStatus{}, report(t0), t0)
+	later := t0.Add(10 * time.Second)
+	if Due(cur, Build(cur, report(later), later), later, time.Minute) {
+		t.Error("a sync-time-only change within the heartbeat is due")
+	}
+	much := t0.Add(61 * time.Second)
+	if !Due(cur, Build(cur, report(much), much), much, time.Minute) {
+		t.Error("heartbeat not due after 61s")
+	}
+	r := report(later)
+	r.Counts.Services = 5
+	if !Due(cur, Build(cur, r, later), later, time.Minute) {
+		t.Error("a change of counts is not due")
+	}
+	r = report(later)
+	r.Ready = Condition{Status: metav1.ConditionFalse, Reason: "SyncFailed", Message: "x"}
+	if !Due(cur, Build(cur, r, later), later, time.Minute) {
+		t.Error("a condition change is not due")
+	}
+	// Unchanged conditions keep their transition time.
+	b := Build(cur, report(much), much)
+	if c := meta.FindStatusCondition(b.Conditions, v1alpha1.ConditionReady); !c.LastTransitionTime.Time.Equal(t0) {
+		t.Errorf("Ready transition time moved to %v", c.LastTransitionTime)
+	}
+}
