@@ -171,11 +171,12 @@ func TestExternalFrontends(t *testing.T) {
 	}
 }
 
-// TestHairpin: an endpoint reaching its own Service through the ClusterIP is
-// answered by itself, which only works when the connection is masqueraded.
+// TestHairpin: a local endpoint reaching its own Service through the
+// ClusterIP is answered by itself, which only works when the connection is
+// masqueraded.
 func TestHairpin(t *testing.T) {
 	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "self", clusterIP: vip, port: 80, eps: []ep{{ip: "10.211.1.2"}}})
+	tp.put(svcSpec{name: "self", clusterIP: vip, port: 80, eps: []ep{{ip: "10.211.1.2", local: true}}})
 	tp.sync(false)
 	r, err := tp.b1.Request("tcp", vip+":80", netns.RequestOptions{Local: "10.211.1.2"})
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"math"
 	"net/netip"
+	"sort"
+	"strconv"
 	"strings"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
@@ -26,7 +28,11 @@ const (
 	prefixSvc = "SYNX-SVC-" // balancing for ClusterIP frontends
 	prefixExt = "SYNX-EXT-" // external frontends: policy + balancing
 	prefixFw  = "SYNX-FW-"  // LoadBalancer source ranges
-	prefixSep = "SYNX-SEP-" // one endpoint: hairpin masquerade, affinity, DNAT
+	// affinity lists ("recent" match names), one per service port and
+	// endpoint; not chains.
+	prefixAffinity = "SYNX-AFF-"
+
+	chainHairpin = "SYNX-HAIRPIN" // nat: masquerade local endpoints reaching themselves
 )
 
 // Tables this backend writes.
@@ -48,8 +54,8 @@ func chainHash(prefix string, parts ...string) string {
 func svcChain(s *model.Service) string { return chainHash(prefixSvc, s.Key) }
 func extChain(s *model.Service) string { return chainHash(prefixExt, s.Key) }
 func fwChain(s *model.Service) string  { return chainHash(prefixFw, s.Key) }
-func sepChain(s *model.Service, e model.Endpoint) string {
-	return chainHash(prefixSep, s.Key, e.AddrPort().String())
+func affinityList(s *model.Service, e model.Endpoint) string {
+	return chainHash(prefixAffinity, s.Key, e.AddrPort().String())
 }
 
 // probability renders p the way iptables-save prints it back: the kernel
@@ -88,44 +94,42 @@ func renderService(s *model.Service, o renderOptions) *fragment {
 	pm := protoMatch(s.Protocol)
 	comment := func(what string) string { return `-m comment --comment "` + s.Key + " " + what + `"` }
 
-	seps := map[netip.AddrPort]string{}
-	sep := func(e model.Endpoint) string {
-		if c, ok := seps[e.AddrPort()]; ok {
-			return c
-		}
-		c := sepChain(s, e)
-		seps[e.AddrPort()] = c
-		rules := []string{"-s " + hostCIDR(e.Addr) + " -j " + chainMarkMasq}
-		dnat := "-p " + strings.ToLower(string(s.Protocol))
-		if s.Affinity.ClientIP {
-			dnat += " -m recent --set --name " + c + " --mask 255.255.255.255 --rsource"
-		}
-		dnat += " -m " + strings.ToLower(string(s.Protocol)) + " -j DNAT --to-destination " + e.AddrPort().String()
-		f.nat[c] = append(rules, dnat)
-		return c
+	// Endpoints are DNAT rules right in the balancing chain, not chains of
+	// their own: iptables-nft slows down sharply (and iptables-nft-save
+	// crashes) with ~100k chains, which one chain per endpoint reaches at
+	// 10k Services. Matches run in order and stop at the first miss, so
+	// "statistic, then recent --set" records only the endpoint picked.
+	proto := "-p " + strings.ToLower(string(s.Protocol)) + " "
+	dnat := func(e model.Endpoint) string { return "-j DNAT --to-destination " + e.AddrPort().String() }
+	recent := func(e model.Endpoint) string {
+		return "--name " + affinityList(s, e) + " --mask 255.255.255.255 --rsource "
 	}
 	balance := func(eps []model.Endpoint) []string {
-		var rules []string
+		rules := make([]string, 0, 2*len(eps))
 		if s.Affinity.ClientIP {
-			secs := int64(s.Affinity.Timeout.Seconds())
+			secs := strconv.FormatInt(int64(s.Affinity.Timeout.Seconds()), 10)
 			for _, e := range eps {
-				c := sep(e)
-				rules = append(rules, fmt.Sprintf("-m recent --rcheck --seconds %d --reap --name %s --mask 255.255.255.255 --rsource -j %s", secs, c, c))
+				// --update refreshes the client's timestamp like --set.
+				rules = append(rules, proto+"-m recent --update --seconds "+secs+" --reap "+recent(e)+dnat(e))
 			}
 		}
 		for i, e := range eps {
-			c := sep(e)
 			left := len(eps) - i
+			pick := ""
 			switch {
 			case left == 1:
-				rules = append(rules, "-j "+c)
 			case s.Algorithm == model.AlgorithmRoundRobin:
 				// Each rule counts the new connections reaching it and takes
 				// the first of every "left": a strict rotation.
-				rules = append(rules, fmt.Sprintf("-m statistic --mode nth --every %d --packet 0 -j %s", left, c))
+				pick = "-m statistic --mode nth --every " + strconv.Itoa(left) + " --packet 0 "
 			default:
-				rules = append(rules, "-m statistic --mode random --probability "+probability(1/float64(left))+" -j "+c)
+				pick = "-m statistic --mode random --probability " + probability(1/float64(left)) + " "
 			}
+			set := ""
+			if s.Affinity.ClientIP {
+				set = "-m recent --set " + recent(e)
+			}
+			rules = append(rules, proto+pick+set+dnat(e))
 		}
 		return rules
 	}
@@ -237,12 +241,35 @@ func globalChains(st *model.State, o renderOptions, randomFully bool, localhost 
 		chainServices: nil,
 		chainMarkMasq: {"-j MARK --set-xmark " + mark},
 		chainPostrouting: {
+			"-j " + chainHairpin,
 			"-m mark ! --mark " + mark + " -j RETURN",
 			"-j MARK --set-xmark 0x0/" + value,
 			masq,
 		},
 		chainCanary: {"-j RETURN"},
 	}
+	// Hairpin: a local endpoint DNATed to itself would get its own packet
+	// back with its own source address; masquerade those. Only endpoints
+	// on this node can hairpin here, so the chain stays small.
+	seen := map[netip.Addr]bool{}
+	var local []netip.Addr
+	for _, s := range st.Services {
+		for _, eps := range [][]model.Endpoint{s.InternalEndpoints, s.ExternalEndpoints, s.ClusterEndpoints} {
+			for _, e := range eps {
+				if e.Local && !seen[e.Addr] {
+					seen[e.Addr] = true
+					local = append(local, e.Addr)
+				}
+			}
+		}
+	}
+	sort.Slice(local, func(i, j int) bool { return local[i].Less(local[j]) })
+	hairpin := make([]string, 0, len(local))
+	for _, a := range local {
+		h := hostCIDR(a)
+		hairpin = append(hairpin, "-s "+h+" -d "+h+" -j "+chainMarkMasq)
+	}
+	nat[chainHairpin] = hairpin
 	var off []string
 	for _, p := range o.clusterCIDRs {
 		off = append(off, "-s "+p.String()+" -j RETURN")

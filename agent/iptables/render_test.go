@@ -49,13 +49,11 @@ var testOpts = renderOptions{masqMark: "0x20000/0x20000", clusterCIDRs: []netip.
 func TestRenderClusterIP(t *testing.T) {
 	s := mkService(nil)
 	f := renderService(s, testOpts)
-	svc, sep1, sep2 := svcChain(s), sepChain(s, s.InternalEndpoints[0]), sepChain(s, s.InternalEndpoints[1])
+	svc := svcChain(s)
 	want := map[string][]string{
 		svc: {"-j SYNX-MASQ-OFFCLUS",
-			"-m statistic --mode random --probability 0.50000000000 -j " + sep1,
-			"-j " + sep2},
-		sep1: {"-s 10.0.1.1/32 -j SYNX-MARK-MASQ", "-p tcp -m tcp -j DNAT --to-destination 10.0.1.1:8080"},
-		sep2: {"-s 10.0.1.2/32 -j SYNX-MARK-MASQ", "-p tcp -m tcp -j DNAT --to-destination 10.0.1.2:8080"},
+			"-p tcp -m statistic --mode random --probability 0.50000000000 -j DNAT --to-destination 10.0.1.1:8080",
+			"-p tcp -j DNAT --to-destination 10.0.1.2:8080"},
 	}
 	if !reflect.DeepEqual(f.nat, want) {
 		t.Errorf("nat chains:\n%v\nwant\n%v", f.nat, want)
@@ -92,15 +90,16 @@ func TestRenderCases(t *testing.T) {
 			not: []string{"SYNX-SVC-", "services "}},
 		{name: "affinity uses recent", mut: func(s *model.Service) {
 			s.Affinity = model.Affinity{ClientIP: true, Timeout: 30 * time.Second}
-		}, want: []string{"-m recent --rcheck --seconds 30 --reap --name SYNX-SEP-", "-p tcp -m recent --set --name SYNX-SEP-"}},
+		}, want: []string{"-p tcp -m recent --update --seconds 30 --reap --name SYNX-AFF-", "--mask 255.255.255.255 --rsource -j DNAT --to-destination 10.0.1.1:8080",
+			"-p tcp -m statistic --mode random --probability 0.50000000000 -m recent --set --name SYNX-AFF-"}},
 		{name: "round robin uses nth", mut: func(s *model.Service) { s.Algorithm = model.AlgorithmRoundRobin },
-			want: []string{"-m statistic --mode nth --every 2 --packet 0 -j SYNX-SEP-"}, not: []string{"--mode random"}},
+			want: []string{"-p tcp -m statistic --mode nth --every 2 --packet 0 -j DNAT --to-destination 10.0.1.1:8080"}, not: []string{"--mode random"}},
 		{name: "masquerade all", mut: func(s *model.Service) { s.Frontends[0].Masquerade = model.MasqueradeAlways },
 			want: []string{"nat SYNX-SVC-", "-j SYNX-MARK-MASQ"}, not: []string{"SYNX-MASQ-OFFCLUS"}},
 		{name: "udp and sctp", mut: func(s *model.Service) {
 			s.Protocol = model.SCTP
 			s.Frontends[0].Protocol = model.SCTP
-		}, want: []string{"-p sctp -m sctp --dport 80", "-p sctp -m sctp -j DNAT"}},
+		}, want: []string{"-p sctp -m sctp --dport 80", "-p sctp -j DNAT"}},
 		{name: "NodePort cluster policy masquerades and reuses the SVC chain", mut: func(s *model.Service) {
 			s.Frontends = append(s.Frontends, np)
 		}, want: []string{"-d 192.168.1.10/32 -p tcp -m tcp --dport 30080", "nat SYNX-EXT-", "-j SYNX-MARK-MASQ", "-j SYNX-SVC-"}},
