@@ -228,14 +228,20 @@ func (c *Cluster) buildNetwork() error {
 	if err := c.Hub.sysctls("net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
+	if err := c.Hub.noRedirects("br0"); err != nil {
+		return err
+	}
 	attach := func(ns *NS, hubIf, cidr string) error {
 		if err := veth(c.Hub, hubIf, ns, "eth0"); err != nil {
 			return err
 		}
-		return ns.run(
+		if err := ns.run(
 			[]string{"ip", "addr", "add", cidr, "dev", "eth0"},
 			[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
-		)
+		); err != nil {
+			return err
+		}
+		return ns.noRedirects("eth0")
 	}
 	enslave := func(hubIf string) error {
 		_, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0")
@@ -301,6 +307,9 @@ func (c *Cluster) addNodeNetwork(i int) (*Node, error) {
 		return nil, err
 	}
 	if _, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0"); err != nil {
+		return nil, err
+	}
+	if err := n.NS.noRedirects("eth0"); err != nil {
 		return nil, err
 	}
 	if err := n.NS.sysctls(

@@ -168,3 +168,21 @@ func deleteNamespace(name string) error {
 	}
 	return nil
 }
+
+// noRedirects turns ICMP redirects off in the namespace, both ways. A node
+// that forwards a packet for a Service address before its rules exist would
+// otherwise redirect the client to the hub, and the client would cache that
+// route and bypass the node for minutes.
+// The interfaces named are set too, as the kernel combines their values
+// with "all".
+func (n *NS) noRedirects(ifaces ...string) error {
+	for _, i := range append([]string{"all", "default"}, ifaces...) {
+		if err := n.sysctls(
+			"net.ipv4.conf."+i+".accept_redirects", "0",
+			"net.ipv4.conf."+i+".send_redirects", "0",
+		); err != nil {
+			return err
+		}
+	}
+	return nil
+}

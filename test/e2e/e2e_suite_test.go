@@ -15,6 +15,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
 )
@@ -34,6 +35,7 @@ func TestE2E(t *testing.T) {
 		t.Skip("SKIPPING E2E SUITE: it builds a cluster of network namespaces and needs root; run 'make test-e2e' (E2E=1)")
 	}
 	RegisterFailHandler(Fail)
+	log.SetLogger(GinkgoLogr)
 	RunSpecs(t, "synterix e2e")
 }
 

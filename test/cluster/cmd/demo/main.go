@@ -196,7 +196,7 @@ func (d *demo) walk(ctx context.Context) error {
 	vip := fmt.Sprintf("%s:80", webSvc.Spec.ClusterIP)
 
 	d.progress("Real requests to Service demo/web (ClusterIP %s) from every node, and to its NodePort from the client", vip)
-	if err := d.traffic(ctx, vip, len(web), false); err != nil {
+	if err := d.traffic(ctx, vip, len(web), spread); err != nil {
 		return err
 	}
 
@@ -213,32 +213,47 @@ func (d *demo) walk(ctx context.Context) error {
 		return err
 	}
 
-	d.progress("ProxyPolicy demo/web-sticky: ClientIP session affinity on web")
-	if err := d.kubectl("apply", "-f", d.manifest("web-affinity.yaml")); err != nil {
+	d.progress("ProxyPolicy demo/web-sticky (ClientIP session affinity on web): every node now sticks to one pod")
+	if err := d.policy(ctx, "web-affinity.yaml", "web-sticky"); err != nil {
 		return err
 	}
-	if err := cluster.Poll(ctx, 2*time.Minute, "ProxyPolicy web-sticky Programmed", func(ctx context.Context) (bool, string, error) {
+	if err := d.traffic(ctx, vip, len(web), sticky); err != nil {
+		return err
+	}
+
+	d.progress("ProxyPolicy demo/web-rotate replaces it (RoundRobin): every node rotates strictly over the pods")
+	if _, err := c.Kubectl("delete", "proxypolicy", "-n", "demo", "web-sticky"); err != nil {
+		return err
+	}
+	if err := d.policy(ctx, "web-roundrobin.yaml", "web-rotate"); err != nil {
+		return err
+	}
+	return d.traffic(ctx, vip, len(web), rotate)
+}
+
+// policy applies a ProxyPolicy manifest, waits until it is Programmed on
+// every node and prints the policies.
+func (d *demo) policy(ctx context.Context, file, name string) error {
+	c := d.c
+	if err := d.kubectl("apply", "-f", d.manifest(file)); err != nil {
+		return err
+	}
+	if err := cluster.Poll(ctx, 2*time.Minute, "ProxyPolicy "+name+" Programmed", func(ctx context.Context) (bool, string, error) {
 		var p proxyv1alpha1.ProxyPolicy
-		if err := c.Client.Get(ctx, types.NamespacedName{Namespace: "demo", Name: "web-sticky"}, &p); err != nil {
+		if err := c.Client.Get(ctx, types.NamespacedName{Namespace: "demo", Name: name}, &p); err != nil {
 			return false, err.Error(), nil
 		}
 		for _, cond := range p.Status.Conditions {
 			if cond.Type == proxyv1alpha1.ConditionProgrammed {
-				return cond.Status == "True" && p.Status.ObservedGeneration == p.Generation, cond.Reason + ": " + cond.Message, nil
+				return cond.Status == "True" && p.Status.ObservedGeneration == p.Generation &&
+					p.Status.Nodes.Programmed == int32(len(c.Nodes)), cond.Reason + ": " + cond.Message, nil
 			}
 		}
 		return false, "no Programmed condition", nil
 	}); err != nil {
 		return err
 	}
-	if err := d.kubectl("get", "proxypolicies", "-A"); err != nil {
-		return err
-	}
-	d.progress("The same requests again: every node now sticks to one pod")
-	if err := d.traffic(ctx, vip, len(web), true); err != nil {
-		return err
-	}
-	return nil
+	return d.kubectl("get", "proxypolicies", "-n", "demo")
 }
 
 // pods starts count pods named prefix-1..count, spread over the nodes.
@@ -264,17 +279,32 @@ func (d *demo) endpoints(ctx context.Context, ns, name string, pods []*cluster.P
 	return &svc, d.c.SetEndpoints(ctx, &svc, cluster.Ready(pods...), 1)
 }
 
-// traffic sends requests from every node and from the client and prints
-// who answered. Without sticky, every node must reach every pod; with it,
-// each node must stick to one.
-func (d *demo) traffic(ctx context.Context, vip string, pods int, sticky bool) error {
+// What traffic expects of the answers.
+type expectation int
+
+const (
+	spread expectation = iota // every pod answers
+	sticky                    // one pod answers everything
+	rotate                    // every pod answers exactly as often
+)
+
+// traffic sends requests from every node (and, for spread, from the client
+// to every node's NodePort) and prints who answered.
+func (d *demo) traffic(ctx context.Context, vip string, pods int, want expectation) error {
 	const perNode = 30
 	for _, n := range d.c.Nodes {
 		var t cluster.Tally
 		err := cluster.Poll(ctx, 90*time.Second, "traffic from "+n.Name+" to "+vip, func(context.Context) (bool, string, error) {
 			t = n.NS.Spread("tcp", vip, perNode)
-			if sticky {
+			switch want {
+			case sticky:
 				return t.Failures == 0 && len(t.Pods) == 1, t.String(), nil
+			case rotate:
+				for _, k := range t.Pods {
+					if k != perNode/pods {
+						return false, t.String(), nil
+					}
+				}
 			}
 			return t.Failures == 0 && len(t.Pods) == pods, t.String(), nil
 		})
@@ -283,7 +313,7 @@ func (d *demo) traffic(ctx context.Context, vip string, pods int, sticky bool) e
 			return err
 		}
 	}
-	if sticky {
+	if want != spread {
 		return nil
 	}
 	for _, n := range d.c.Nodes {
