@@ -109,7 +109,12 @@ const (
 
 // inProgressReasons are the Ready=False reasons that mean "not yet", not
 // "failed".
-var inProgressReasons = map[string]bool{"": true, "Pending": true, "Progressing": true, "Syncing": true, "Starting": true, "Applying": true}
+// RevisionNotFound and NoProxyNode are the agent's words for "my cache has
+// not caught up yet".
+var inProgressReasons = map[string]bool{
+	"": true, "Unknown": true, "Pending": true, "Progressing": true, "Syncing": true, "Starting": true,
+	"Applying": true, "RevisionNotFound": true, "NoProxyNode": true,
+}
 
 // ProxyNodeHealth reads a ProxyNode's status. A report counts only when it is
 // about the current spec: status.observedGeneration equals
