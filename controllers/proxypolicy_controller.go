@@ -281,10 +281,14 @@ func (r *ProxyPolicyReconciler) compute(ctx context.Context, p *proxyv1alpha1.Pr
 				}
 			}
 		}
+		// A node that failed more policies than it lists cannot say whether
+		// this one is among them: it counts neither way.
+		unknown := !failed && int(pn.Status.FailedPolicyCount) > len(pn.Status.FailedPolicies)
 		switch {
 		case failed:
 			counts.Failed++
 			failedNames = append(failedNames, pn.Name)
+		case unknown:
 		case ProxyNodeHealth(pn) == NodeReady && pn.Status.LastSync != nil && pn.Status.LastSync.Time != nil &&
 			!pn.Status.LastSync.Time.Time.Before(since.Truncate(time.Second)):
 			counts.Programmed++
