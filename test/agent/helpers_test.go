@@ -73,6 +73,7 @@ func startAPI(t *testing.T) *world {
 		t.Skipf("SKIPPING: no test control plane: %v", err)
 	}
 	env.ControlPlane.GetAPIServer().CertDir = t.TempDir()
+	env.ControlPlaneStopTimeout = 3 * time.Minute
 	cfg, err := env.Start()
 	if err != nil {
 		t.Fatalf("start control plane: %v", err)
