@@ -136,8 +136,10 @@ func expectNoAnswer(ns *cluster.NS, proto, target string) error {
 // proxy rejects them with ICMP port unreachable / TCP RST).
 func expectRefused(ns *cluster.NS, proto, target string) {
 	GinkgoHelper()
+	// A SYN rejected by a local rule is retried once before connect gives
+	// up with ECONNREFUSED, about a second later: allow for it.
 	Eventually(func() error {
-		_, err := ns.RequestTimeout(proto, target, time.Second)
+		_, err := ns.RequestTimeout(proto, target, 5*time.Second)
 		return err
 	}).WithTimeout(converge).WithPolling(poll).Should(MatchError(isRefused, "ECONNREFUSED"), "%s %s from %s", proto, target, ns.Name)
 }
