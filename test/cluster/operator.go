@@ -57,19 +57,29 @@ func (c *Cluster) InstallOperator(ctx context.Context) error {
 	if _, err := os.Stat(filepath.Join(def, "kustomization.yaml")); err != nil {
 		return &MissingError{Piece: "config/default/kustomization.yaml (issue 3)"}
 	}
+	agentDir := filepath.Join(c.opts.ConfigDir, "agent")
+	if !fileExists(filepath.Join(agentDir, "kustomization.yaml")) {
+		return &MissingError{Piece: "config/agent/kustomization.yaml (the agent's RBAC, issue 6)"}
+	}
 	objs, err := c.kustomize(def)
 	if err != nil {
 		return err
 	}
-	if agentDir := filepath.Join(c.opts.ConfigDir, "agent"); fileExists(filepath.Join(agentDir, "kustomization.yaml")) {
-		more, err := c.kustomize(agentDir)
-		if err != nil {
-			return err
-		}
-		objs = append(objs, more...)
-	} else {
-		return &MissingError{Piece: "config/agent/kustomization.yaml (the agent's RBAC, issue 6)"}
+	// config/default may or may not include config/agent: apply both, once.
+	more, err := c.kustomize(agentDir)
+	if err != nil {
+		return err
 	}
+	seen := map[string]bool{}
+	var all []*unstructured.Unstructured
+	for _, o := range append(objs, more...) {
+		key := o.GetAPIVersion() + "/" + o.GetKind() + "/" + o.GetNamespace() + "/" + o.GetName()
+		if !seen[key] {
+			seen[key] = true
+			all = append(all, o)
+		}
+	}
+	objs = all
 	var deploy *appsv1.Deployment
 	var apply bytes.Buffer
 	for _, o := range objs {
