@@ -44,6 +44,7 @@ type builder struct {
 	policies  []Policy // valid, sorted oldest first
 	// hints of the endpoints of the service port being built
 	hints map[Endpoint]*discoveryv1.EndpointHints
+	index map[Endpoint]int // scratch for endpoint deduplication
 }
 
 // Build computes the desired State of one node. It never panics on

@@ -3,42 +3,48 @@ package model
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"hash"
 	"strconv"
 )
 
 // hashService fingerprints everything a backend renders for a service port.
+// It appends a canonical encoding to one buffer and hashes it once.
 func hashService(s *Service) string {
-	h := sha256.New()
-	w := func(parts ...string) {
+	buf := make([]byte, 0, 256+64*(len(s.Frontends)+len(s.InternalEndpoints)+len(s.ExternalEndpoints)+len(s.ClusterEndpoints)))
+	str := func(parts ...string) {
 		for _, p := range parts {
-			h.Write([]byte(p))
-			h.Write([]byte{0})
+			buf = append(buf, p...)
+			buf = append(buf, 0)
 		}
 	}
-	w(s.Key, string(s.Algorithm), strconv.FormatBool(s.Affinity.ClientIP), s.Affinity.Timeout.String(),
-		strconv.FormatBool(s.InternalLocal), strconv.FormatBool(s.ExternalLocal),
-		strconv.Itoa(int(s.HealthCheckNodePort)), s.Policy)
+	num := func(n int64) { buf = strconv.AppendInt(buf, n, 10); buf = append(buf, 0) }
+	str(s.Key, string(s.Algorithm), s.Policy)
+	buf = append(buf, flag(s.Affinity.ClientIP), flag(s.InternalLocal), flag(s.ExternalLocal), 0)
+	num(int64(s.Affinity.Timeout))
+	num(int64(s.HealthCheckNodePort))
 	for _, f := range s.Frontends {
-		w("F", string(f.Kind), f.Addr.String(), strconv.Itoa(int(f.Port)), string(f.Protocol),
-			string(f.Masquerade), strconv.FormatBool(f.Localhost))
+		str("F", string(f.Kind), string(f.Protocol), string(f.Masquerade))
+		buf = f.AddrPort().AppendTo(buf)
+		buf = append(buf, flag(f.Localhost), 0)
 		for _, r := range f.SourceRanges {
-			w("R", r.String())
+			buf = r.AppendTo(buf)
+			buf = append(buf, ',')
 		}
+		buf = append(buf, 0)
 	}
-	writeEndpoints(h, "I", s.InternalEndpoints)
-	writeEndpoints(h, "E", s.ExternalEndpoints)
-	writeEndpoints(h, "C", s.ClusterEndpoints)
-	return hex.EncodeToString(h.Sum(nil)[:16])
+	buf = appendEndpoints(buf, 'I', s.InternalEndpoints)
+	buf = appendEndpoints(buf, 'E', s.ExternalEndpoints)
+	buf = appendEndpoints(buf, 'C', s.ClusterEndpoints)
+	sum := sha256.Sum256(buf)
+	return hex.EncodeToString(sum[:16])
 }
 
-func writeEndpoints(h hash.Hash, tag string, eps []Endpoint) {
+func appendEndpoints(buf []byte, tag byte, eps []Endpoint) []byte {
+	buf = append(buf, tag)
 	for _, e := range eps {
-		b := e.AddrPort().AppendTo([]byte(tag))
-		b = append(b, flag(e.Ready), flag(e.Serving), flag(e.Terminating), flag(e.Local), 0)
-		h.Write(b)
+		buf = e.AddrPort().AppendTo(buf)
+		buf = append(buf, flag(e.Ready), flag(e.Serving), flag(e.Terminating), flag(e.Local), 0)
 	}
-	h.Write([]byte{'|'})
+	return append(buf, '|')
 }
 
 func flag(b bool) byte {

@@ -10,9 +10,14 @@ import (
 // endpoints collects the deduplicated endpoints of one service port from all
 // EndpointSlices of the Service, skipping malformed entries.
 func (b *builder) endpoints(ref ServiceRef, sp corev1.ServicePort, proto Protocol) []Endpoint {
-	b.hints = map[Endpoint]*discoveryv1.EndpointHints{}
+	if b.hints == nil {
+		b.hints = map[Endpoint]*discoveryv1.EndpointHints{}
+		b.index = map[Endpoint]int{}
+	}
+	clear(b.hints)
+	clear(b.index)
+	index := b.index // key: Addr+Port only
 	var out []Endpoint
-	index := map[Endpoint]int{} // key: Addr+Port only
 	for _, es := range b.slices[ref] {
 		obj := sliceObject(es)
 		for _, p := range es.Ports {
