@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,7 +224,11 @@ func TestKillAgent(t *testing.T) {
 
 	// The API server listens on the host's loopback; the agent reaches it
 	// through a forwarder listening on the node namespace's loopback.
-	apiHost := strings.TrimPrefix(w.cfg.Host, "https://")
+	u, err := url.Parse(w.cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	apiHost := u.Host
 	newForwarder(t, w.node, "127.0.0.1:6443", apiHost)
 	kc := kubeconfig(t, w.cfg, "https://127.0.0.1:6443")
 
