@@ -74,7 +74,9 @@ func median(ds []time.Duration) time.Duration {
 // BenchmarkApply measures, inside a throw-away namespace, a full sync of N
 // Services x 10 endpoints onto empty tables, a partial sync that moves one
 // endpoint, and a bare iptables-restore --noflush of exactly the payloads
-// the backend wrote, so the overhead of the backend shows as a ratio.
+// the backend wrote, so the overhead of the backend shows as a ratio; and a
+// restarted backend's first full sync, which reads the kernel and adopts
+// the rules without writing.
 // Reported metrics are medians over the iterations.
 //
 //	go test ./agent/iptables -run XXX -bench Apply -benchtime 5x
@@ -109,13 +111,11 @@ func benchApply(b *testing.B, n int) {
 		})
 		return time.Since(start)
 	}
-	var full, fullBare, part, partBare []time.Duration
+	var full, fullBare, part, partBare, adopt []time.Duration
 	var rules int
 	for i := 0; i < b.N; i++ {
 		// Full sync onto empty tables.
 		in(func() error { return be.Cleanup(ctx) })
-		be2 := &Backend{}
-		*be2 = *be
 		var res backend.SyncResult
 		start := time.Now()
 		in(func() (err error) { res, err = be.Sync(ctx, states[0], backend.SyncOptions{Full: true}); return })
@@ -134,6 +134,21 @@ func benchApply(b *testing.B, n int) {
 			}
 			partPayloads = append(partPayloads, be.lastPayload[tableNAT])
 		}
+		// A restarted agent: full sync that reads the kernel and adopts
+		// (writes nothing).
+		start = time.Now()
+		in(func() (err error) {
+			fresh, err := New(ctx, Options{DisableConntrack: true})
+			if err != nil {
+				return err
+			}
+			res, err = fresh.Sync(ctx, states[0], backend.SyncOptions{Full: true})
+			if err == nil && res.Rules != 0 {
+				err = fmt.Errorf("adoption wrote %d rules", res.Rules)
+			}
+			return err
+		})
+		adopt = append(adopt, time.Since(start))
 		// The same partial payloads, applied bare (they chain: 0->1->2->0).
 		for _, p := range partPayloads {
 			partBare = append(partBare, bare(p))
@@ -152,6 +167,7 @@ func benchApply(b *testing.B, n int) {
 	report("full-bare", fullBare)
 	report("partial", part)
 	report("partial-bare", partBare)
+	report("adopt", adopt)
 	b.ReportMetric(float64(median(full))/float64(median(fullBare)), "full-ratio")
 	b.ReportMetric(float64(median(part))/float64(median(partBare)), "partial-ratio")
 	b.ReportMetric(float64(rules), "rules")
