@@ -25,7 +25,7 @@ help: ## Show this help.
 manifests: ## Generate CRDs and RBAC roles from the markers in api/, controllers/ and agent/.
 	$(CONTROLLER_GEN) crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 	$(CONTROLLER_GEN) rbac:roleName=manager-role paths=./controllers/... output:rbac:artifacts:config=config/rbac
-	$(CONTROLLER_GEN) rbac:roleName=agent-role paths=./agent/... output:rbac:artifacts:config=config/agent/rbac
+	$(CONTROLLER_GEN) rbac:roleName=synterix-agent paths=./agent/... output:rbac:artifacts:config=config/agent/rbac
 
 .PHONY: generate
 generate: ## Generate the DeepCopy methods of the API types.
