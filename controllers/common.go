@@ -59,6 +59,7 @@ const (
 	ReasonReconcileError     = "ReconcileError"
 	ReasonNoApprovedRevision = "NoApprovedRevision"
 	ReasonDeleting           = "Deleting"
+	ReasonInvalidSpec        = "InvalidSpec"
 )
 
 // setCondition sets one condition, keeping lastTransitionTime when the status
@@ -143,3 +144,7 @@ func ProxyNodeHealth(pn *proxyv1alpha1.ProxyNode) NodeHealth {
 	}
 	return NodePending
 }
+
+// conflictRetry is when a reconcile that lost a write conflict (someone
+// else changed the object in between) is retried, from a fresher cache.
+const conflictRetry = 200 * time.Millisecond

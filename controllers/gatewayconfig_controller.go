@@ -2,6 +2,7 @@ package controllers
 
 import (
 	"context"
+	"errors"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -86,12 +87,12 @@ func (r *GatewayConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	orig := gc.DeepCopy()
 	st := gc.Status.DeepCopy()
-	computed := false
+	computed, invalid := false, false
 	defer func() {
 		if !computed {
 			return
 		}
-		if rerr != nil {
+		if rerr != nil && !invalid {
 			st.ObservedGeneration = orig.Status.ObservedGeneration
 		} else {
 			st.ObservedGeneration = gc.Generation
@@ -107,10 +108,26 @@ func (r *GatewayConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 
 	res, err := r.reconcileRollout(ctx, gc, st)
 	computed = err == nil
+	if errors.Is(err, reconcile.TerminalError(nil)) {
+		// The spec cannot be acted on: say so, for this generation, and wait
+		// for a new one.
+		computed, invalid = true, true
+		gen := gc.Generation
+		msg := err.Error()
+		setCondition(&st.Conditions, proxyv1alpha1.ConditionDegraded, true, ReasonInvalidSpec, msg, gen)
+		setCondition(&st.Conditions, ConditionStalled, true, ReasonInvalidSpec, msg, gen)
+		setCondition(&st.Conditions, proxyv1alpha1.ConditionReady, false, ReasonInvalidSpec, msg, gen)
+		setCondition(&st.Conditions, proxyv1alpha1.ConditionProgressing, false, ReasonInvalidSpec, msg, gen)
+		setCondition(&st.Conditions, ConditionReconciling, false, ReasonInvalidSpec, msg, gen)
+		if !isTrue(orig.Status.Conditions, proxyv1alpha1.ConditionDegraded) || orig.Status.ObservedGeneration != gen {
+			r.Recorder.Eventf(gc, nil, corev1.EventTypeWarning, ReasonInvalidSpec, "Reconcile", "%s", msg)
+		}
+		return ctrl.Result{}, err
+	}
 	if err != nil {
 		if apierrors.IsConflict(err) {
 			log.V(1).Info("Conflict, requeueing", "error", err.Error())
-			return ctrl.Result{Requeue: true}, nil
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, err
 	}

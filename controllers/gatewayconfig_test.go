@@ -247,6 +247,25 @@ var _ = Describe("GatewayConfig rollout", func() {
 })
 
 var _ = Describe("GatewayConfig node selection and lifecycle", func() {
+	It("reports a spec it cannot act on as Degraded, for that generation", func() {
+		gc := newGC("bad", "bad", nil)
+		gc.Spec.NodeSelector.MatchExpressions = []metav1.LabelSelectorRequirement{{Key: "x", Operator: "Near"}}
+		Expect(k8sClient.Create(ctx, gc)).To(Succeed())
+		Eventually(func(g Gomega) {
+			gc := getGC("bad")
+			d := condition(gc.Status.Conditions, proxyv1alpha1.ConditionDegraded)
+			g.Expect(d.Reason).To(Equal(controllers.ReasonInvalidSpec))
+			g.Expect(d.Message).To(ContainSubstring("Near"))
+			g.Expect(gcStatus(gc)).To(Equal("Failed"))
+		}, timeout, poll).Should(Succeed())
+		By("fixing it")
+		changeSpec("bad", func(s *proxyv1alpha1.GatewayConfigSpec) { s.NodeSelector.MatchExpressions = nil })
+		Eventually(func(g Gomega) {
+			g.Expect(condition(getGC("bad").Status.Conditions, proxyv1alpha1.ConditionDegraded).Status).To(Equal(metav1.ConditionFalse))
+		}, timeout, poll).Should(Succeed())
+		Expect(k8sClient.Delete(ctx, getGC("bad"))).To(Succeed())
+	})
+
 	It("gives a node selected by two GatewayConfigs to the older one", func() {
 		makeNodes("cf", 3, map[string]string{"cf": "true"})
 		setBehavior("cf-", fakeagent.Always(fakeagent.Ready))

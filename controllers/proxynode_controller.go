@@ -54,7 +54,7 @@ func (r *ProxyNodeReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	}
 	if err := r.Delete(ctx, pn, client.Preconditions{UID: &pn.UID, ResourceVersion: &pn.ResourceVersion}); client.IgnoreNotFound(err) != nil {
 		if apierrors.IsConflict(err) {
-			return ctrl.Result{Requeue: true}, nil
+			return ctrl.Result{RequeueAfter: conflictRetry}, nil
 		}
 		return ctrl.Result{}, err
 	}
