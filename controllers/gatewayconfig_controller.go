@@ -593,7 +593,13 @@ func (r *GatewayConfigReconciler) assign(ctx context.Context, gc *proxyv1alpha1.
 		proxyNodeWrites.WithLabelValues("create").Inc()
 		return nil
 	}
-	patch := client.MergeFromWithOptions(pn.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	// Taking a ProxyNode over from another GatewayConfig must not race with
+	// that one; reassigning our own must not conflict with the agent's
+	// status writes, so it needs no lock (the patch carries only our fields).
+	patch := client.MergeFrom(pn.DeepCopy())
+	if pn.Spec.GatewayConfig != gc.Name {
+		patch = client.MergeFromWithOptions(pn.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	}
 	if pn.Labels == nil {
 		pn.Labels = map[string]string{}
 	}
