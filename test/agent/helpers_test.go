@@ -49,7 +49,7 @@ const (
 )
 
 type world struct {
-	t         *testing.T
+	t         testing.TB
 	env       *envtest.Environment
 	cfg       *rest.Config
 	c         client.Client
@@ -60,17 +60,26 @@ type world struct {
 	proxyNode *v1alpha1.ProxyNode
 }
 
-func requireKernel(t *testing.T) {
+func requireKernel(t testing.TB) {
 	netns.Require(t, "iptables", "iptables-save", "iptables-restore")
 }
 
 // startAPI starts the real kube-apiserver and etcd. The API server's
 // certificates live in a fixed folder so that it can be restarted.
-func startAPI(t *testing.T) *world {
+func startAPI(t testing.TB) *world { return startAPIWith(t, "") }
+
+// startAPIBench starts an API server whose Service range holds 65k
+// addresses.
+func startAPIBench(t testing.TB) *world { return startAPIWith(t, "10.96.0.0/16") }
+
+func startAPIWith(t testing.TB, serviceCIDR string) *world {
 	t.Helper()
 	env, err := testenv.New()
 	if err != nil {
 		t.Skipf("SKIPPING: no test control plane: %v", err)
+	}
+	if serviceCIDR != "" {
+		env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", serviceCIDR)
 	}
 	env.ControlPlane.GetAPIServer().CertDir = t.TempDir()
 	env.ControlPlaneStopTimeout = 3 * time.Minute
@@ -229,9 +238,14 @@ func (w *world) getProxyNode() *v1alpha1.ProxyNode {
 
 // eventually polls cond until it holds or a generous deadline passes. The
 // deadline bounds a hang; it asserts nothing about speed.
-func eventually(t *testing.T, what string, cond func() (bool, string)) {
+func eventually(t testing.TB, what string, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
+	eventuallyFor(t, 90*time.Second, what, cond)
+}
+
+func eventuallyFor(t testing.TB, d time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	last := ""
 	for time.Now().Before(deadline) {
 		ok, why := cond()
@@ -320,7 +334,7 @@ type forwarder struct {
 	conns  map[net.Conn]bool
 }
 
-func newForwarder(t *testing.T, ns *netns.NS, listen, target string) *forwarder {
+func newForwarder(t testing.TB, ns *netns.NS, listen, target string) *forwarder {
 	f := &forwarder{ns: ns, target: target, addr: listen, conns: map[net.Conn]bool{}}
 	if err := f.start(); err != nil {
 		t.Fatal(err)
@@ -377,7 +391,7 @@ func (f *forwarder) stop() {
 }
 
 // kubeconfig writes a kubeconfig for cfg with the server replaced.
-func kubeconfig(t *testing.T, cfg *rest.Config, server string) string {
+func kubeconfig(t testing.TB, cfg *rest.Config, server string) string {
 	t.Helper()
 	b64 := func(b []byte) string { return base64Std(b) }
 	s := fmt.Sprintf(`apiVersion: v1

@@ -25,7 +25,7 @@ import (
 )
 
 // buildAgent builds cmd/agent into a temporary folder.
-func buildAgent(t *testing.T) string {
+func buildAgent(t testing.TB) string {
 	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -44,7 +44,7 @@ func buildAgent(t *testing.T) string {
 // agentProcess is cmd/agent running inside the node namespace, the way the
 // local-cluster harness runs it.
 type agentProcess struct {
-	t    *testing.T
+	t    testing.TB
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
 	done chan struct{}
@@ -87,9 +87,11 @@ func (l *lockedWriter) Write(b []byte) (int, error) {
 }
 
 // waitReadyz waits for the agent's /readyz in the node namespace.
-func (w *world) waitReadyz() {
-	w.t.Helper()
-	eventually(w.t, "/readyz 200", func() (bool, string) {
+func (w *world) waitReadyz() { w.waitReadyzTB(w.t, 90*time.Second) }
+
+func (w *world) waitReadyzTB(t testing.TB, d time.Duration) {
+	t.Helper()
+	eventuallyFor(t, d, "/readyz 200", func() (bool, string) {
 		code, body, err := httpGet(w.node, "http://127.0.0.1:10256/readyz")
 		if err != nil {
 			return false, err.Error()

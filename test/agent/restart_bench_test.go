@@ -1,0 +1,156 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
+)
+
+// BenchmarkAgentRestart measures what a node sees when its agent restarts
+// at scale: the real API server holds 10k Services x 10 endpoints (set
+// SYNX_BENCH_SERVICES to change), the real cmd/agent runs in a node
+// namespace, and each iteration kill -9s it and starts it again, timing
+// until /readyz answers 200 (the first sync of the restarted agent is in
+// the kernel). It reports the median restart time and the agent's peak
+// resident memory (VmHWM), the largest over all runs.
+//
+//	go test ./test/agent -run XXX -bench AgentRestart -benchtime 3x -timeout 60m
+func BenchmarkAgentRestart(b *testing.B) {
+	netns.Require(b, "iptables", "iptables-save", "iptables-restore")
+	n := 10000
+	if v := os.Getenv("SYNX_BENCH_SERVICES"); v != "" {
+		n, _ = strconv.Atoi(v)
+	}
+	w := startAPIBench(b)
+	w.node = netns.New(b, "node")
+	w.revision("rev-1", baseSpec())
+	w.nodeObjects("rev-1")
+	start := time.Now()
+	createServices(b, w, n, 10)
+	b.Logf("created %d Services and EndpointSlices in %s", n, time.Since(start).Round(time.Second))
+
+	bin := buildAgent(b)
+	u, _ := url.Parse(w.cfg.Host)
+	newForwarder(b, w.node, "127.0.0.1:6443", u.Host)
+	kc := kubeconfig(b, w.cfg, "https://127.0.0.1:6443")
+
+	start = time.Now()
+	p := w.runAgent(bin, kc)
+	w.waitReadyzTB(b, 10*time.Minute)
+	b.Logf("first start on an empty kernel: Ready after %s", time.Since(start).Round(time.Millisecond))
+	peak := vmHWM(p.cmd.Process.Pid)
+
+	var times []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		_ = p.cmd.Process.Signal(syscall.SIGKILL)
+		<-p.done
+		start := time.Now()
+		p = w.runAgent(bin, kc)
+		w.waitReadyzTB(b, 10*time.Minute)
+		d := time.Since(start)
+		times = append(times, d)
+		if m := vmHWM(p.cmd.Process.Pid); m > peak {
+			peak = m
+		}
+		b.Logf("restart %d: Ready after %s", i+1, d.Round(time.Millisecond))
+	}
+	b.StopTimer()
+	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
+	b.ReportMetric(times[len(times)/2].Seconds(), "restart-s/median")
+	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	<-p.done
+	b.Logf("rules in the node namespace: %s lines of iptables-save", strings.TrimSpace(w.node.MustExec("sh", "-c", "iptables-save | grep -c .")))
+}
+
+// vmHWM is the peak resident set of a process in KiB (the agent itself,
+// as "ip netns exec" execs it in place).
+func vmHWM(pid int) int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmHWM:") {
+			f := strings.Fields(l)
+			v, _ := strconv.ParseInt(f[1], 10, 64)
+			return v
+		}
+	}
+	return 0
+}
+
+func createServices(tb testing.TB, w *world, n, eps int) {
+	ctx := context.Background()
+	work := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				name := fmt.Sprintf("svc-%05d", i)
+				svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: name},
+					Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}}}
+				es := slice(name)
+				for j := 0; j < eps; j++ {
+					ready := true
+					node := "node-b"
+					es.Endpoints = append(es.Endpoints, discoveryv1.Endpoint{
+						Addresses:  []string{fmt.Sprintf("10.%d.%d.%d", 128+j, i/250, i%250+1)},
+						NodeName:   &node,
+						Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
+				}
+				var err error
+				for try := 0; try < 5; try++ {
+					if err = w.c.Create(ctx, svc); err == nil || strings.Contains(err.Error(), "already exists") {
+						err = nil
+						break
+					}
+					time.Sleep(time.Second)
+				}
+				if err == nil {
+					for try := 0; try < 5; try++ {
+						if err = w.c.Create(ctx, es); err == nil || strings.Contains(err.Error(), "already exists") {
+							err = nil
+							break
+						}
+						time.Sleep(time.Second)
+					}
+				}
+				if err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+					}
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := 0; i < n; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		tb.Fatalf("create services: %v", firstErr)
+	}
+}
