@@ -34,6 +34,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -531,7 +532,12 @@ func ListClusters() []string {
 	}
 	var out []string
 	for id := range ids {
-		out = append(out, id)
+		if idPattern.MatchString(id) {
+			out = append(out, id)
+		}
 	}
 	return out
 }
+
+// idPattern is the shape of a cluster ID; nothing else is ever swept.
+var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}$`)

@@ -204,7 +204,8 @@ func (d *demo) walk(ctx context.Context) error {
 	if err := d.kubectl("get", "gatewayconfigs,proxynodes", "-o", "wide"); err != nil {
 		return err
 	}
-	if err := d.kubectl("get", "proxypolicies", "-A"); err != nil {
+	if err := d.kubectl("get", "proxypolicies", "-A", "-o",
+		`custom-columns=NAMESPACE:.metadata.namespace,NAME:.metadata.name,ACCEPTED:.status.conditions[?(@.type=="Accepted")].reason,PROGRAMMED:.status.conditions[?(@.type=="Programmed")].reason,MESSAGE:.status.conditions[?(@.type=="Accepted")].message`); err != nil {
 		return err
 	}
 
