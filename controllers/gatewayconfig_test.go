@@ -207,6 +207,24 @@ var _ = Describe("GatewayConfig rollout", func() {
 		Expect(getGC("fh").Status.CurrentRevision).To(Equal(r1))
 	})
 
+	It("fails a canary that stays silent past the progress deadline, and rolls back", func() {
+		nodes := makeNodes("pd", 2, map[string]string{"pd": "true"})
+		setBehavior("pd-", fakeagent.Always(fakeagent.Ready))
+		Expect(k8sClient.Create(ctx, newGC("pd", "pd", &proxyv1alpha1.RolloutSpec{ProgressDeadlineSeconds: i32(10)}))).To(Succeed())
+		r1 := revisionOf("pd")
+		rolledOut("pd", r1, len(nodes))
+		// Every revision but r1 is held: the canary never reports.
+		setBehavior("pd-", (&releasable{good: r1, released: map[string]bool{}}).behavior())
+		changeSpec("pd", func(s *proxyv1alpha1.GatewayConfigSpec) { s.SyncPeriod = &metav1.Duration{Duration: 50 * time.Second} })
+		r2 := revisionOf("pd")
+		Eventually(func() []string { return nodesAt(assignments("pd"), r2) }, timeout, poll).Should(Equal([]string{"pd-0"}))
+		Eventually(func(g Gomega) {
+			gc := getGC("pd")
+			g.Expect(condition(gc.Status.Conditions, proxyv1alpha1.ConditionDegraded).Reason).To(Equal(controllers.ReasonRolledBack))
+			g.Expect(nodesAt(assignments("pd"), r1)).To(HaveLen(len(nodes)))
+		}, timeout, poll).Should(Succeed())
+	})
+
 	It("holds a revision under the Manual strategy until it is approved", func() {
 		nodes := makeNodes("ap", 3, map[string]string{"ap": "true"})
 		setBehavior("ap-", fakeagent.Always(fakeagent.Ready))
