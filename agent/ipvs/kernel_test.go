@@ -147,10 +147,15 @@ func kState(svcs ...*model.Service) *model.State {
 		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, Services: svcs}
 }
 
+// okTimeout bounds requests that must succeed. It is generous because the
+// VM runs under software emulation on a shared, sometimes busy, host; it is
+// never used to tell success from failure.
+const okTimeout = 15 * time.Second
+
 // request sends one request and fails the test on error.
 func request(t *testing.T, from *netns.NS, proto, target, local string) netns.Reply {
 	t.Helper()
-	r, err := from.Request(proto, target, netns.RequestOptions{Local: local})
+	r, err := from.Request(proto, target, netns.RequestOptions{Local: local, Timeout: okTimeout})
 	if err != nil {
 		t.Fatalf("%s request %s -> %s: %v", proto, local, target, err)
 	}
@@ -252,11 +257,11 @@ func TestKernelNoEndpoints(t *testing.T) {
 		s.ExternalLocal = true
 	})
 	kSync(t, b, kState(cluster, local))
-	_, err := tp.client.Request("tcp", kVIP+":80", netns.RequestOptions{Timeout: 3 * time.Second})
+	_, err := tp.client.Request("tcp", kVIP+":80", netns.RequestOptions{Timeout: okTimeout})
 	if o := netns.Outcome(err); o != "refused" {
 		t.Errorf("Cluster policy, no endpoints: outcome %s (%v), want refused", o, err)
 	}
-	_, err = tp.client.Request("tcp", lbVIP+":82", netns.RequestOptions{Timeout: time.Second})
+	_, err = tp.client.Request("tcp", lbVIP+":82", netns.RequestOptions{Timeout: 2 * time.Second})
 	if o := netns.Outcome(err); o != "timeout" {
 		t.Errorf("Local policy, no endpoints: outcome %s (%v), want timeout (dropped)", o, err)
 	}
@@ -275,7 +280,7 @@ func TestKernelSourceRanges(t *testing.T) {
 	if r := request(t, tp.client, "tcp", lbVIP+":80", clientIP); r.Server != "b1" {
 		t.Fatalf("allowed source: %+v", r)
 	}
-	_, err := tp.client.Request("tcp", lbVIP+":80", netns.RequestOptions{Local: client2IP, Timeout: time.Second})
+	_, err := tp.client.Request("tcp", lbVIP+":80", netns.RequestOptions{Local: client2IP, Timeout: 2 * time.Second})
 	if o := netns.Outcome(err); o != "timeout" {
 		t.Fatalf("source outside the ranges: outcome %s (%v), want dropped", o, err)
 	}
@@ -368,11 +373,11 @@ type heldConn struct {
 func dialHold(t *testing.T, from *netns.NS, target string) *heldConn {
 	t.Helper()
 	var c net.Conn
-	if err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp4", target, 3*time.Second); return }); err != nil {
+	if err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp4", target, okTimeout); return }); err != nil {
 		t.Fatalf("dial %s: %v", target, err)
 	}
 	h := &heldConn{c: c.(*net.TCPConn), r: bufio.NewReader(c)}
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(okTimeout))
 	line, err := h.r.ReadString('\n')
 	if err != nil {
 		t.Fatalf("read greeting: %v", err)
@@ -385,7 +390,7 @@ func dialHold(t *testing.T, from *netns.NS, target string) *heldConn {
 // ping proves the connection still carries data to the same server.
 func (h *heldConn) ping(t *testing.T) {
 	t.Helper()
-	_ = h.c.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = h.c.SetDeadline(time.Now().Add(okTimeout))
 	if _, err := fmt.Fprintf(h.c, "ping\n"); err != nil {
 		t.Fatalf("write on held connection: %v", err)
 	}
