@@ -261,6 +261,21 @@ var _ = Describe("GatewayConfig rollout", func() {
 		changeSpec("ap", func(s *proxyv1alpha1.GatewayConfigSpec) { s.Rollout.ApprovedRevision = r2 })
 		rolledOut("ap", r2, len(nodes))
 		Expect(getGC("ap").Status.PendingRevision).To(BeEmpty())
+
+		By("a new agent image waits for approval too: the DaemonSet runs the approved revision's")
+		image := func() string {
+			ds := &appsv1.DaemonSet{}
+			ExpectWithOffset(1, k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "synterix-agent-ap"}, ds)).To(Succeed())
+			return ds.Spec.Template.Spec.Containers[0].Image
+		}
+		Expect(image()).To(Equal("example.org/synterix:test"))
+		changeSpec("ap", func(s *proxyv1alpha1.GatewayConfigSpec) { s.Agent.Image = "example.org/synterix:v2" })
+		r3 := revisionOf("ap")
+		Eventually(func() string { return getGC("ap").Status.PendingRevision }, timeout, poll).Should(Equal(r3))
+		Expect(image()).To(Equal("example.org/synterix:test"))
+		changeSpec("ap", func(s *proxyv1alpha1.GatewayConfigSpec) { s.Rollout.ApprovedRevision = r3 })
+		Eventually(image, timeout, poll).Should(Equal("example.org/synterix:v2"))
+		rolledOut("ap", r3, len(nodes))
 	})
 })
 
