@@ -53,6 +53,7 @@ test: verify-generated vet k8s-binaries ## Run every test: unit, CRD validation 
 
 .PHONY: test-e2e
 test-e2e: build k8s-binaries ## Run the end-to-end suite on a local cluster of network namespaces.
+	E2E=1 go test ./test/cluster/... -count=1
 	E2E=1 go test ./test/e2e/... -v -ginkgo.v -timeout 30m
 
 .PHONY: test-ipvs-vm

@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/synterix/synterix-kube-proxy/agent/daemon"
@@ -32,9 +33,11 @@ type inProcess struct {
 	err    error
 }
 
-func (w *world) startAgent() *inProcess {
+func (w *world) startAgent() *inProcess { return w.startAgentAs(w.cfg) }
+
+func (w *world) startAgentAs(cfg *rest.Config) *inProcess {
 	w.t.Helper()
-	clients, err := informers.NewClients(w.cfg)
+	clients, err := informers.NewClients(cfg)
 	if err != nil {
 		w.t.Fatal(err)
 	}

@@ -541,3 +541,7 @@ func ListClusters() []string {
 
 // idPattern is the shape of a cluster ID; nothing else is ever swept.
 var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}$`)
+
+// Leftovers lists the namespaces of the cluster that still exist; empty
+// after a clean Down.
+func (c *Cluster) Leftovers() []string { return listNamespaces(c.ID + "-") }

@@ -29,12 +29,11 @@ func TestHarnessNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := c.ID
 	defer func() {
 		if err := c.Down(); err != nil {
 			t.Error(err)
 		}
-		if left := listNamespaces(id); len(left) > 0 {
+		if left := c.Leftovers(); len(left) > 0 {
 			t.Errorf("namespaces left behind: %v", left)
 		}
 		c.RemoveDir()

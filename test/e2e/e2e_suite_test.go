@@ -66,6 +66,7 @@ var _ = AfterSuite(func() {
 		return
 	}
 	Expect(c.Down()).To(Succeed())
+	Expect(c.Leftovers()).To(BeEmpty(), "namespaces left behind by teardown")
 })
 
 var _ = ReportAfterSuite("logs", func(r Report) {
