@@ -215,8 +215,7 @@ var _ = Describe("Operator", func() {
 		n, err := c.AddNode(background)
 		Expect(err).NotTo(HaveOccurred())
 		Expect(c.StartAgent(background, n)).To(Succeed())
-		gc := waitRolledOut()
-		Expect(gc.Status.DesiredNodes).To(BeEquivalentTo(len(c.Nodes)))
+		expectNodesRolledOut(len(c.Nodes))
 		_, _, target, pods := webService("rm")
 		expectReachesAll(n.NS, "tcp", target, pods)
 
@@ -225,10 +224,23 @@ var _ = Describe("Operator", func() {
 			_, ok := revisions()[n.Name]
 			return ok
 		}).WithTimeout(converge).WithPolling(poll).Should(BeFalse(), "ProxyNode %s not deleted", n.Name)
-		gc = waitRolledOut()
-		Expect(gc.Status.DesiredNodes).To(BeEquivalentTo(len(c.Nodes)))
+		expectNodesRolledOut(len(c.Nodes))
 	})
 })
+
+// expectNodesRolledOut waits until the GatewayConfig counts nodes selected
+// nodes, all ready at its current revision.
+func expectNodesRolledOut(nodes int) {
+	GinkgoHelper()
+	Eventually(func(g Gomega) {
+		gc := getGC()
+		s := gc.Status
+		g.Expect(s.ObservedGeneration).To(Equal(gc.Generation))
+		g.Expect(s.DesiredNodes).To(BeEquivalentTo(nodes), "%+v", s)
+		g.Expect(s.ReadyNodes).To(BeEquivalentTo(nodes), "%+v", s)
+		g.Expect(meta.IsStatusConditionTrue(s.Conditions, proxyv1alpha1.ConditionReady)).To(BeTrue(), "%+v", s.Conditions)
+	}).WithTimeout(3 * time.Minute).WithPolling(poll).Should(Succeed())
+}
 
 func keys(m map[string]bool) []string {
 	var out []string
