@@ -279,7 +279,9 @@ func (b *Backend) partialPlans(st *model.State, ch model.Changes) (plans map[str
 	return plans, true
 }
 
-// Sync implements backend.Backend.
+// Sync implements backend.Backend. The backend keeps st to diff the next
+// sync against; callers must not modify it afterwards (model.Build returns
+// a fresh State every time).
 func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOptions) (backend.SyncResult, error) {
 	start := time.Now()
 	if st == nil {
@@ -295,8 +297,8 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 		}
 		res, err = b.sync(ctx, st, true)
 	}
-	res.Duration = time.Since(start)
 	if err != nil {
+		res.Duration = time.Since(start)
 		b.synced = false
 		return res, err
 	}
@@ -319,6 +321,7 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	}
 	b.last = st
 	b.synced = true
+	res.Duration = time.Since(start)
 	klog.V(2).InfoS("iptables sync done", "full", res.Full, "services", res.Services, "changed", res.Changed,
 		"rules", res.Rules, "duration", res.Duration)
 	return res, nil
@@ -345,12 +348,17 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		want := b.desired(st)
 		current := ruleset{}
 		var missing []hook
+		// One iptables-save for all tables: a process less than per table.
+		out, err := b.run(ctx, nil, b.bins.save)
+		if err != nil {
+			return res, err
+		}
+		saved := parseSaveAll(out)
 		for _, table := range []string{tableNAT, tableFilter} {
-			out, err := b.run(ctx, nil, b.bins.save, "-t", table)
-			if err != nil {
-				return res, err
+			ts := saved[table]
+			if ts.chains == nil {
+				ts.chains = map[string][]string{} // table not initialised yet (legacy)
 			}
-			ts := parseSave(out)
 			current[table] = ts.chains
 			for _, h := range hooks {
 				if h.table == table && !contains(ts.hooks[h.chain], h.saved()) {

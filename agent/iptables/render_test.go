@@ -265,3 +265,18 @@ func TestFeatures(t *testing.T) {
 		}
 	}
 }
+
+func TestParseSaveAll(t *testing.T) {
+	in := "# Generated\n*filter\n:INPUT ACCEPT [0:0]\n:SYNX-FILTER - [0:0]\n-A INPUT -j SYNX-FILTER\n-A SYNX-FILTER -j DROP\nCOMMIT\n# Completed\n*nat\n:SYNX-SERVICES - [0:0]\n-A SYNX-SERVICES -m comment --comment \"a*b\" -j X\nCOMMIT\n"
+	got := parseSaveAll([]byte(in))
+	if len(got) != 2 {
+		t.Fatalf("tables: %v", got)
+	}
+	if !reflect.DeepEqual(got["filter"].chains, map[string][]string{"SYNX-FILTER": {"-j DROP"}}) ||
+		!reflect.DeepEqual(got["filter"].hooks, map[string][]string{"INPUT": {"-j SYNX-FILTER"}}) {
+		t.Errorf("filter: %+v", got["filter"])
+	}
+	if !reflect.DeepEqual(got["nat"].chains, map[string][]string{"SYNX-SERVICES": {`-m comment --comment "a*b" -j X`}}) {
+		t.Errorf("nat: %+v", got["nat"])
+	}
+}

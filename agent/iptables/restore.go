@@ -18,6 +18,37 @@ type tableState struct {
 	hooks map[string][]string
 }
 
+// parseSaveAll splits the output of a plain "iptables-save" by table.
+func parseSaveAll(data []byte) map[string]tableState {
+	out := map[string]tableState{}
+	for len(data) > 0 {
+		i := bytes.IndexByte(data, '*')
+		if i < 0 {
+			break
+		}
+		if i > 0 && data[i-1] != '\n' {
+			data = data[i+1:]
+			continue
+		}
+		data = data[i+1:]
+		nl := bytes.IndexByte(data, '\n')
+		if nl < 0 {
+			break
+		}
+		table := string(data[:nl])
+		end := bytes.Index(data, []byte("\nCOMMIT\n"))
+		if end < 0 {
+			end = len(data)
+		}
+		out[table] = parseSave(data[nl+1 : end])
+		data = data[end:]
+		if len(data) > 0 {
+			data = data[1:]
+		}
+	}
+	return out
+}
+
 // parseSave parses the output of "iptables-save -t TABLE".
 func parseSave(data []byte) tableState {
 	ts := tableState{chains: map[string][]string{}, hooks: map[string][]string{}}
