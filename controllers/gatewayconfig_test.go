@@ -207,6 +207,23 @@ var _ = Describe("GatewayConfig rollout", func() {
 		Expect(getGC("fh").Status.CurrentRevision).To(Equal(r1))
 	})
 
+	It("takes the canaries from the canary node selector", func() {
+		makeNodes("cs", 3, map[string]string{"cs": "true"})
+		Expect(k8sClient.Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "cs-z", Labels: map[string]string{"cs": "true", "canary": "yes"}}})).To(Succeed())
+		// Nothing reports: the rollout stays at its canary.
+		setBehavior("cs-", fakeagent.Always(fakeagent.Hold))
+		Expect(k8sClient.Create(ctx, newGC("cs", "cs", &proxyv1alpha1.RolloutSpec{
+			MaxUnavailable: intOrStr(intstr.FromInt32(5)),
+			Canary:         &proxyv1alpha1.CanarySpec{NodeSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"canary": "yes"}}},
+		}))).To(Succeed())
+		r1 := revisionOf("cs")
+		Eventually(func() int32 { return getGC("cs").Status.UpdatedNodes }, timeout, poll).Should(BeEquivalentTo(1))
+		Expect(assignments("cs")).To(Equal(map[string]string{"cs-z": r1}))
+		By("once the canary is Ready, the others follow")
+		setBehavior("cs-", fakeagent.Always(fakeagent.Ready))
+		rolledOut("cs", r1, 4)
+	})
+
 	It("fails a canary that stays silent past the progress deadline, and rolls back", func() {
 		nodes := makeNodes("pd", 2, map[string]string{"pd": "true"})
 		setBehavior("pd-", fakeagent.Always(fakeagent.Ready))
