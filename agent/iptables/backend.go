@@ -287,6 +287,9 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	if st == nil {
 		st = &model.State{}
 	}
+	if st.Family == model.IPv6 {
+		return backend.SyncResult{}, fmt.Errorf("the iptables backend does not program IPv6 (ip6tables) yet")
+	}
 	full := opts.Full || !b.synced
 	res, err := b.sync(ctx, st, full)
 	if err != nil && !full {

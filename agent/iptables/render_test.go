@@ -1,6 +1,7 @@
 package iptables
 
 import (
+	"context"
 	"net/netip"
 	"reflect"
 	"strings"
@@ -278,5 +279,12 @@ func TestParseSaveAll(t *testing.T) {
 	}
 	if !reflect.DeepEqual(got["nat"].chains, map[string][]string{"SYNX-SERVICES": {`-m comment --comment "a*b" -j X`}}) {
 		t.Errorf("nat: %+v", got["nat"])
+	}
+}
+
+func TestIPv6Refused(t *testing.T) {
+	be := &Backend{}
+	if _, err := be.Sync(context.Background(), &model.State{Family: model.IPv6}, backend.SyncOptions{}); err == nil {
+		t.Error("IPv6 state accepted; the backend only drives iptables (IPv4)")
 	}
 }
