@@ -451,8 +451,9 @@ func (r *GatewayConfigReconciler) selectNodes(ctx context.Context, gc *proxyv1al
 	if err := r.List(ctx, &gcs); err != nil {
 		return nil, nil, err
 	}
+	// Read-only: no copy of every Node on every reconcile.
 	var nodes corev1.NodeList
-	if err := r.List(ctx, &nodes); err != nil {
+	if err := r.List(ctx, &nodes, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, nil, err
 	}
 	configs := make([]selection.Config, 0, len(gcs.Items))

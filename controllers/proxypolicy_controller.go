@@ -254,8 +254,9 @@ func (r *ProxyPolicyReconciler) compute(ctx context.Context, p *proxyv1alpha1.Pr
 			configs[g.Name] = true
 		}
 	}
+	// Read-only: no copy of every ProxyNode for every policy.
 	var pns proxyv1alpha1.ProxyNodeList
-	if err := r.List(ctx, &pns); err != nil {
+	if err := r.List(ctx, &pns, client.UnsafeDisableDeepCopy); err != nil {
 		return nil, false, err
 	}
 	since := r.since(p)
