@@ -327,7 +327,7 @@ func TestKernelSourceHashingIsStickyPerSource(t *testing.T) {
 	}
 }
 
-// holdServer answers "id=<id>\n" on accept, then echoes lines until the
+// holdServer answers "id=<id> from=<client>\n" on accept, then echoes lines until the
 // client closes: connections stay open as long as the client wants.
 type holdServer struct {
 	id string
@@ -338,7 +338,7 @@ type holdServer struct {
 func serveHold(t *testing.T, ns *netns.NS, addr, id string) *holdServer {
 	t.Helper()
 	s := &holdServer{id: id}
-	if err := ns.Do(func() (err error) { s.ln, err = net.Listen("tcp4", addr); return }); err != nil {
+	if err := ns.Do(func() (err error) { s.ln, err = net.Listen("tcp", addr); return }); err != nil {
 		t.Fatal(err)
 	}
 	s.wg.Add(1)
@@ -351,7 +351,7 @@ func serveHold(t *testing.T, ns *netns.NS, addr, id string) *holdServer {
 			}
 			go func() {
 				defer c.Close()
-				fmt.Fprintf(c, "id=%s\n", id)
+				fmt.Fprintf(c, "id=%s from=%s\n", id, c.RemoteAddr())
 				sc := bufio.NewScanner(c)
 				for sc.Scan() {
 					fmt.Fprintf(c, "%s %s\n", id, sc.Text())
@@ -368,12 +368,14 @@ type heldConn struct {
 	c      *net.TCPConn
 	r      *bufio.Reader
 	server string
+	// from is the client address the server saw.
+	from string
 }
 
 func dialHold(t *testing.T, from *netns.NS, target string) *heldConn {
 	t.Helper()
 	var c net.Conn
-	if err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp4", target, okTimeout); return }); err != nil {
+	if err := from.Do(func() (err error) { c, err = net.DialTimeout("tcp", target, okTimeout); return }); err != nil {
 		t.Fatalf("dial %s: %v", target, err)
 	}
 	h := &heldConn{c: c.(*net.TCPConn), r: bufio.NewReader(c)}
@@ -382,7 +384,17 @@ func dialHold(t *testing.T, from *netns.NS, target string) *heldConn {
 	if err != nil {
 		t.Fatalf("read greeting: %v", err)
 	}
-	h.server = strings.TrimPrefix(strings.TrimSpace(line), "id=")
+	for _, f := range strings.Fields(line) {
+		if v, ok := strings.CutPrefix(f, "id="); ok {
+			h.server = v
+		}
+		if v, ok := strings.CutPrefix(f, "from="); ok {
+			h.from = v
+		}
+	}
+	if h.server == "" {
+		t.Fatalf("malformed greeting %q", line)
+	}
 	t.Cleanup(func() { c.Close() })
 	return h
 }
