@@ -63,6 +63,21 @@ func resolveKernelPackage(name string) (string, error) {
 // decompresses modules, and runs depmod on the extracted tree. Everything is
 // cached: a second call with the same package does no work.
 func fetchKernel(outDir, pkgName string) (kernel, error) {
+	k, err := fetchKernelOnce(outDir, pkgName)
+	if err == nil {
+		return k, nil
+	}
+	// Stale package lists name a kernel the archive no longer serves:
+	// refresh them once and try again.
+	logf("%v; running apt-get update and retrying", err)
+	_ = os.Remove(filepath.Join(outDir, "kernels", "resolved-"+pkgName))
+	if uerr := run("", "apt-get", "update", "-q"); uerr != nil {
+		return k, fmt.Errorf("%w (apt-get update: %v)", err, uerr)
+	}
+	return fetchKernelOnce(outDir, pkgName)
+}
+
+func fetchKernelOnce(outDir, pkgName string) (kernel, error) {
 	// apt-cache takes seconds; the resolution is cached with the kernel
 	// (remove bin/vm to pick up a newer kernel from the archive).
 	resolved := filepath.Join(outDir, "kernels", "resolved-"+pkgName)
