@@ -47,6 +47,7 @@ type agentProcess struct {
 	t    testing.TB
 	cmd  *exec.Cmd
 	log  *bytes.Buffer
+	lw   *lockedWriter
 	done chan struct{}
 }
 
@@ -56,7 +57,8 @@ func (w *world) runAgent(bin, kubeconfig string, extra ...string) *agentProcess 
 		"--health-addr=127.0.0.1:10256", "--metrics-addr=127.0.0.1:10249", "--operator-namespace=" + operatorNS, "-v=2"}, extra...)
 	cmd := exec.Command("ip", args...)
 	p := &agentProcess{t: w.t, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: p.log}, &lockedWriter{w: p.log}
+	p.lw = &lockedWriter{w: p.log}
+	cmd.Stdout, cmd.Stderr = p.lw, p.lw
 	if err := cmd.Start(); err != nil {
 		w.t.Fatal(err)
 	}
@@ -73,6 +75,12 @@ func (w *world) runAgent(bin, kubeconfig string, extra ...string) *agentProcess 
 		}
 	})
 	return p
+}
+
+func (p *agentProcess) logText() string {
+	p.lw.mu.Lock()
+	defer p.lw.mu.Unlock()
+	return p.log.String()
 }
 
 type lockedWriter struct {

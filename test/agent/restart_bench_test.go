@@ -75,6 +75,11 @@ func BenchmarkAgentRestart(b *testing.B) {
 			peak = m
 		}
 		logf(b, "restart %d: Ready after %s", i+1, d.Round(time.Millisecond))
+		for _, l := range strings.Split(p.logText(), "\n") {
+			if strings.Contains(l, "Watches synced") || strings.Contains(l, "Full sync done") {
+				logf(b, "  %s", l)
+			}
+		}
 	}
 	b.StopTimer()
 	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })

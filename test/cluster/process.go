@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,13 +83,6 @@ func (p *Process) Pid() int {
 // Running reports whether the process is alive.
 func (p *Process) Running() bool { return p.Pid() != 0 }
 
-// Exited returns a channel closed when the process ends, and its error.
-func (p *Process) Exited() (<-chan struct{}, func() error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.done, func() error { p.mu.Lock(); defer p.mu.Unlock(); return p.err }
-}
-
 // Signal sends sig to the process group.
 func (p *Process) Signal(sig syscall.Signal) error {
 	pid := p.Pid()
@@ -129,9 +121,6 @@ func (p *Process) Stop(grace time.Duration) {
 		<-done
 	}
 }
-
-// ErrExited says a process ended while the harness waited for it.
-var ErrExited = errors.New("process exited")
 
 func isClosed(c chan struct{}) bool {
 	if c == nil {

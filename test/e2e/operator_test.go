@@ -7,6 +7,7 @@ import (
 
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
+	appsv1 "k8s.io/api/apps/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -90,6 +91,9 @@ var _ = Describe("Operator", func() {
 			gc := getGC()
 			if bad == "" && gc.Status.UpdatedRevision != good {
 				bad = gc.Status.UpdatedRevision
+			}
+			if bad == "" {
+				bad = failedRevision()
 			}
 			for n, r := range revisions() {
 				if bad != "" && r[0] == bad {
@@ -227,6 +231,20 @@ var _ = Describe("Operator", func() {
 		expectNodesRolledOut(len(c.Nodes))
 	})
 })
+
+// failedRevision returns the name of a config revision of the GatewayConfig
+// that the operator marked failed, or "".
+func failedRevision() string {
+	var list appsv1.ControllerRevisionList
+	Expect(c.Client.List(background, &list, client.InNamespace(c.OperatorNamespace()),
+		client.MatchingLabels{proxyv1alpha1.RevisionGatewayConfigLabel: gcName})).To(Succeed())
+	for _, r := range list.Items {
+		if _, ok := r.Annotations["proxy.synterix.io/rollout-failed"]; ok {
+			return r.Name
+		}
+	}
+	return ""
+}
 
 // expectNodesRolledOut waits until the GatewayConfig counts nodes selected
 // nodes, all ready at its current revision.
