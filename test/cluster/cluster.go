@@ -167,10 +167,16 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if n := SweepStale(); n > 0 && opts.Progress != nil {
 		fmt.Fprintf(opts.Progress, "==> Removed %d stale cluster(s) left by earlier runs\n", n)
 	}
-	suffix := make([]byte, 2)
-	_, _ = rand.Read(suffix)
-	c := &Cluster{ID: Prefix + hex.EncodeToString(suffix), opts: opts, pods: map[string]*Pod{}}
-	c.Dir = filepath.Join(os.TempDir(), c.ID)
+	c := &Cluster{opts: opts, pods: map[string]*Pod{}}
+	for {
+		suffix := make([]byte, 2)
+		_, _ = rand.Read(suffix)
+		c.ID = Prefix + hex.EncodeToString(suffix)
+		c.Dir = filepath.Join(os.TempDir(), c.ID)
+		if _, err := os.Stat(c.Dir); os.IsNotExist(err) && len(listNamespaces(c.ID+"-")) == 0 {
+			break // not taken by a live cluster
+		}
+	}
 	c.LogDir = filepath.Join(c.Dir, "logs")
 	if err := os.MkdirAll(c.LogDir, 0o755); err != nil {
 		return nil, err
