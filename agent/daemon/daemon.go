@@ -21,6 +21,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
@@ -119,6 +120,7 @@ type Agent struct {
 	counts                v1alpha1.RuleCounts
 	failedPolicies        []v1alpha1.FailedPolicy
 	appliedGeneration     int64
+	started               time.Time
 	// problems is a digest of the last reported invalid input.
 	problems string
 }
@@ -192,6 +194,7 @@ func (a *Agent) Health() *health.State { return a.opts.Health }
 // Run runs the agent until ctx ends. It leaves the rules in the kernel when
 // it returns.
 func (a *Agent) Run(ctx context.Context) error {
+	a.started = time.Now()
 	if err := a.opts.InNetNS(func() error {
 		a.caps = a.opts.Prober.Probe(ctx)
 		return nil
@@ -210,8 +213,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.writer.SetHeartbeat(a.opts.StatusHeartbeat)
 	}
 	_, _ = a.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { a.onNode(obj) },
-		UpdateFunc: func(_, obj any) { a.onNode(obj) },
+		AddFunc:    func(obj any) { a.onNode(nil, obj) },
+		UpdateFunc: func(old, obj any) { a.onNode(old, obj) },
 	})
 	_, _ = a.pnInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(any) { a.evaluate() },
@@ -256,12 +259,19 @@ func (a *Agent) cachedNode() *corev1.Node {
 	return n
 }
 
-func (a *Agent) onNode(obj any) {
+func (a *Agent) onNode(oldObj, obj any) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
 		return
 	}
 	a.opts.Health.NodeDeleting(informers.NodeDeleting(n))
+	// Only addresses and labels (zone) change what the model builds; a
+	// Node update that changes neither (a kubelet status report) syncs
+	// nothing.
+	if o, ok := oldObj.(*corev1.Node); ok && equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses) &&
+		equality.Semantic.DeepEqual(o.Labels, n.Labels) {
+		return
+	}
 	a.queueService("node/"+n.Name, time.Now())
 }
 
@@ -446,7 +456,8 @@ func (a *Agent) startDataLocked(proxyName string) {
 	go func() {
 		if informers.WaitForSync(d.stop, d.svc, d.eps, d.pol) {
 			close(d.synced)
-			klog.InfoS("Watches synced", "serviceProxyName", proxyName)
+			klog.InfoS("Watches synced", "serviceProxyName", proxyName, "services", len(d.svc.GetStore().ListKeys()),
+				"endpointSlices", len(d.eps.GetStore().ListKeys()), "sinceStart", time.Since(a.started))
 			a.runner.RequestFull()
 		}
 	}()
@@ -476,8 +487,16 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	a.mu.Unlock()
 	if cfg == nil {
 		if remove {
-			return a.removeAll(ctx)
+			if err := a.removeAll(ctx); err != nil {
+				return err
+			}
 		}
+		// Nothing to program: changes seen so far are not overdue.
+		a.mu.Lock()
+		a.pendingEP, a.pendingSvc = map[string]time.Time{}, map[string]time.Time{}
+		a.mu.Unlock()
+		a.opts.Health.Idle(time.Now())
+		a.opts.Metrics.LastQueued.Set(0)
 		return nil
 	}
 	if data == nil || !data.ready() {
@@ -543,6 +562,7 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 		return failed[i].Name < failed[j].Name
 	})
 	st := model.Build(in)
+	built := time.Now()
 	a.mu.Lock()
 	newRevision := a.applied == nil || a.applied.Name != cfg.Name || a.applied.Generation != cfg.Generation
 	a.mu.Unlock()
@@ -624,7 +644,12 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 			"duration", end.Sub(start))
 		a.event(corev1.EventTypeNormal, ReasonRevisionApplied, fmt.Sprintf("Revision %s is in the kernel (%s)", cfg.Name, be.Name()))
 	}
-	klog.V(2).InfoS("Synced", "full", res.Full, "services", res.Services, "changed", res.Changed, "duration", end.Sub(start))
+	if res.Full {
+		klog.InfoS("Full sync done", "services", res.Services, "endpoints", res.Endpoints, "changed", res.Changed,
+			"rulesWritten", res.Rules, "build", built.Sub(start), "backend", end.Sub(built), "sinceStart", end.Sub(a.started))
+	} else {
+		klog.V(2).InfoS("Synced", "services", res.Services, "changed", res.Changed, "rulesWritten", res.Rules, "duration", end.Sub(start))
+	}
 	a.report()
 	return nil
 }

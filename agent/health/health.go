@@ -59,6 +59,17 @@ func (s *State) Synced(started, finished time.Time) {
 	s.mu.Unlock()
 }
 
+// Idle records that the agent has nothing to program (no ProxyNode, or no
+// acceptable revision yet): changes seen before at are no longer pending,
+// and readiness is unchanged.
+func (s *State) Idle(at time.Time) {
+	s.mu.Lock()
+	if !s.oldestPending.IsZero() && !s.oldestPending.After(at) {
+		s.oldestPending = time.Time{}
+	}
+	s.mu.Unlock()
+}
+
 // NodeDeleting marks the node as going away (reason) or not ("").
 func (s *State) NodeDeleting(reason string) {
 	s.mu.Lock()

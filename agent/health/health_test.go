@@ -91,3 +91,19 @@ func TestNodePorts(t *testing.T) {
 		t.Errorf("%d servers after removing every port", n.Ports())
 	}
 }
+
+// An idle agent (nothing to program) does not turn unhealthy, and is not
+// ready either.
+func TestIdle(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := NewState(time.Minute)
+	s.now = func() time.Time { return now }
+	s.Queued(now.Add(-time.Hour))
+	s.Idle(now)
+	if ok, why := s.Healthy(); !ok {
+		t.Errorf("idle agent unhealthy: %s", why)
+	}
+	if s.Ready() {
+		t.Error("idle agent ready")
+	}
+}

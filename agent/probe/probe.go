@@ -7,6 +7,7 @@ package probe
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"strings"
 
 	"github.com/google/nftables"
@@ -40,7 +41,35 @@ type Prober struct {
 
 // Default probes the real kernel, in the network namespace of the calling
 // thread.
-var Default = Prober{IPVS: ipvs.Probe, NFTables: probeNFTables, IPTables: iptables.DetectMode, Uname: uname}
+var Default = Prober{IPVS: ipvs.Probe, NFTables: probeNFTables, IPTables: DetectIPTablesMode, Uname: uname}
+
+// canaryChain is the iptables backend's flush-detector chain, which exists
+// in the nat table wherever the agent programmed rules.
+const canaryChain = "SYNX-CANARY"
+
+// DetectIPTablesMode returns the iptables flavour to use. Where our own
+// rules already are in exactly one flavour (a restarted agent), that one
+// wins: the agent adopts what it wrote, and listing one chain is cheap,
+// while iptables.DetectMode counts every rule of both flavours, which
+// takes seconds when a node holds 100k rules. Otherwise it asks
+// iptables.DetectMode.
+func DetectIPTablesMode(ctx context.Context) (iptables.Mode, error) {
+	nft, legacy := hasChain(ctx, "iptables-nft"), hasChain(ctx, "iptables-legacy")
+	switch {
+	case nft && !legacy:
+		return iptables.ModeNFT, nil
+	case legacy && !nft:
+		return iptables.ModeLegacy, nil
+	}
+	return iptables.DetectMode(ctx)
+}
+
+func hasChain(ctx context.Context, bin string) bool {
+	if _, err := exec.LookPath(bin); err != nil {
+		return false
+	}
+	return exec.CommandContext(ctx, bin, "-w", "-t", "nat", "-S", canaryChain).Run() == nil
+}
 
 // Probe runs the probes.
 func (p Prober) Probe(ctx context.Context) Capabilities {

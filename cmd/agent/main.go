@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -28,6 +29,9 @@ import (
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
+
+// defaultMemoryLimit is the soft memory limit of the Go runtime.
+const defaultMemoryLimit = 100 << 20
 
 func main() {
 	if err := run(); err != nil {
@@ -56,11 +60,17 @@ func run() error {
 		fmt.Println(version)
 		return nil
 	}
+	// A node agent should not balloon during a resync: unless GOMEMLIMIT
+	// is set, the garbage collector works harder as the heap nears
+	// defaultMemoryLimit (a soft limit: the agent never fails because of it).
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	caps := probe.Default.Probe(ctx)
 	if *cleanup {
+		caps := probe.Default.Probe(ctx)
 		if err := daemon.CleanupAll(ctx, caps); err != nil {
 			return err
 		}
