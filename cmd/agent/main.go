@@ -31,7 +31,7 @@ import (
 var version = "dev"
 
 // defaultMemoryLimit is the soft memory limit of the Go runtime.
-const defaultMemoryLimit = 100 << 20
+const defaultMemoryLimit = 128 << 20
 
 func main() {
 	if err := run(); err != nil {
