@@ -602,8 +602,15 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	}
 	m.SyncDuration.WithLabelValues(typ).Observe(end.Sub(start).Seconds())
 	m.LastSync.Set(float64(end.UnixNano()) / 1e9)
-	for _, t := range pendEP {
-		m.NetworkProgramming.Observe(end.Sub(t).Seconds())
+	a.mu.Lock()
+	firstSync := a.applied == nil
+	a.mu.Unlock()
+	// The first sync of a run takes in the initial listing, whose objects
+	// are not changes: only later changes count as programming latency.
+	if !firstSync {
+		for _, t := range pendEP {
+			m.NetworkProgramming.Observe(end.Sub(t).Seconds())
+		}
 	}
 	m.Services.Set(float64(res.Services))
 	m.Endpoints.Set(float64(res.Endpoints))
