@@ -105,6 +105,9 @@ type Agent struct {
 	// revErr is why the assigned revision is not accepted.
 	revErr       error
 	revErrReason string
+	// revErrGeneration is the ProxyNode generation revErr is about, so that
+	// a failure is reported as observed at that generation.
+	revErrGeneration int64
 	// applied is the revision in the kernel.
 	applied    *revisionConfig
 	be         backend.Backend
@@ -384,7 +387,7 @@ func (a *Agent) evaluate() {
 
 func (a *Agent) setRevErrLocked(reason string, err error, pn *v1alpha1.ProxyNode) {
 	changed := a.revErr == nil || a.revErr.Error() != err.Error()
-	a.revErr, a.revErrReason = err, reason
+	a.revErr, a.revErrReason, a.revErrGeneration = err, reason, pn.Generation
 	if changed {
 		a.opts.Metrics.RevisionErrors.Inc()
 		klog.ErrorS(err, "Config revision not applied; keeping the current rules", "reason", reason)
@@ -808,7 +811,15 @@ func (a *Agent) report() {
 		r.Degraded = status.Condition{Status: metav1.ConditionFalse, Reason: "AsExpected", Message: "No failure"}
 		r.Ready = status.Condition{Status: metav1.ConditionFalse, Reason: ReasonSyncing, Message: "Waiting for the first sync of the assigned revision"}
 	}
-	if !upToDate {
+	switch {
+	case upToDate:
+	case a.revErr != nil && pn != nil && a.revErrGeneration == pn.Generation:
+		// The agent acted on this generation and failed: say so at this
+		// generation, so that the operator stops a rollout at once instead of
+		// waiting for its progress deadline. appliedRevision stays the
+		// revision still in the kernel.
+		r.Generation = a.revErrGeneration
+	default:
 		r.Generation = 0
 	}
 	a.mu.Unlock()

@@ -126,7 +126,9 @@ const MaxFailedPolicies = 20
 
 // ProxyNodeStatus is written by the node's agent.
 type ProxyNodeStatus struct {
-	// observedGeneration is the generation of the spec the agent last applied.
+	// observedGeneration is the generation of the spec this status reports on:
+	// the agent acted on it, and either applied it (Ready) or could not
+	// (Degraded, with appliedRevision still naming what is in the kernel).
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 

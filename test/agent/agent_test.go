@@ -235,9 +235,13 @@ func TestExplicitIPVSWithoutIPVS(t *testing.T) {
 			if d == nil || r == nil {
 				return false, "no conditions"
 			}
+			// The failure is reported at the generation that asked for it, so
+			// that the operator stops its rollout at once.
 			return d.Status == metav1.ConditionTrue && d.Reason == tc.reason && strings.Contains(d.Message, tc.want) &&
-					r.Status == metav1.ConditionFalse && pn.Status.AppliedRevision == "rev-1",
-				fmt.Sprintf("Degraded=%s %s %q Ready=%s applied=%s", d.Status, d.Reason, d.Message, r.Status, pn.Status.AppliedRevision)
+					r.Status == metav1.ConditionFalse && pn.Status.AppliedRevision == "rev-1" &&
+					pn.Status.ObservedGeneration == pn.Generation && d.ObservedGeneration == pn.Generation,
+				fmt.Sprintf("Degraded=%s %s %q Ready=%s applied=%s observedGeneration=%d/%d generation=%d", d.Status, d.Reason, d.Message,
+					r.Status, pn.Status.AppliedRevision, pn.Status.ObservedGeneration, d.ObservedGeneration, pn.Generation)
 		})
 		pn := w.getProxyNode()
 		d := meta.FindStatusCondition(pn.Status.Conditions, v1alpha1.ConditionDegraded)
