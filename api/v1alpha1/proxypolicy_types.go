@@ -59,8 +59,9 @@ type ProxyPolicySpec struct {
 	SessionAffinity *SessionAffinitySpec `json:"sessionAffinity,omitempty"`
 
 	// sourceRanges lets only clients from these networks reach the target
-	// Services; others are dropped. It applies to every frontend of the
-	// Services, not only to LoadBalancer addresses.
+	// Services' LoadBalancer addresses; others are dropped. It replaces the
+	// Services' spec.loadBalancerSourceRanges. ClusterIP, NodePort and external
+	// IP frontends are not restricted.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=64
