@@ -24,6 +24,8 @@ var algorithms = map[v1alpha1.LoadBalancingAlgorithm]model.Algorithm{
 	v1alpha1.AlgorithmSourceHash:               model.AlgorithmSourceHashing,
 	v1alpha1.AlgorithmDestinationHash:          model.AlgorithmDestinationHashing,
 	v1alpha1.AlgorithmMaglev:                   model.AlgorithmMaglev,
+	v1alpha1.AlgorithmShortestExpectedDelay:    model.AlgorithmShortestExpectedDelay,
+	v1alpha1.AlgorithmNeverQueue:               model.AlgorithmNeverQueue,
 }
 
 // Policy converts a ProxyPolicy into a model policy, resolving its

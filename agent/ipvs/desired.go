@@ -36,6 +36,10 @@ func schedulerFor(a model.Algorithm, def string) (string, bool) {
 		return "dh", true
 	case model.AlgorithmMaglev:
 		return "mh", true
+	case model.AlgorithmShortestExpectedDelay:
+		return "sed", true
+	case model.AlgorithmNeverQueue:
+		return "nq", true
 	}
 	return "", false
 }

@@ -45,6 +45,8 @@ const (
 	AlgorithmSourceHashing            Algorithm = "SourceHashing"
 	AlgorithmDestinationHashing       Algorithm = "DestinationHashing"
 	AlgorithmMaglev                   Algorithm = "Maglev"
+	AlgorithmShortestExpectedDelay    Algorithm = "ShortestExpectedDelay"
+	AlgorithmNeverQueue               Algorithm = "NeverQueue"
 )
 
 // KnownAlgorithms lists every algorithm the model accepts, in a stable order.
@@ -52,6 +54,7 @@ var KnownAlgorithms = []Algorithm{
 	AlgorithmRandom, AlgorithmRoundRobin, AlgorithmWeightedRoundRobin,
 	AlgorithmLeastConnections, AlgorithmWeightedLeastConnections,
 	AlgorithmSourceHashing, AlgorithmDestinationHashing, AlgorithmMaglev,
+	AlgorithmShortestExpectedDelay, AlgorithmNeverQueue,
 }
 
 // FrontendKind says how traffic reaches a frontend.
