@@ -14,6 +14,8 @@ import (
 	"sync"
 	"time"
 
+	libipvs "github.com/moby/ipvs"
+
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 )
@@ -52,6 +54,14 @@ type Config struct {
 	MasqueradeMark uint32
 	// Family is IPv4 (default) or IPv6; one backend instance per family.
 	Family model.Family
+	// TCPTimeout, TCPFinTimeout and UDPTimeout are the IPVS connection
+	// timeouts (ipvsadm --set). 0 keeps the kernel's value. The kernel
+	// counts whole seconds: a fraction is rounded up.
+	TCPTimeout, TCPFinTimeout, UDPTimeout time.Duration
+	// ExcludeCIDRs are networks whose virtual servers the backend never
+	// deletes, in a sync or in a cleanup, even when it recorded them as
+	// its own: other software may keep virtual servers there.
+	ExcludeCIDRs []netip.Prefix
 }
 
 func (c *Config) defaults() error {
@@ -81,6 +91,67 @@ func (c *Config) defaults() error {
 	}
 	if c.Family == "" {
 		c.Family = model.IPv4
+	}
+	if c.TCPTimeout < 0 || c.TCPFinTimeout < 0 || c.UDPTimeout < 0 {
+		return fmt.Errorf("IPVS timeouts must not be negative (tcp %s, tcpFin %s, udp %s)", c.TCPTimeout, c.TCPFinTimeout, c.UDPTimeout)
+	}
+	for _, p := range c.ExcludeCIDRs {
+		if !p.IsValid() {
+			return fmt.Errorf("invalid exclude CIDR %v", p)
+		}
+	}
+	return nil
+}
+
+// excluded reports whether a is inside one of the exclude CIDRs.
+func (c *Config) excluded(a netip.Addr) bool {
+	for _, p := range c.ExcludeCIDRs {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// wholeSeconds rounds d up to whole seconds, the kernel's unit.
+func wholeSeconds(d time.Duration) time.Duration {
+	if r := d % time.Second; r != 0 {
+		d += time.Second - r
+	}
+	return d
+}
+
+// applyTimeouts sets the configured IPVS timeouts that differ from the
+// kernel's; zero fields are left alone. It reads first, so a sync that
+// changes nothing writes nothing.
+func (b *Backend) applyTimeouts() error {
+	want := libipvs.Config{
+		TimeoutTCP:    wholeSeconds(b.cfg.TCPTimeout),
+		TimeoutTCPFin: wholeSeconds(b.cfg.TCPFinTimeout),
+		TimeoutUDP:    wholeSeconds(b.cfg.UDPTimeout),
+	}
+	if want == (libipvs.Config{}) {
+		return nil
+	}
+	cur, err := b.ipvs.GetConfig()
+	if err != nil {
+		return fmt.Errorf("read ipvs timeouts: %w", err)
+	}
+	var set libipvs.Config
+	if want.TimeoutTCP != 0 && want.TimeoutTCP != cur.TimeoutTCP {
+		set.TimeoutTCP = want.TimeoutTCP
+	}
+	if want.TimeoutTCPFin != 0 && want.TimeoutTCPFin != cur.TimeoutTCPFin {
+		set.TimeoutTCPFin = want.TimeoutTCPFin
+	}
+	if want.TimeoutUDP != 0 && want.TimeoutUDP != cur.TimeoutUDP {
+		set.TimeoutUDP = want.TimeoutUDP
+	}
+	if set == (libipvs.Config{}) {
+		return nil
+	}
+	if err := b.ipvs.SetConfig(&set); err != nil {
+		return fmt.Errorf("set ipvs timeouts (tcp %s, tcpFin %s, udp %s): %w", set.TimeoutTCP, set.TimeoutTCPFin, set.TimeoutUDP, err)
 	}
 	return nil
 }
@@ -202,6 +273,9 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 			errs = append(errs, err)
 		}
 	}
+	if err := b.applyTimeouts(); err != nil {
+		errs = append(errs, err)
+	}
 	d := buildDesired(st, b.cfg.Scheduler)
 
 	// 1. VIPs on the dummy interface.
@@ -266,7 +340,9 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	}
 
 	// 4. IPVS by diff.
-	isOwned := func(k vsKey) bool { return ownedBefore[ownedEntry(k)] || boundSet[k.Addr] }
+	isOwned := func(k vsKey) bool {
+		return !b.cfg.excluded(k.Addr) && (ownedBefore[ownedEntry(k)] || boundSet[k.Addr])
+	}
 	rs, err := b.rec.reconcile(d.Servers, isOwned)
 	if err != nil {
 		errs = append(errs, err)
@@ -338,7 +414,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	}
 	for _, s := range svcs {
 		k, ok := keyOf(s)
-		if !ok || !(owned[ownedEntry(k)] || boundSet[k.Addr]) {
+		if !ok || b.cfg.excluded(k.Addr) || !(owned[ownedEntry(k)] || boundSet[k.Addr]) {
 			continue
 		}
 		if err := b.ipvs.DelService(s); err != nil {

@@ -477,3 +477,80 @@ func TestPrefixesStayOutOfTheIptablesBackendsNamespace(t *testing.T) {
 		}
 	}
 }
+
+// Against the FAKE handle: the real kernel is checked by
+// TestKernelTimeoutsAndExcludeCIDRs in the VM.
+func TestTimeoutsSetOnlyWhenTheyDiffer(t *testing.T) {
+	h, n, c := newFakeHandle(), newFakeNode(), &clock{t: time.Unix(1000, 0)}
+	// TCP differs, TCP-FIN equals the kernel's, UDP is 0 (kept); 1.2s
+	// rounds up to the kernel's whole seconds.
+	b := newTestBackend(t, h, n, c, Config{TCPTimeout: 1200*time.Millisecond + time.Hour, TCPFinTimeout: 120 * time.Second})
+	doSync(t, b, state(svc("web", model.TCP, ep1)))
+	got := h.timeouts
+	want := libipvs.Config{TimeoutTCP: time.Hour + 2*time.Second, TimeoutTCPFin: 120 * time.Second, TimeoutUDP: 300 * time.Second}
+	if got != want {
+		t.Fatalf("timeouts = %+v, want %+v", got, want)
+	}
+	var sets []string
+	for _, w := range h.writes {
+		if strings.HasPrefix(w, "set-config") {
+			sets = append(sets, w)
+		}
+	}
+	if !slices.Equal(sets, []string{"set-config tcp=1h0m2s tcpfin=0s udp=0s"}) {
+		t.Fatalf("SetConfig calls = %q, want one that sets only tcp", sets)
+	}
+	h.resetWrites()
+	doSync(t, b, state(svc("web", model.TCP, ep1)))
+	if len(h.writes) != 0 {
+		t.Fatalf("second sync wrote %v", h.writes)
+	}
+}
+
+func TestNoTimeoutsConfiguredLeavesKernelAlone(t *testing.T) {
+	h, n, c := newFakeHandle(), newFakeNode(), &clock{t: time.Unix(1000, 0)}
+	h.timeouts = libipvs.Config{TimeoutTCP: 7 * time.Second, TimeoutTCPFin: 8 * time.Second, TimeoutUDP: 9 * time.Second}
+	b := newTestBackend(t, h, n, c, Config{})
+	doSync(t, b, state(svc("web", model.TCP, ep1)))
+	if h.timeouts != (libipvs.Config{TimeoutTCP: 7 * time.Second, TimeoutTCPFin: 8 * time.Second, TimeoutUDP: 9 * time.Second}) {
+		t.Fatalf("timeouts changed: %+v", h.timeouts)
+	}
+}
+
+func TestNegativeTimeoutRejected(t *testing.T) {
+	if _, err := newBackend(Config{UDPTimeout: -time.Second}, newFakeHandle(), newFakeNode(), nil); err == nil {
+		t.Fatal("negative timeout accepted")
+	}
+}
+
+// A virtual server in an exclude CIDR is never deleted, by a sync or a
+// cleanup, although the backend created it and recorded it as its own.
+func TestExcludedVirtualServersAreNeverDeleted(t *testing.T) {
+	h, n, c := newFakeHandle(), newFakeNode(), &clock{t: time.Unix(1000, 0)}
+	// Created by a backend without exclusion: OWNED and bound VIP.
+	doSync(t, newTestBackend(t, h, n, c, Config{}), state(svc("web", model.TCP, ep1)))
+	cfg := Config{ExcludeCIDRs: []netip.Prefix{netip.MustParsePrefix("10.96.0.0/24")}}
+	b := newTestBackend(t, h, n, c, cfg)
+	h.resetWrites()
+	doSync(t, b, state())
+	// The NodePort server (not excluded) goes, the ClusterIP one stays.
+	wantTable(t, h, "10.96.0.10:80/tcp rr -> [10.244.1.1:8080:1]")
+	if slices.ContainsFunc(h.writes, func(w string) bool { return strings.Contains(w, "10.96.0.10") }) {
+		t.Fatalf("sync touched the excluded server: %v", h.writes)
+	}
+	if len(n.sets["SYNXIPVS-OWNED"]) != 0 {
+		t.Fatalf("OWNED still records %v; an excluded server must not stay adopted", n.sets["SYNXIPVS-OWNED"])
+	}
+	// Bind the VIP again (as if ours), then clean up: still kept.
+	n.dummy[DefaultDummyInterface][vip] = true
+	if err := b.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantTable(t, h, "10.96.0.10:80/tcp rr -> [10.244.1.1:8080:1]")
+	// Without the exclusion the same kernel state is cleaned up.
+	doSync(t, newTestBackend(t, h, n, c, Config{}), state(svc("web", model.TCP, ep1)))
+	if err := newTestBackend(t, h, n, c, Config{}).Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	wantTable(t, h)
+}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sort"
 	"sync"
+	"time"
 
 	libipvs "github.com/moby/ipvs"
 )
@@ -27,9 +28,15 @@ type fakeHandle struct {
 	writes []string
 	// failNew, when set, is returned by NewService.
 	failNew error
+	// timeouts is the fake's IPVS timeout configuration (the kernel's
+	// defaults: 900s, 120s, 300s).
+	timeouts libipvs.Config
 }
 
-func newFakeHandle() *fakeHandle { return &fakeHandle{svcs: map[vsKey]*fakeSvc{}} }
+func newFakeHandle() *fakeHandle {
+	return &fakeHandle{svcs: map[vsKey]*fakeSvc{}, timeouts: libipvs.Config{
+		TimeoutTCP: 900 * time.Second, TimeoutTCPFin: 120 * time.Second, TimeoutUDP: 300 * time.Second}}
+}
 
 func (f *fakeHandle) log(format string, a ...any) {
 	f.writes = append(f.writes, fmt.Sprintf(format, a...))
@@ -167,6 +174,30 @@ func (f *fakeHandle) DelDestination(s *libipvs.Service, d *libipvs.Destination) 
 	}
 	delete(cur.dests, rk)
 	f.log("del-dst %s %s", f.key(s), rk)
+	return nil
+}
+
+func (f *fakeHandle) GetConfig() (*libipvs.Config, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.timeouts
+	return &c, nil
+}
+
+// SetConfig changes the non-zero fields, as the kernel does.
+func (f *fakeHandle) SetConfig(c *libipvs.Config) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c.TimeoutTCP != 0 {
+		f.timeouts.TimeoutTCP = c.TimeoutTCP
+	}
+	if c.TimeoutTCPFin != 0 {
+		f.timeouts.TimeoutTCPFin = c.TimeoutTCPFin
+	}
+	if c.TimeoutUDP != 0 {
+		f.timeouts.TimeoutUDP = c.TimeoutUDP
+	}
+	f.log("set-config tcp=%s tcpfin=%s udp=%s", c.TimeoutTCP, c.TimeoutTCPFin, c.TimeoutUDP)
 	return nil
 }
 

@@ -21,6 +21,8 @@ type Handle interface {
 	NewDestination(*libipvs.Service, *libipvs.Destination) error
 	UpdateDestination(*libipvs.Service, *libipvs.Destination) error
 	DelDestination(*libipvs.Service, *libipvs.Destination) error
+	GetConfig() (*libipvs.Config, error)
+	SetConfig(*libipvs.Config) error
 	Close()
 }
 
@@ -128,6 +130,15 @@ func (n *netlinkHandle) UpdateDestination(s *libipvs.Service, d *libipvs.Destina
 
 func (n *netlinkHandle) DelDestination(s *libipvs.Service, d *libipvs.Destination) error {
 	return n.call("DelDestination", func(h *libipvs.Handle) error { return h.DelDestination(s, d) })
+}
+
+func (n *netlinkHandle) GetConfig() (out *libipvs.Config, err error) {
+	err = n.call("GetConfig", func(h *libipvs.Handle) (e error) { out, e = h.GetConfig(); return })
+	return
+}
+
+func (n *netlinkHandle) SetConfig(c *libipvs.Config) error {
+	return n.call("SetConfig", func(h *libipvs.Handle) error { return h.SetConfig(c) })
 }
 
 func (n *netlinkHandle) Close() {

@@ -666,3 +666,46 @@ func TestKernelEverySchedulerIsAccepted(t *testing.T) {
 		}
 	}
 }
+
+// The IPVS timeouts reach the kernel of the node namespace (the IPVS
+// configuration is per network namespace); zero fields keep the kernel's
+// value. A virtual server in an exclude CIDR survives a sync that drops it
+// and a cleanup.
+func TestKernelTimeoutsAndExcludeCIDRs(t *testing.T) {
+	requireKernel(t)
+	tp := newTopo(t, 1)
+	before := tp.newKernelBackend(t, Config{})
+	orig, err := before.ipvs.GetConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{TCPTimeout: 777 * time.Second, UDPTimeout: 55 * time.Second,
+		ExcludeCIDRs: []netip.Prefix{netip.MustParsePrefix(kVIP + "/32")}}
+	b := tp.newKernelBackend(t, cfg)
+	kSync(t, b, kState(kService("web", model.TCP, 80, 30080, tp.backendIPs)))
+	got, err := b.ipvs.GetConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TimeoutTCP != 777*time.Second || got.TimeoutUDP != 55*time.Second || got.TimeoutTCPFin != orig.TimeoutTCPFin {
+		t.Fatalf("kernel timeouts %+v, want tcp 777s, udp 55s, tcpFin kept at %s", got, orig.TimeoutTCPFin)
+	}
+	kSync(t, b, kState())
+	svcs, err := b.ipvs.GetServices()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(svcs) != 1 || svcs[0].Address.String() != kVIP {
+		t.Fatalf("after dropping the service the kernel has %d virtual servers, want only the excluded %s", len(svcs), kVIP)
+	}
+	if err := b.Cleanup(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if svcs, err = b.ipvs.GetServices(); err != nil || len(svcs) != 1 {
+		t.Fatalf("after Cleanup: %d virtual servers (%v), want the excluded one", len(svcs), err)
+	}
+	// Not ours any more: remove it by hand so the namespace is clean.
+	if err := b.ipvs.DelService(svcs[0]); err != nil {
+		t.Fatal(err)
+	}
+}
