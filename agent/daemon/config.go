@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/iptables"
 	"github.com/synterix/synterix-kube-proxy/agent/ipvs"
@@ -32,10 +34,35 @@ func (c *revisionConfig) backendKey() string {
 		key += fmt.Sprintf("/masq=%d", *s.IPTables.MasqueradeBit)
 	}
 	if c.Choice.Backend == v1alpha1.BackendIPVS && s.IPVS != nil {
-		strict := s.IPVS.StrictARP != nil && *s.IPVS.StrictARP
-		key += fmt.Sprintf("/sched=%s/strictARP=%t", s.IPVS.Scheduler, strict)
+		cfg := ipvsConfig(s.IPVS)
+		key += fmt.Sprintf("/sched=%s/strictARP=%t/timeouts=%s,%s,%s/exclude=%v", cfg.Scheduler, cfg.StrictARP,
+			cfg.TCPTimeout, cfg.TCPFinTimeout, cfg.UDPTimeout, cfg.ExcludeCIDRs)
 	}
 	return key
+}
+
+// ipvsConfig is the IPVS backend configuration of a revision. CIDRs that do
+// not parse are left out (the API validates them).
+func ipvsConfig(v *v1alpha1.IPVSConfig) ipvs.Config {
+	cfg := ipvs.Config{Family: model.IPv4}
+	if v == nil {
+		return cfg
+	}
+	cfg.Scheduler = string(v.Scheduler)
+	cfg.StrictARP = v.StrictARP != nil && *v.StrictARP
+	dur := func(d *metav1.Duration) time.Duration {
+		if d == nil || d.Duration < 0 {
+			return 0
+		}
+		return d.Duration
+	}
+	cfg.TCPTimeout, cfg.TCPFinTimeout, cfg.UDPTimeout = dur(v.TCPTimeout), dur(v.TCPFinTimeout), dur(v.UDPTimeout)
+	for _, c := range v.ExcludeCIDRs {
+		if p, err := netip.ParsePrefix(string(c)); err == nil {
+			cfg.ExcludeCIDRs = append(cfg.ExcludeCIDRs, p.Masked())
+		}
+	}
+	return cfg
 }
 
 // modelConfig is the model configuration of a revision on this node.
@@ -87,12 +114,7 @@ func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alp
 		}
 		return iptables.New(ctx, o)
 	case v1alpha1.BackendIPVS:
-		cfg := ipvs.Config{Family: model.IPv4}
-		if v := spec.IPVS; v != nil {
-			cfg.Scheduler = string(v.Scheduler)
-			cfg.StrictARP = v.StrictARP != nil && *v.StrictARP
-		}
-		return ipvs.New(cfg)
+		return ipvs.New(ipvsConfig(spec.IPVS))
 	}
 	return nil, fmt.Errorf("unknown backend %q", choice)
 }

@@ -113,6 +113,9 @@ type Agent struct {
 	be         backend.Backend
 	beKey      string
 	oldBackend backend.Backend // cleaned up after the new one synced
+	// tunedRevision is the revision/generation whose conntrack tuning was
+	// applied.
+	tunedRevision string
 	// removeRules is set when our ProxyNode was deleted.
 	removeRules bool
 	hadNode     bool
@@ -570,6 +573,7 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	newRevision := a.applied == nil || a.applied.Name != cfg.Name || a.applied.Generation != cfg.Generation
 	a.mu.Unlock()
 	full = full || newRevision
+	a.tuneConntrack(cfg)
 	var res backend.SyncResult
 	err = a.opts.InNetNS(func() error {
 		var err error
