@@ -19,6 +19,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"strings"
@@ -61,8 +62,10 @@ type Backend struct {
 	renderOpts renderOptions
 	last       *model.State
 	synced     bool
-	// lastPayload keeps the restore input of the last sync per table, for
-	// error reports and benchmarks.
+	// lastPayload keeps the restore input of the last sync per table when
+	// keepPayload is set (tests and benchmarks): a full payload at 10k
+	// Services is ~15 MB a node agent should not hold between syncs.
+	keepPayload bool
 	lastPayload map[string][]byte
 
 	localnetSet bool
@@ -349,18 +352,17 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 	}
 	if full {
 		want := b.desired(st)
-		current := ruleset{}
+		current := map[string]map[string]*chainSum{}
 		var missing []hook
 		// One iptables-save for all tables: a process less than per table.
-		out, err := b.run(ctx, nil, b.bins.save)
+		saved, err := b.save(ctx)
 		if err != nil {
 			return res, err
 		}
-		saved := parseSaveAll(out)
 		for _, table := range []string{tableNAT, tableFilter} {
 			ts := saved[table]
 			if ts.chains == nil {
-				ts.chains = map[string][]string{} // table not initialised yet (legacy)
+				ts.chains = map[string]*chainSum{} // table not initialised yet (legacy)
 			}
 			current[table] = ts.chains
 			for _, h := range hooks {
@@ -378,10 +380,12 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		}
 		plans = map[string]*tablePlan{}
 		for _, table := range []string{tableNAT, tableFilter} {
-			plans[table] = diffPlan(want[table], current[table], false)
+			plans[table] = diffPlan(want[table], current[table])
 		}
 	}
-	b.lastPayload = map[string][]byte{}
+	if b.keepPayload {
+		b.lastPayload = map[string][]byte{}
+	}
 	for _, table := range []string{tableNAT, tableFilter} {
 		guard := ""
 		if !full {
@@ -398,7 +402,9 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 			}
 			continue
 		}
-		b.lastPayload[table] = payload
+		if b.keepPayload {
+			b.lastPayload[table] = payload
+		}
 		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
 			if !full && strings.Contains(err.Error(), chainCanary) {
 				return res, fmt.Errorf("%s table: %w: %v", table, errCanary, err)
@@ -417,7 +423,7 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 // The target chains are created empty first if they do not exist, while the
 // tables are still small, so the inserts stay cheap; the big restore fills
 // them afterwards.
-func (b *Backend) installHooks(ctx context.Context, current ruleset, missing []hook) (int, error) {
+func (b *Backend) installHooks(ctx context.Context, current map[string]map[string]*chainSum, missing []hook) (int, error) {
 	for _, table := range []string{tableNAT, tableFilter} {
 		var buf bytes.Buffer
 		for _, h := range missing {
@@ -426,7 +432,7 @@ func (b *Backend) installHooks(ctx context.Context, current ruleset, missing []h
 				continue
 			}
 			buf.WriteString(":" + target + " - [0:0]\n")
-			current[table][target] = nil
+			current[table][target] = &chainSum{}
 		}
 		if buf.Len() == 0 {
 			continue
@@ -511,7 +517,12 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		ts := parseSave(out)
+		saved, err := parseSaveAll(bytes.NewReader(out))
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ts := saved[table]
 		var buf bytes.Buffer
 		buf.WriteString("*" + table + "\n")
 		for c := range ts.chains {
@@ -564,6 +575,32 @@ func (b *Backend) run(ctx context.Context, stdin []byte, name string, args ...st
 		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
 	}
 	return stdout.Bytes(), nil
+}
+
+// save runs iptables-save and parses its output as it streams in, so the
+// output of a large ruleset (~15 MB at 10k Services) is never held whole.
+func (b *Backend) save(ctx context.Context) (map[string]tableState, error) {
+	cmd := exec.CommandContext(ctx, b.bins.save)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", b.bins.save, err)
+	}
+	saved, perr := parseSaveAll(stdout)
+	if perr != nil {
+		_, _ = io.Copy(io.Discard, stdout) // let the command finish
+	}
+	if err := cmd.Wait(); err != nil {
+		return nil, fmt.Errorf("%s: %w: %s", b.bins.save, err, strings.TrimSpace(stderr.String()))
+	}
+	if perr != nil {
+		return nil, fmt.Errorf("read %s output: %w", b.bins.save, perr)
+	}
+	return saved, nil
 }
 
 // restoreContext quotes the input line iptables-restore complained about.

@@ -99,6 +99,7 @@ func benchApply(b *testing.B, n int) {
 		}
 	}
 	in(func() (err error) { be, err = New(ctx, Options{DisableConntrack: true}); return })
+	be.keepPayload = true
 	bare := func(payload []byte) time.Duration {
 		start := time.Now()
 		in(func() error {

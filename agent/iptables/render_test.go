@@ -164,14 +164,18 @@ func TestParseSave(t *testing.T) {
 -A SYNX-SVC-X -j RETURN
 COMMIT
 `
-	ts := parseSave([]byte(in))
+	saved, err := parseSaveAll(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := saved["nat"]
 	want := map[string][]string{
 		"SYNX-SERVICES": {"-d 10.96.0.10/32 -j SYNX-SVC-X"},
 		"SYNX-SVC-X":    {"-j RETURN"},
 		"SYNX-EMPTY":    nil,
 	}
-	if !reflect.DeepEqual(ts.chains, want) {
-		t.Errorf("chains = %v, want %v", ts.chains, want)
+	if got, w := digests(ts.chains), digests(sumChains(want)); !reflect.DeepEqual(got, w) {
+		t.Errorf("chains = %v, want %v", got, w)
 	}
 	if want := map[string][]string{"PREROUTING": {`-m comment --comment "synterix service portals" -j SYNX-SERVICES`}}; !reflect.DeepEqual(ts.hooks, want) {
 		t.Errorf("hooks = %v, want %v", ts.hooks, want)
@@ -269,15 +273,18 @@ func TestFeatures(t *testing.T) {
 
 func TestParseSaveAll(t *testing.T) {
 	in := "# Generated\n*filter\n:INPUT ACCEPT [0:0]\n:SYNX-FILTER - [0:0]\n-A INPUT -j SYNX-FILTER\n-A SYNX-FILTER -j DROP\nCOMMIT\n# Completed\n*nat\n:SYNX-SERVICES - [0:0]\n-A SYNX-SERVICES -m comment --comment \"a*b\" -j X\nCOMMIT\n"
-	got := parseSaveAll([]byte(in))
+	got, err := parseSaveAll(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(got) != 2 {
 		t.Fatalf("tables: %v", got)
 	}
-	if !reflect.DeepEqual(got["filter"].chains, map[string][]string{"SYNX-FILTER": {"-j DROP"}}) ||
+	if !reflect.DeepEqual(digests(got["filter"].chains), digests(sumChains(map[string][]string{"SYNX-FILTER": {"-j DROP"}}))) ||
 		!reflect.DeepEqual(got["filter"].hooks, map[string][]string{"INPUT": {"-j SYNX-FILTER"}}) {
 		t.Errorf("filter: %+v", got["filter"])
 	}
-	if !reflect.DeepEqual(got["nat"].chains, map[string][]string{"SYNX-SERVICES": {`-m comment --comment "a*b" -j X`}}) {
+	if !reflect.DeepEqual(digests(got["nat"].chains), digests(sumChains(map[string][]string{"SYNX-SERVICES": {`-m comment --comment "a*b" -j X`}}))) {
 		t.Errorf("nat: %+v", got["nat"])
 	}
 }
@@ -286,5 +293,39 @@ func TestIPv6Refused(t *testing.T) {
 	be := &Backend{}
 	if _, err := be.Sync(context.Background(), &model.State{Family: model.IPv6}, backend.SyncOptions{}); err == nil {
 		t.Error("IPv6 state accepted; the backend only drives iptables (IPv4)")
+	}
+}
+
+// digests dereferences parsed chain digests for comparison.
+func digests(m map[string]*chainSum) map[string]chainSum {
+	out := make(map[string]chainSum, len(m))
+	for c, s := range m {
+		out[c] = *s
+	}
+	return out
+}
+
+func TestChainSum(t *testing.T) {
+	ab, ba := sumOf([]string{"a", "b"}), sumOf([]string{"b", "a"})
+	if ab.seq == ba.seq {
+		t.Error("reordered rules have the same ordered digest")
+	}
+	if ab.set != ba.set || ab.n != ba.n {
+		t.Error("reordered rules have different unordered digests")
+	}
+	if s := sumOf([]string{"a", "b", "c"}); s.n == ab.n || s.seq == ab.seq {
+		t.Error("an added rule is not seen")
+	}
+	if sumOf(nil) != (chainSum{}) {
+		t.Error("the empty chain is not the zero digest")
+	}
+	// A chain split in two runs of lines digests as one, like rules read
+	// back in order.
+	saved, err := parseSaveAll(strings.NewReader("*nat\n:SYNX-A - [0:0]\n-A SYNX-A a\n-A SYNX-B x\n-A SYNX-A b\nCOMMIT\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := *saved["nat"].chains["SYNX-A"]; got != ab {
+		t.Errorf("SYNX-A digest %+v, want %+v", got, ab)
 	}
 }

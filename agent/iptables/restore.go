@@ -3,61 +3,89 @@ package iptables
 import (
 	"bufio"
 	"bytes"
+	"hash/maphash"
+	"io"
 	"sort"
-	"strings"
 )
 
 // tableState is what iptables-save shows of one table, reduced to what this
 // backend cares about.
 type tableState struct {
-	// chains holds every chain named SYNX-* with its rules (text after
-	// "-A NAME ").
-	chains map[string][]string
+	// chains holds a digest of every chain named SYNX-* (its rules, the
+	// text after "-A NAME "): the kernel's copy of 120k rules is only ever
+	// compared with the desired one, so it is not kept as text.
+	chains map[string]*chainSum
 	// hooks holds, per built-in or foreign chain, the rules jumping to one
 	// of our chains.
 	hooks map[string][]string
 }
 
-// parseSaveAll splits the output of a plain "iptables-save" by table.
-func parseSaveAll(data []byte) map[string]tableState {
-	out := map[string]tableState{}
-	for len(data) > 0 {
-		i := bytes.IndexByte(data, '*')
-		if i < 0 {
-			break
-		}
-		if i > 0 && data[i-1] != '\n' {
-			data = data[i+1:]
-			continue
-		}
-		data = data[i+1:]
-		nl := bytes.IndexByte(data, '\n')
-		if nl < 0 {
-			break
-		}
-		table := string(data[:nl])
-		end := bytes.Index(data, []byte("\nCOMMIT\n"))
-		if end < 0 {
-			end = len(data)
-		}
-		out[table] = parseSave(data[nl+1 : end])
-		data = data[end:]
-		if len(data) > 0 {
-			data = data[1:]
-		}
+// chainSum digests the rules of a chain: their number, an order-sensitive
+// hash (equal chains) and an order-insensitive one (equal list chains).
+// The zero value is the empty chain.
+type chainSum struct {
+	n        int
+	seq, set uint64
+}
+
+// sumSeed seeds the rule hashes; digests are compared only within a process.
+var sumSeed = maphash.MakeSeed()
+
+// sumPrime folds rule hashes in order into seq.
+const sumPrime = 1099511628211
+
+func (c *chainSum) addHash(h uint64) {
+	c.n++
+	c.seq = c.seq*sumPrime + h
+	c.set += h
+}
+
+func (c *chainSum) add(rule []byte) { c.addHash(maphash.Bytes(sumSeed, rule)) }
+
+// sumOf digests rules the way parseSaveAll digests what it reads.
+func sumOf(rules []string) chainSum {
+	var c chainSum
+	for _, r := range rules {
+		c.addHash(maphash.String(sumSeed, r))
+	}
+	return c
+}
+
+// sumChains digests every chain of a table.
+func sumChains(chains map[string][]string) map[string]*chainSum {
+	out := make(map[string]*chainSum, len(chains))
+	for c, rules := range chains {
+		s := sumOf(rules)
+		out[c] = &s
 	}
 	return out
 }
 
-// parseSave parses the output of "iptables-save -t TABLE".
-func parseSave(data []byte) tableState {
-	ts := tableState{chains: map[string][]string{}, hooks: map[string][]string{}}
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
+// parseSaveAll reads the output of a plain "iptables-save" by table. It
+// streams: neither the output nor the rules are held in memory.
+func parseSaveAll(r io.Reader) (map[string]tableState, error) {
+	out := map[string]tableState{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var ts tableState
+	var lastName []byte
+	var last *chainSum
 	for sc.Scan() {
 		line := sc.Bytes()
 		if len(line) == 0 {
 			continue
+		}
+		switch line[0] {
+		case '*':
+			ts = tableState{chains: map[string]*chainSum{}, hooks: map[string][]string{}}
+			out[string(line[1:])] = ts
+			last = nil
+			continue
+		case '#':
+			continue
+		}
+		if ts.chains == nil {
+			continue // outside a table
 		}
 		// Counters, if present, precede the rule: "[pkts:bytes] -A ...".
 		if line[0] == '[' {
@@ -67,10 +95,10 @@ func parseSave(data []byte) tableState {
 		}
 		switch {
 		case line[0] == ':':
-			name, _, _ := strings.Cut(string(line[1:]), " ")
-			if strings.HasPrefix(name, ChainPrefix) {
-				if _, ok := ts.chains[name]; !ok {
-					ts.chains[name] = nil
+			name, _, _ := bytes.Cut(line[1:], []byte(" "))
+			if bytes.HasPrefix(name, []byte(ChainPrefix)) {
+				if _, ok := ts.chains[string(name)]; !ok {
+					ts.chains[string(name)] = &chainSum{}
 				}
 			}
 		case bytes.HasPrefix(line, []byte("-A ")):
@@ -79,16 +107,24 @@ func parseSave(data []byte) tableState {
 			if sp < 0 {
 				continue
 			}
-			chain := string(rest[:sp])
-			rule := string(rest[sp+1:])
-			if strings.HasPrefix(chain, ChainPrefix) {
-				ts.chains[chain] = append(ts.chains[chain], rule)
-			} else if strings.Contains(rule, "-j "+ChainPrefix) || strings.Contains(rule, "-g "+ChainPrefix) {
-				ts.hooks[chain] = append(ts.hooks[chain], rule)
+			chain, rule := rest[:sp], rest[sp+1:]
+			if bytes.HasPrefix(chain, []byte(ChainPrefix)) {
+				// iptables-save prints a chain's rules together.
+				if last == nil || !bytes.Equal(chain, lastName) {
+					last = ts.chains[string(chain)]
+					if last == nil {
+						last = &chainSum{}
+						ts.chains[string(chain)] = last
+					}
+					lastName = append(lastName[:0], chain...)
+				}
+				last.add(rule)
+			} else if bytes.Contains(rule, []byte("-j "+ChainPrefix)) || bytes.Contains(rule, []byte("-g "+ChainPrefix)) {
+				ts.hooks[string(chain)] = append(ts.hooks[string(chain)], string(rule))
 			}
 		}
 	}
-	return ts
+	return out, sc.Err()
 }
 
 // tablePlan is what one restore transaction changes in a table.
@@ -193,23 +229,21 @@ func (p *tablePlan) payload(table, guard string) ([]byte, int) {
 	return out.Bytes(), n
 }
 
-// diffPlan plans turning the current chains into the desired ones, touching
-// only chains that differ. With editLists, the list chains (dispatch and
-// filter) are edited with -D/-A lines instead of being rewritten.
-func diffPlan(desired, current map[string][]string, editLists bool) *tablePlan {
+// diffPlan plans turning the current chains (digests of the kernel's) into
+// the desired ones, rewriting only chains that differ. List chains (dispatch
+// and filter) that hold the same rules in another order are equal: partial
+// syncs append to them.
+func diffPlan(desired map[string][]string, current map[string]*chainSum) *tablePlan {
 	p := newPlan()
 	for c, want := range desired {
 		cur, exists := current[c]
-		switch {
-		case exists && equalRules(cur, want):
-		case exists && listChains[c] && sameMultiset(cur, want):
-			// partial syncs append; order inside list chains is irrelevant
-		case exists && editLists && listChains[c]:
-			del, add := listEdits(cur, want)
-			p.edit(c, del, add)
-		default:
-			p.rewrite[c] = want
+		if exists && cur.n == len(want) {
+			s := sumOf(want)
+			if s.seq == cur.seq || listChains[c] && s.set == cur.set {
+				continue
+			}
 		}
+		p.rewrite[c] = want
 	}
 	for c := range current {
 		if _, ok := desired[c]; !ok {
@@ -219,9 +253,21 @@ func diffPlan(desired, current map[string][]string, editLists bool) *tablePlan {
 	return p
 }
 
-// restorePayload is diffPlan rendered without guard.
+// restorePayload is diffPlan against chains given as text, rendered
+// without guard. With editLists, the list chains are edited with -D/-A
+// lines instead of being rewritten, as partial syncs do.
 func restorePayload(table string, desired, current map[string][]string, editLists bool) ([]byte, int) {
-	return diffPlan(desired, current, editLists).payload(table, "")
+	p := diffPlan(desired, sumChains(current))
+	if editLists {
+		for c, want := range p.rewrite {
+			if cur, ok := current[c]; ok && listChains[c] {
+				delete(p.rewrite, c)
+				del, add := listEdits(cur, want)
+				p.edit(c, del, add)
+			}
+		}
+	}
+	return p.payload(table, "")
 }
 
 func equalRules(a, b []string) bool {
@@ -237,14 +283,6 @@ func equalRules(a, b []string) bool {
 		}
 	}
 	return true
-}
-
-func sameMultiset(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	del, add := listEdits(a, b)
-	return len(del) == 0 && len(add) == 0
 }
 
 // listEdits returns the rules to delete from and append to cur so that it
