@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -51,6 +52,7 @@ func run() error {
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
 	operatorNS := fs.String("operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
 		"Namespace of the config revisions (default $POD_NAMESPACE, else synterix-system).")
+	profiling := fs.Bool("profiling", false, "Serve Go runtime profiles under /debug/pprof/ on the metrics address.")
 	cleanup := fs.Bool("cleanup", false, "Remove every rule the agent installs (iptables and IPVS) and exit.")
 	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	// Only -v and the flags above are meant for users; klog's other flags
@@ -106,6 +108,12 @@ func run() error {
 	if *metricsAddr != "" {
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", m.Handler())
+		if *profiling {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
 		if err := serve(ctx, *metricsAddr, mux); err != nil {
 			return fmt.Errorf("metrics server: %w", err)
 		}

@@ -1,11 +1,12 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
 	"os"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,8 +26,9 @@ import (
 // SYNX_BENCH_SERVICES to change), the real cmd/agent runs in a node
 // namespace, and each iteration kill -9s it and starts it again, timing
 // until /readyz answers 200 (the first sync of the restarted agent is in
-// the kernel). It reports the median restart time and the agent's peak
-// resident memory (VmHWM), the largest over all runs.
+// the kernel). It reports the median restart time, the median over restarts
+// of the agent's peak resident memory (VmHWM), that of the first start on
+// an empty kernel, and the largest over all runs.
 //
 // The setup is expensive, so one benchmark iteration does
 // SYNX_BENCH_RESTARTS restarts (default 3); run it with -benchtime 1x:
@@ -50,31 +52,57 @@ func BenchmarkAgentRestart(b *testing.B) {
 	createServices(b, w, n, 10)
 	logf(b, "created %d Services and EndpointSlices in %s", n, time.Since(start).Round(time.Second))
 
-	bin := buildAgent(b)
+	// SYNX_BENCH_AGENTS names prebuilt agent binaries (comma-separated) to
+	// compare on the same objects: restarts alternate between them, and
+	// each gets its own figures. The first one programs the empty kernel.
+	bins := []string{}
+	if v := os.Getenv("SYNX_BENCH_AGENTS"); v != "" {
+		bins = strings.Split(v, ",")
+	} else {
+		bins = append(bins, buildAgent(b))
+	}
 	u, _ := url.Parse(w.cfg.Host)
 	newForwarder(b, w.node, "127.0.0.1:6443", u.Host)
 	kc := kubeconfig(b, w.cfg, "https://127.0.0.1:6443")
 
+	// SYNX_BENCH_PROFILE_DIR saves a heap profile of each restarted agent
+	// there (the agents must support --profiling).
+	var extra []string
+	dir := os.Getenv("SYNX_BENCH_PROFILE_DIR")
+	if dir != "" {
+		extra = []string{"--profiling"}
+	}
 	start = time.Now()
-	p := w.runAgent(bin, kc)
+	p := w.runAgent(bins[0], kc, extra...)
 	w.waitReadyzTB(b, 10*time.Minute)
-	logf(b, "first start on an empty kernel: Ready after %s", time.Since(start).Round(time.Millisecond))
-	peak := vmHWM(p.cmd.Process.Pid)
+	first := vmHWM(p.cmd.Process.Pid)
+	logf(b, "first start on an empty kernel: Ready after %s, peak RSS %d MiB", time.Since(start).Round(time.Millisecond), first/1024)
+	peak := first
 
-	var times []time.Duration
+	times := make([][]time.Duration, len(bins))
+	peaks := make([][]int64, len(bins)) // KiB
 	b.ResetTimer()
-	for i := 0; i < restarts*b.N; i++ {
+	for i := 0; i < restarts*len(bins)*b.N; i++ {
+		k := i % len(bins)
 		_ = p.cmd.Process.Signal(syscall.SIGKILL)
 		<-p.done
 		start := time.Now()
-		p = w.runAgent(bin, kc)
+		p = w.runAgent(bins[k], kc, extra...)
 		w.waitReadyzTB(b, 10*time.Minute)
 		d := time.Since(start)
-		times = append(times, d)
-		if m := vmHWM(p.cmd.Process.Pid); m > peak {
+		if dir != "" {
+			// The live heap after the first sync, and everything allocated
+			// since the start (sample_index=alloc_space).
+			path := fmt.Sprintf("%s/heap-restart-%d.pb.gz", dir, i+1)
+			w.node.MustExec("curl", "-sf", "-o", path, "http://127.0.0.1:10249/debug/pprof/heap?gc=1")
+		}
+		times[k] = append(times[k], d)
+		m := vmHWM(p.cmd.Process.Pid)
+		peaks[k] = append(peaks[k], m)
+		if m > peak {
 			peak = m
 		}
-		logf(b, "restart %d: Ready after %s", i+1, d.Round(time.Millisecond))
+		logf(b, "restart %d (%s): Ready after %s, peak RSS %d MiB", i+1, bins[k], d.Round(time.Millisecond), m/1024)
 		for _, l := range strings.Split(p.logText(), "\n") {
 			if strings.Contains(l, "Watches synced") || strings.Contains(l, "Full sync done") {
 				logf(b, "  %s", l)
@@ -82,12 +110,28 @@ func BenchmarkAgentRestart(b *testing.B) {
 		}
 	}
 	b.StopTimer()
-	sort.Slice(times, func(i, j int) bool { return times[i] < times[j] })
-	b.ReportMetric(times[len(times)/2].Seconds(), "restart-s/median")
+	for k := range bins {
+		suffix := ""
+		if k > 0 {
+			suffix = strconv.Itoa(k)
+		}
+		if len(bins) > 1 {
+			logf(b, "%s: restart median %s, restart peak RSS median %d MiB", bins[k],
+				medianOf(times[k]).Round(time.Millisecond), medianOf(peaks[k])/1024)
+		}
+		b.ReportMetric(medianOf(times[k]).Seconds(), "restart-s/median"+suffix)
+		b.ReportMetric(float64(medianOf(peaks[k]))/1024, "restart-peak-RSS-MiB/median"+suffix)
+	}
+	b.ReportMetric(float64(first)/1024, "first-start-peak-RSS-MiB")
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
 	_ = p.cmd.Process.Signal(syscall.SIGTERM)
 	<-p.done
 	b.Logf("rules in the node namespace: %s lines of iptables-save", strings.TrimSpace(w.node.MustExec("sh", "-c", "iptables-save | grep -c .")))
+}
+
+// medianOf returns the median of v (the upper one for an even count).
+func medianOf[T cmp.Ordered](v []T) T {
+	return slices.Sorted(slices.Values(v))[len(v)/2]
 }
 
 // vmHWM is the peak resident set of a process in KiB (the agent itself,
