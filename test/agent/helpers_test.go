@@ -286,6 +286,21 @@ func (w *world) answers(target string) string {
 	return r.Server
 }
 
+// waitOnlyAnswer waits until n requests in a row are answered by id: once
+// the old endpoints are gone from the kernel, not merely when a random pick
+// among old and new endpoints happens to hit id.
+func (w *world) waitOnlyAnswer(target, id string, n int) {
+	w.t.Helper()
+	eventually(w.t, target+" answered only by "+id, func() (bool, string) {
+		for range n {
+			if got := w.answers(target); got != id {
+				return false, got
+			}
+		}
+		return true, ""
+	})
+}
+
 // waitAnswer waits until target is answered by one of ids.
 func (w *world) waitAnswer(target string, ids ...string) {
 	w.t.Helper()

@@ -281,7 +281,7 @@ func TestKillAgent(t *testing.T) {
 	}
 	// The restarted agent still follows changes.
 	w.setEndpoints("web", "10.211.2.2")
-	w.waitAnswer("10.0.0.10:80", "10.211.2.2")
+	w.waitOnlyAnswer("10.0.0.10:80", "10.211.2.2", 10)
 	code, body, err := httpGet(w.node, "http://127.0.0.1:10249/metrics")
 	if err != nil || code != 200 || !strings.Contains(body, "synterix_network_programming_duration_seconds_count") {
 		t.Errorf("metrics: %d %v", code, err)
