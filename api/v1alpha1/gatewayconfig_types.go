@@ -8,7 +8,7 @@ import (
 
 // GatewayConfigSpec describes how the proxy runs on a set of nodes.
 //
-// +kubebuilder:validation:XValidation:rule="(has(oldSelf.serviceProxyName) ? oldSelf.serviceProxyName : '') == (has(self.serviceProxyName) ? self.serviceProxyName : '')",message="spec.serviceProxyName is immutable: create a new GatewayConfig to serve another proxy name"
+// +kubebuilder:validation:XValidation:rule="has(oldSelf.serviceProxyName) == has(self.serviceProxyName) && (!has(self.serviceProxyName) || oldSelf.serviceProxyName == self.serviceProxyName)",message="spec.serviceProxyName is immutable: create a new GatewayConfig to serve another proxy name"
 // +kubebuilder:validation:XValidation:rule="!has(self.ipvs) || self.mode != 'IPTables'",message="spec.ipvs applies only when spec.mode is Auto or IPVS: remove spec.ipvs or change spec.mode"
 // +kubebuilder:validation:XValidation:rule="!has(self.minSyncPeriod) || !has(self.syncPeriod) || duration(self.minSyncPeriod) <= duration(self.syncPeriod)",message="spec.minSyncPeriod must not be longer than spec.syncPeriod"
 type GatewayConfigSpec struct {

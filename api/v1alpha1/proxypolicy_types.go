@@ -70,7 +70,7 @@ type ProxyPolicySpec struct {
 
 // PolicyTargetReference names a Service in the policy's namespace.
 //
-// +kubebuilder:validation:XValidation:rule="self.group == '' && self.kind == 'Service'",message="targetRefs may only name core Services: set group to \"\" and kind to Service"
+// +kubebuilder:validation:XValidation:rule="size(self.group) == 0 && self.kind == 'Service'",message="targetRefs may only name core Services: set group to \"\" and kind to Service"
 // +kubebuilder:validation:XValidation:rule="!has(self.__namespace__)",message="targetRefs must not set namespace: a ProxyPolicy attaches only to Services in its own namespace, so create it there"
 type PolicyTargetReference struct {
 	// group is the target's API group; only "" (core) is supported.
