@@ -7,12 +7,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
-	vnetns "github.com/vishvananda/netns"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // NS is a named network namespace of the cluster ("ip netns" name).
@@ -62,33 +61,7 @@ func (n *NS) run(cmds ...[]string) error {
 
 // Do runs fn on an OS thread switched into the namespace. Sockets that fn
 // creates stay in the namespace and may be used from any goroutine.
-func (n *NS) Do(fn func() error) error {
-	runtime.LockOSThread()
-	orig, err := vnetns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("get current netns: %w", err)
-	}
-	defer orig.Close()
-	target, err := vnetns.GetFromName(n.Name)
-	if err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("open netns %s: %w", n.Name, err)
-	}
-	defer target.Close()
-	if err := vnetns.Set(target); err != nil {
-		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", n.Name, err)
-	}
-	fnErr := fn()
-	if err := vnetns.Set(orig); err != nil {
-		// Leave the thread locked: the runtime drops it when the goroutine
-		// ends rather than reuse a thread in the wrong namespace.
-		return fmt.Errorf("return from netns %s: %w", n.Name, err)
-	}
-	runtime.UnlockOSThread()
-	return fnErr
-}
+func (n *NS) Do(fn func() error) error { return netns.In(n.Name, fn) }
 
 // Dial opens a connection from inside the namespace.
 func (n *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -133,7 +133,13 @@ func (n *NS) Sysctl(key, value string) {
 // Do runs fn on an OS thread switched into the namespace. Sockets created by
 // fn stay in the namespace after Do returns and may be used from any
 // goroutine.
-func (n *NS) Do(fn func() error) error {
+func (n *NS) Do(fn func() error) error { return In(n.Name, fn) }
+
+// In runs fn on an OS thread switched into the named network namespace, and
+// switches the thread back afterwards. Sockets created by fn stay in that
+// namespace and may be used from any goroutine. It needs no testing.T, so
+// non-test code such as the local cluster harness shares it.
+func In(name string, fn func() error) error {
 	runtime.LockOSThread()
 	orig, err := vnetns.Get()
 	if err != nil {
@@ -141,21 +147,21 @@ func (n *NS) Do(fn func() error) error {
 		return fmt.Errorf("get current netns: %w", err)
 	}
 	defer orig.Close()
-	target, err := vnetns.GetFromName(n.Name)
+	target, err := vnetns.GetFromName(name)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("open netns %s: %w", n.Name, err)
+		return fmt.Errorf("open netns %s: %w", name, err)
 	}
 	defer target.Close()
 	if err := vnetns.Set(target); err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", n.Name, err)
+		return fmt.Errorf("enter netns %s: %w", name, err)
 	}
 	fnErr := fn()
 	if err := vnetns.Set(orig); err != nil {
 		// Leave the thread locked: the runtime discards it when this
 		// goroutine exits instead of reusing a thread in the wrong netns.
-		return fmt.Errorf("return from netns %s: %w", n.Name, err)
+		return fmt.Errorf("return from netns %s: %w", name, err)
 	}
 	runtime.UnlockOSThread()
 	return fnErr
