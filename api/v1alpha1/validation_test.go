@@ -300,11 +300,17 @@ var _ = Describe("Printer columns", func() {
 		Expect(strings.Fields(lines[0])).To(Equal([]string{"NAME", "BACKEND", "READY", "REVISION", "APPLIED", "SERVICES", "AGE"}))
 		Expect(strings.Fields(lines[1])[:6]).To(Equal([]string{node.GetName(), "IPVS", "False", "default-7", "default-6", "12"}))
 
+		gc := object(gatewayConfig + indent("{}"))
+		Expect(k8sClient.Create(ctx, gc)).To(Succeed())
 		stdout, stderr, err = kubectl.Run("get", "gatewayconfigs")
 		Expect(err).NotTo(HaveOccurred(), readAll(stderr))
 		header := strings.Fields(strings.SplitN(readAll(stdout), "\n", 2)[0])
 		Expect(header).To(Equal([]string{"NAME", "MODE", "DESIRED", "UPDATED", "READY", "REVISION", "PENDING", "STATUS", "AGE"}))
 
+		// kubectl prints no header when there is nothing to list, and the
+		// specs run in random order: make sure one policy exists.
+		policy := object(proxyPolicy + indent("targetRefs:\n- {name: web}\nloadBalancing: {algorithm: Random}"))
+		Expect(k8sClient.Create(ctx, policy)).To(Succeed())
 		stdout, stderr, err = kubectl.Run("get", "proxypolicies", "-A")
 		Expect(err).NotTo(HaveOccurred(), readAll(stderr))
 		header = strings.Fields(strings.SplitN(readAll(stdout), "\n", 2)[0])
