@@ -1,6 +1,7 @@
 // Command vm runs Go test binaries inside a Debian kernel booted by
-// qemu-system-x86_64 (software emulation unless /dev/kvm is usable), so that
-// kernel features this host lacks (IPVS) are tested against a real kernel.
+// qemu-system-x86_64, so that kernel features this host lacks (IPVS) are
+// tested against a real kernel. It uses KVM where /dev/kvm opens and really
+// boots the guest, and software emulation (TCG) otherwise.
 //
 // Steps, each cached under -out (bin/vm by default):
 //  1. apt-get download the kernel package(s), dpkg-deb -x, depmod.
@@ -47,7 +48,8 @@ func main() {
 		timeout  = flag.Duration("timeout", 20*time.Minute, "wall-clock limit for one VM run (boot + tests)")
 		memMB    = flag.Int("mem", 1024, "VM memory in MiB")
 		smp      = flag.Int("smp", 1, "VM CPUs (each is a host thread under TCG)")
-		accel    = flag.String("accel", "auto", "kvm, tcg or auto (kvm when /dev/kvm opens)")
+		accel    = flag.String("accel", "auto", "kvm, tcg or auto (kvm when /dev/kvm opens and boots, else tcg)")
+		kvmWait  = flag.Duration("kvm-deadline", 60*time.Second, "with -accel auto: how long a KVM boot may stay silent before /init, before falling back to tcg")
 		iptMode  = flag.String("iptables", "nft", "iptables flavour behind iptables/iptables-restore in the VM: nft or legacy")
 		verbose  = flag.Bool("v", false, "echo the whole console, not only test output")
 		testArgs = flag.String("args", "", "extra arguments for every test binary (space separated)")
@@ -99,9 +101,9 @@ func main() {
 		}
 		st, _ := os.Stat(initrd)
 		logf("kernel %s (%s), initramfs %.1f MiB, prepared in %s", k.Release, k.Package, float64(st.Size())/(1<<20), time.Since(t0).Round(time.Millisecond))
-		res, err := boot(bootSpec{
+		res, err := bootAuto(bootSpec{
 			Kernel: k, Initrd: initrd, MemMB: *memMB, SMP: *smp, Accel: *accel,
-			Timeout: *timeout, Verbose: *verbose, Log: filepath.Join(work, "console.log"),
+			Timeout: *timeout, KVMDeadline: *kvmWait, Verbose: *verbose, Log: filepath.Join(work, "console.log"),
 		})
 		names := make([]string, len(tests))
 		for i, tb := range tests {
@@ -112,7 +114,7 @@ func main() {
 			verdict = res.Verdict(names)
 		}
 		pass, fail, skip := res.Totals()
-		fmt.Printf("\n=== VM %s (%s) accel=%s\n", k.Release, k.Package, res.accel)
+		fmt.Printf("\n=== VM %s (%s) accel=%s (%s)\n", k.Release, k.Package, res.accel, res.why)
 		fmt.Printf("boot to /init: %s, modules loaded: %s, tests: %s, total: %s\n",
 			res.InitStart.Round(time.Millisecond), (res.ModulesLoaded - res.InitStart).Round(time.Millisecond),
 			(res.AllDone - res.ModulesLoaded).Round(time.Millisecond), res.total.Round(time.Millisecond))
