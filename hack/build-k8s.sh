@@ -34,6 +34,9 @@ for name in $want; do
 	kube-apiserver) build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver ;;
 	kubectl) build kubectl k8s.io/kubernetes/cmd/kubectl ;;
 	kube-controller-manager) build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager ;;
+	kube-scheduler) build kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler ;;
+	kubelet) build kubelet k8s.io/kubernetes/cmd/kubelet ;;
+	kube-proxy) build kube-proxy k8s.io/kubernetes/cmd/kube-proxy ;;
 	*) echo "unknown binary $name" >&2; exit 2 ;;
 	esac
 done
