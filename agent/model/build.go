@@ -31,6 +31,27 @@ type Input struct {
 	Policies       []Policy
 }
 
+// Source gives a build the Services and EndpointSlices, by Service: the
+// agent's informer caches implement it, so that an incremental build looks
+// up only the Services that changed.
+type Source interface {
+	// Services lists every Service (a full build walks them all).
+	Services() []*corev1.Service
+	// Service returns one Service, or nil when it does not exist.
+	Service(ref ServiceRef) *corev1.Service
+	// EndpointSlices returns the slices labelled with the Service's name,
+	// of any address family, in any order.
+	EndpointSlices(ref ServiceRef) []*discoveryv1.EndpointSlice
+}
+
+// Globals is the node-wide input of a build: a change here rebuilds every
+// Service.
+type Globals struct {
+	Config   Config
+	Node     *corev1.Node
+	Policies []Policy
+}
+
 // builder carries per-build scratch state.
 type builder struct {
 	cfg       Config
@@ -40,61 +61,74 @@ type builder struct {
 	npAddrs   []netip.Addr // NodePort addresses
 	localhost bool         // add a 127.0.0.1 NodePort frontend
 	problems  []Problem
-	slices    map[ServiceRef][]*discoveryv1.EndpointSlice
+	src       Source
 	policies  []Policy // valid, sorted oldest first
 	// hints of the endpoints of the service port being built
 	hints map[Endpoint]*discoveryv1.EndpointHints
 	index map[Endpoint]int // scratch for endpoint deduplication
 }
 
-// Build computes the desired State of one node. It never panics on
-// malformed input: the offending piece is skipped and reported in
-// State.Problems.
+// Build computes the desired State of one node from scratch. It never
+// panics on malformed input: the offending piece is skipped and reported in
+// State.Problems. The agent uses Builder, which reuses unchanged Services.
 func Build(in Input) *State {
-	b := &builder{cfg: in.Config, family: in.Config.Family}
+	var b Builder
+	return b.Build(Globals{Config: in.Config, Node: in.Node, Policies: in.Policies}, newListSource(in), nil)
+}
+
+// newBuilder prepares the node-wide part of a build; its problems are the
+// global ones.
+func newBuilder(g Globals, src Source) *builder {
+	b := &builder{cfg: g.Config, family: g.Config.Family, src: src}
 	if b.family == "" {
 		b.family = IPv4
 	}
-	b.initNode(in.Node)
+	b.initNode(g.Node)
 	b.initNodePorts()
-	b.indexSlices(in.EndpointSlices)
-	b.initPolicies(in.Policies)
+	b.initPolicies(g.Policies)
+	return b
+}
 
-	st := &State{
-		NodeName:           b.cfg.NodeName,
-		Family:             b.family,
-		NodeIPs:            b.nodeIPs,
-		MasqueradeAll:      b.cfg.MasqueradeAll,
-		LocalhostNodePorts: b.localhost,
-	}
+// clusterCIDRs returns the configured cluster CIDRs of the family.
+func (b *builder) clusterCIDRs() []netip.Prefix {
+	var out []netip.Prefix
 	for _, p := range b.cfg.ClusterCIDRs {
 		if p.IsValid() && b.familyOf(p.Addr()) {
-			st.ClusterCIDRs = append(st.ClusterCIDRs, p.Masked())
+			out = append(out, p.Masked())
 		}
 	}
+	return out
+}
+
+// serviceResult builds the service ports of one Service, each with its
+// hash, and the problems found on the way.
+func (b *builder) serviceResult(svc *corev1.Service) svcResult {
+	b.problems = nil
+	var out []*Service
 	seen := map[string]bool{}
-	for _, svc := range in.Services {
-		for _, s := range b.service(svc) {
-			if seen[s.Key] {
-				b.problem(svcObject(svc), "duplicate service port %q skipped", s.Key)
-				continue
-			}
-			seen[s.Key] = true
-			st.Services = append(st.Services, s)
+	for _, s := range b.service(svc) {
+		if seen[s.Key] {
+			b.problem(svcObject(svc), "duplicate service port %q skipped", s.Key)
+			continue
 		}
-	}
-	sort.Slice(st.Services, func(i, j int) bool { return st.Services[i].Key < st.Services[j].Key })
-	for _, s := range st.Services {
+		seen[s.Key] = true
 		s.Hash = hashService(s)
+		out = append(out, s)
 	}
-	sort.Slice(b.problems, func(i, j int) bool {
-		if b.problems[i].Object != b.problems[j].Object {
-			return b.problems[i].Object < b.problems[j].Object
+	r := svcResult{ports: out, problems: b.problems}
+	b.problems = nil
+	return r
+}
+
+// sortProblems sorts and deduplicates problems.
+func sortProblems(ps []Problem) []Problem {
+	sort.Slice(ps, func(i, j int) bool {
+		if ps[i].Object != ps[j].Object {
+			return ps[i].Object < ps[j].Object
 		}
-		return b.problems[i].Message < b.problems[j].Message
+		return ps[i].Message < ps[j].Message
 	})
-	st.Problems = dedupProblems(b.problems)
-	return st
+	return dedupProblems(ps)
 }
 
 func dedupProblems(ps []Problem) []Problem {
@@ -201,26 +235,21 @@ func (b *builder) initNodePorts() {
 	sort.Slice(b.npAddrs, func(i, j int) bool { return b.npAddrs[i].Less(b.npAddrs[j]) })
 }
 
-func (b *builder) indexSlices(slices []*discoveryv1.EndpointSlice) {
-	b.slices = map[ServiceRef][]*discoveryv1.EndpointSlice{}
+// slicesOf returns the Service's EndpointSlices of the builder's family,
+// sorted by name so that the result does not depend on cache order.
+func (b *builder) slicesOf(ref ServiceRef) []*discoveryv1.EndpointSlice {
 	want := discoveryv1.AddressTypeIPv4
 	if b.family == IPv6 {
 		want = discoveryv1.AddressTypeIPv6
 	}
-	for _, es := range slices {
-		if es == nil || es.AddressType != want {
-			continue
+	var out []*discoveryv1.EndpointSlice
+	for _, es := range b.src.EndpointSlices(ref) {
+		if es != nil && es.AddressType == want && es.Labels[discoveryv1.LabelServiceName] == ref.Name {
+			out = append(out, es)
 		}
-		name := es.Labels[discoveryv1.LabelServiceName]
-		if name == "" {
-			continue
-		}
-		ref := ServiceRef{Namespace: es.Namespace, Name: name}
-		b.slices[ref] = append(b.slices[ref], es)
 	}
-	for _, l := range b.slices {
-		sort.Slice(l, func(i, j int) bool { return l[i].Name < l[j].Name })
-	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
 }
 
 func (b *builder) initPolicies(ps []Policy) {

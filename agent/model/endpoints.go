@@ -17,16 +17,17 @@ func (b *builder) endpoints(ref ServiceRef, sp corev1.ServicePort, proto Protoco
 	clear(b.hints)
 	clear(b.index)
 	index := b.index // key: Addr+Port only
+	slices := b.slicesOf(ref)
 	// Size the result once: the State keeps it (see usable).
 	n := 0
-	for _, es := range b.slices[ref] {
+	for _, es := range slices {
 		n += len(es.Endpoints)
 	}
 	var out []Endpoint
 	if n > 0 {
 		out = make([]Endpoint, 0, n)
 	}
-	for _, es := range b.slices[ref] {
+	for _, es := range slices {
 		obj := sliceObject(es)
 		for _, p := range es.Ports {
 			name := ""
