@@ -1,72 +1,14 @@
 package daemon
 
 import (
-	"context"
-	"fmt"
 	"net/netip"
-	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/synterix/synterix-kube-proxy/agent/backend"
-	"github.com/synterix/synterix-kube-proxy/agent/iptables"
-	"github.com/synterix/synterix-kube-proxy/agent/ipvs"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
-	"github.com/synterix/synterix-kube-proxy/agent/probe"
-	"github.com/synterix/synterix-kube-proxy/agent/syncer"
-	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/agent/revision"
 )
 
-// revisionConfig is a decoded, accepted config revision.
-type revisionConfig struct {
-	Name       string
-	Generation int64 // of the ProxyNode that assigned it
-	Spec       *v1alpha1.GatewayConfigSpec
-	Choice     probe.Choice
-}
-
-// backendKey identifies the backend instance a revision needs: a change of
-// key builds a new instance.
-func (c *revisionConfig) backendKey() string {
-	s := c.Spec
-	key := string(c.Choice.Backend)
-	if s.IPTables != nil && s.IPTables.MasqueradeBit != nil {
-		key += fmt.Sprintf("/masq=%d", *s.IPTables.MasqueradeBit)
-	}
-	if c.Choice.Backend == v1alpha1.BackendIPVS && s.IPVS != nil {
-		cfg := ipvsConfig(s.IPVS)
-		key += fmt.Sprintf("/sched=%s/strictARP=%t/timeouts=%s,%s,%s/exclude=%v", cfg.Scheduler, cfg.StrictARP,
-			cfg.TCPTimeout, cfg.TCPFinTimeout, cfg.UDPTimeout, cfg.ExcludeCIDRs)
-	}
-	return key
-}
-
-// ipvsConfig is the IPVS backend configuration of a revision. CIDRs that do
-// not parse are left out (the API validates them).
-func ipvsConfig(v *v1alpha1.IPVSConfig) ipvs.Config {
-	cfg := ipvs.Config{Family: model.IPv4}
-	if v == nil {
-		return cfg
-	}
-	cfg.Scheduler = string(v.Scheduler)
-	cfg.StrictARP = v.StrictARP != nil && *v.StrictARP
-	dur := func(d *metav1.Duration) time.Duration {
-		if d == nil || d.Duration < 0 {
-			return 0
-		}
-		return d.Duration
-	}
-	cfg.TCPTimeout, cfg.TCPFinTimeout, cfg.UDPTimeout = dur(v.TCPTimeout), dur(v.TCPFinTimeout), dur(v.UDPTimeout)
-	for _, c := range v.ExcludeCIDRs {
-		if p, err := netip.ParsePrefix(string(c)); err == nil {
-			cfg.ExcludeCIDRs = append(cfg.ExcludeCIDRs, p.Masked())
-		}
-	}
-	return cfg
-}
-
 // modelConfig is the model configuration of a revision on this node.
-func (c *revisionConfig) modelConfig(nodeName string) model.Config {
+func modelConfig(c *revision.Config, nodeName string) model.Config {
 	s := c.Spec
 	mc := model.Config{
 		NodeName:          nodeName,
@@ -86,64 +28,4 @@ func (c *revisionConfig) modelConfig(nodeName string) model.Config {
 		mc.LocalhostNodePorts = t.LocalhostNodePorts != nil && *t.LocalhostNodePorts
 	}
 	return mc
-}
-
-// periods returns minSyncPeriod and syncPeriod of a revision.
-func (c *revisionConfig) periods() (time.Duration, time.Duration) {
-	minP, p := syncer.DefaultMinSyncPeriod, syncer.DefaultSyncPeriod
-	if c != nil && c.Spec.MinSyncPeriod != nil {
-		minP = c.Spec.MinSyncPeriod.Duration
-	}
-	if c != nil && c.Spec.SyncPeriod != nil && c.Spec.SyncPeriod.Duration > 0 {
-		p = c.Spec.SyncPeriod.Duration
-	}
-	return minP, p
-}
-
-// NewBackend builds the backend of a choice; it runs in the node's network
-// namespace.
-type NewBackend func(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities) (backend.Backend, error)
-
-// DefaultNewBackend builds the real iptables or IPVS backend.
-func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities) (backend.Backend, error) {
-	switch choice {
-	case v1alpha1.BackendIPTables:
-		o := iptables.Options{Mode: caps.IPTablesMode}
-		if spec.IPTables != nil && spec.IPTables.MasqueradeBit != nil {
-			o.MasqueradeBit = int(*spec.IPTables.MasqueradeBit)
-		}
-		return iptables.New(ctx, o)
-	case v1alpha1.BackendIPVS:
-		return ipvs.New(ipvsConfig(spec.IPVS))
-	}
-	return nil, fmt.Errorf("unknown backend %q", choice)
-}
-
-// CleanupAll removes the rules of every backend the node can run. It is
-// what "agent --cleanup" does.
-func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
-	var errs []error
-	if caps.IPTablesMode != "" {
-		be, err := iptables.New(ctx, iptables.Options{Mode: caps.IPTablesMode})
-		if err == nil {
-			err = be.Cleanup(ctx)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("iptables: %w", err))
-		}
-	}
-	if caps.IPVS {
-		be, err := ipvs.New(ipvs.Config{})
-		if err == nil {
-			err = be.Cleanup(ctx)
-			be.Close()
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ipvs: %w", err))
-		}
-	}
-	if len(errs) == 0 {
-		return nil
-	}
-	return fmt.Errorf("cleanup: %v", errs)
 }

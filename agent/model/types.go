@@ -305,3 +305,37 @@ func (s *State) Service(key string) *Service {
 	}
 	return nil
 }
+
+// Counts are what a State asks a node to program, counted the same way for
+// every backend: service ports, and (service port, endpoint) pairs used by
+// any of its frontends.
+func (s *State) Counts() (services, endpoints int) {
+	if s == nil {
+		return 0, 0
+	}
+	for _, svc := range s.Services {
+		endpoints += svc.endpointCount()
+	}
+	return len(s.Services), endpoints
+}
+
+// endpointCount counts the distinct endpoints of the service port's
+// cluster, internal and external sets (usually one shared list).
+func (s *Service) endpointCount() int {
+	lists := [][]Endpoint{s.ClusterEndpoints, s.InternalEndpoints, s.ExternalEndpoints}
+	if sameList(lists[0], lists[1]) && sameList(lists[0], lists[2]) {
+		return len(lists[0])
+	}
+	seen := map[netip.AddrPort]bool{}
+	for _, l := range lists {
+		for _, e := range l {
+			seen[e.AddrPort()] = true
+		}
+	}
+	return len(seen)
+}
+
+// sameList reports whether two endpoint lists are the same slice.
+func sameList(a, b []Endpoint) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
+}

@@ -14,6 +14,16 @@ import (
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
 
+// syncFacts says revision r1 of ProxyNode n1 (generation 1) is in the
+// kernel.
+func syncFacts(at time.Time) SyncFacts {
+	ms := int32(12)
+	return SyncFacts{
+		Applied:  &Applied{Revision: "r1", Generation: 1, Backend: v1alpha1.BackendIPTables, BackendReason: "mode Auto"},
+		LastSync: &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncPartial},
+	}
+}
+
 // TestWriterAgainstAPIServer writes through the real status subresource:
 // a stale cached object (someone else wrote meanwhile) is a conflict that
 // the writer retries on a fresh read; the agent's field manager owns the
@@ -49,8 +59,9 @@ func TestWriterAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var results []string
-	w := New(rc, "n1", func() *v1alpha1.ProxyNode { return stale }, func(r string) { results = append(results, r) })
-	w.Set(report(time.Now()))
+	w := New(rc, "n1", Static{AgentVersion: "test"}, func() *v1alpha1.ProxyNode { return stale },
+		func(r string) { results = append(results, r) })
+	w.SetSync(syncFacts(time.Now()))
 	if err := w.Flush(ctx); err != nil {
 		t.Fatalf("flush: %v", err)
 	}
@@ -61,7 +72,7 @@ func TestWriterAgainstAPIServer(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: "n1"}, got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Status.AppliedRevision != "rev-1" || got.Labels["touched"] != "yes" ||
+	if got.Status.AppliedRevision != "r1" || got.Labels["touched"] != "yes" ||
 		!meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.ConditionReady) {
 		t.Errorf("status %+v labels %v", got.Status, got.Labels)
 	}
@@ -77,7 +88,7 @@ func TestWriterAgainstAPIServer(t *testing.T) {
 	// The same report again: nothing to write.
 	stale = got
 	results = nil
-	w.Set(report(time.Now()))
+	w.SetSync(syncFacts(time.Now()))
 	if err := w.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -1,7 +1,11 @@
 // Package status writes the agent's ProxyNode status through the status
 // subresource: only when something changed, plus a low-rate heartbeat of
-// lastSync, bounded in size, with conflicts retried. The agent hands it
-// reports; the writer decides when a write is due.
+// lastSync, bounded in size, with conflicts retried.
+//
+// Each owner in the agent hands the writer its own facts (the revision
+// acceptor its refusal, the sync loop what is in the kernel). One goroutine
+// assembles the report from the newest facts of each when it writes, so an
+// older view can never overwrite a newer one.
 package status
 
 import (
@@ -58,6 +62,7 @@ type Report struct {
 type Writer struct {
 	client    rest.Interface
 	name      string
+	static    Static
 	heartbeat time.Duration
 	// cached returns the ProxyNode as the agent's informer has it, or nil.
 	cached  func() *v1alpha1.ProxyNode
@@ -65,34 +70,51 @@ type Writer struct {
 	now     func() time.Time
 
 	mu      sync.Mutex
-	report  *Report
+	rev     RevisionFacts
+	sync    SyncFacts
+	have    bool // some facts arrived: there is something to report
 	wake    chan struct{}
 	written *v1alpha1.ProxyNode // the object our last write returned
 }
 
 // New returns a writer for the ProxyNode named name.
-func New(client rest.Interface, name string, cached func() *v1alpha1.ProxyNode, onWrite func(string)) *Writer {
+func New(client rest.Interface, name string, st Static, cached func() *v1alpha1.ProxyNode, onWrite func(string)) *Writer {
 	if onWrite == nil {
 		onWrite = func(string) {}
 	}
-	return &Writer{client: client, name: name, heartbeat: DefaultHeartbeat, cached: cached, onWrite: onWrite,
-		now: time.Now, wake: make(chan struct{}, 1)}
+	return &Writer{client: client, name: name, static: st, heartbeat: DefaultHeartbeat, cached: cached,
+		onWrite: onWrite, now: time.Now, wake: make(chan struct{}, 1)}
 }
 
 // SetHeartbeat changes the heartbeat period.
 func (w *Writer) SetHeartbeat(d time.Duration) { w.heartbeat = d }
 
-// Set hands the writer the latest report; it is written soon if it
-// changes the status.
-func (w *Writer) Set(r Report) {
+// SetRevision replaces the revision acceptor's facts; they are written soon
+// if they change the status. Callers serialise their own calls.
+func (w *Writer) SetRevision(f RevisionFacts) {
 	w.mu.Lock()
-	w.report = &r
+	w.rev, w.have = f, true
 	w.mu.Unlock()
+	w.poke()
+}
+
+// SetSync replaces the sync loop's facts, like SetRevision.
+func (w *Writer) SetSync(f SyncFacts) {
+	w.mu.Lock()
+	w.sync, w.have = f, true
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *Writer) poke() {
 	select {
 	case w.wake <- struct{}{}:
 	default:
 	}
 }
+
+// Pending assembles the report the writer would write now.
+func (w *Writer) Pending() (Report, bool) { return w.report(w.current()) }
 
 // Run writes reports until ctx ends. Failed writes are retried with
 // backoff by the next wake-up or heartbeat tick.
@@ -135,23 +157,22 @@ func (w *Writer) Run(ctx context.Context) {
 // Flush writes the latest report now if it changes anything or the
 // heartbeat is due. It does nothing when no ProxyNode exists.
 func (w *Writer) Flush(ctx context.Context) error {
-	w.mu.Lock()
-	r := w.report
-	w.mu.Unlock()
-	if r == nil {
-		return nil
-	}
 	cur := w.current()
 	if cur == nil {
 		return nil
 	}
-	want := Build(cur.Status, *r, w.now())
+	r, have := w.report(cur)
+	if !have {
+		return nil
+	}
+	want := Build(cur.Status, r, w.now())
 	if !Due(cur.Status, want, w.now(), w.heartbeat) {
 		return nil
 	}
 	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
 		obj := cur.DeepCopy()
-		obj.Status = Build(cur.Status, *r, w.now())
+		r, _ := w.report(cur)
+		obj.Status = Build(cur.Status, r, w.now())
 		out := &v1alpha1.ProxyNode{}
 		err := w.client.Put().Resource("proxynodes").Name(w.name).SubResource("status").
 			Param("fieldManager", FieldManager).Body(obj).Do(ctx).Into(out)
@@ -282,4 +303,11 @@ func trunc(s string, n int) string {
 		return s
 	}
 	return s[:n-3] + "..."
+}
+
+// report assembles the newest facts into a report about pn.
+func (w *Writer) report(pn *v1alpha1.ProxyNode) (Report, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return Assemble(w.static, w.rev, w.sync, pn), w.have
 }

@@ -68,3 +68,43 @@ func TestDueHeartbeat(t *testing.T) {
 		t.Errorf("Ready transition time moved to %v", c.LastTransitionTime)
 	}
 }
+
+func TestAssemble(t *testing.T) {
+	pn := &v1alpha1.ProxyNode{Spec: v1alpha1.ProxyNodeSpec{Revision: "r2"}}
+	pn.Generation = 4
+	inKernel := &Applied{Revision: "r1", Generation: 3, Backend: v1alpha1.BackendIPTables, BackendReason: "Auto"}
+	cases := map[string]struct {
+		rev      RevisionFacts
+		sync     SyncFacts
+		ready    string // status/reason
+		degraded string
+		gen      int64
+		reason   string // backendReason
+	}{
+		"waiting for the first sync": {ready: "False/Syncing", degraded: "False/AsExpected"},
+		"assigned revision in the kernel": {sync: SyncFacts{Applied: &Applied{Revision: "r2", Generation: 4, Backend: "IPTables", BackendReason: "Auto"}},
+			ready: "True/Synced", degraded: "False/AsExpected", gen: 4, reason: "Auto"},
+		"old revision in the kernel": {sync: SyncFacts{Applied: inKernel},
+			ready: "False/Syncing", degraded: "False/AsExpected", reason: "Auto"},
+		"refused at this generation": {rev: RevisionFacts{Reason: ReasonBackendUnavailable, Message: "no IPVS", Generation: 4},
+			ready: "False/BackendUnavailable", degraded: "True/BackendUnavailable", gen: 4, reason: "no IPVS"},
+		"refused, older backend kept": {rev: RevisionFacts{Reason: ReasonBackendUnavailable, Message: "no IPVS", Generation: 4},
+			sync: SyncFacts{Applied: inKernel}, ready: "False/BackendUnavailable", degraded: "True/BackendUnavailable", gen: 4, reason: "Auto"},
+		"refused at an older generation": {rev: RevisionFacts{Reason: "RevisionInvalid", Message: "bad", Generation: 3},
+			ready: "False/RevisionInvalid", degraded: "True/RevisionInvalid"},
+		"revision not in the cache yet": {rev: RevisionFacts{Reason: ReasonRevisionNotFound, Message: "not found", Generation: 4},
+			ready: "False/RevisionNotFound", degraded: "False/RevisionNotFound", gen: 4},
+		"sync failed": {sync: SyncFacts{Applied: inKernel, Error: "restore failed"},
+			ready: "False/SyncFailed", degraded: "True/SyncFailed", reason: "Auto"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			r := Assemble(Static{}, c.rev, c.sync, pn)
+			got := fmt.Sprintf("%s/%s %s/%s gen=%d reason=%q", r.Ready.Status, r.Ready.Reason, r.Degraded.Status, r.Degraded.Reason, r.Generation, r.BackendReason)
+			want := fmt.Sprintf("%s %s gen=%d reason=%q", c.ready, c.degraded, c.gen, c.reason)
+			if got != want {
+				t.Errorf("got  %s\nwant %s", got, want)
+			}
+		})
+	}
+}

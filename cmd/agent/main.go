@@ -22,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/synterix/synterix-kube-proxy/agent/daemon"
+	"github.com/synterix/synterix-kube-proxy/agent/dataplane"
 	"github.com/synterix/synterix-kube-proxy/agent/health"
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
@@ -73,7 +74,7 @@ func run() error {
 
 	if *cleanup {
 		caps := probe.Default.Probe(ctx)
-		if err := daemon.CleanupAll(ctx, caps); err != nil {
+		if err := dataplane.CleanupAll(ctx, caps); err != nil {
 			return err
 		}
 		klog.InfoS("Removed all rules of the agent")

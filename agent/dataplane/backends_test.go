@@ -1,4 +1,4 @@
-package daemon
+package dataplane
 
 import (
 	"net/netip"
@@ -9,7 +9,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/synterix/synterix-kube-proxy/agent/conntrack"
-	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
@@ -28,8 +27,7 @@ func TestIPVSConfigOfARevision(t *testing.T) {
 // A change of an IPVS timeout or exclude CIDR builds a new backend.
 func TestBackendKeyCoversIPVSFields(t *testing.T) {
 	key := func(v *v1alpha1.IPVSConfig) string {
-		c := &revisionConfig{Spec: &v1alpha1.GatewayConfigSpec{IPVS: v}, Choice: probe.Choice{Backend: v1alpha1.BackendIPVS}}
-		return c.backendKey()
+		return backendKey(Want{Backend: v1alpha1.BackendIPVS, Spec: &v1alpha1.GatewayConfigSpec{IPVS: v}})
 	}
 	base := key(&v1alpha1.IPVSConfig{Scheduler: "rr"})
 	for name, v := range map[string]*v1alpha1.IPVSConfig{

@@ -1,4 +1,4 @@
-package daemon
+package dataplane
 
 import (
 	"fmt"
@@ -9,10 +9,6 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/conntrack"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
-
-// ReasonConntrackTuningFailed is the Event reason of a conntrack setting
-// the agent could not apply. Syncing goes on.
-const ReasonConntrackTuningFailed = "ConntrackTuningFailed"
 
 // conntrackTuning is the conntrack tuning of a revision; zero fields keep
 // the kernel's values.
@@ -42,32 +38,31 @@ func conntrackTuning(c *v1alpha1.ConntrackConfig) conntrack.Tuning {
 	return t
 }
 
-// tuneConntrack applies the conntrack tuning of a revision in the node's
-// network namespace, once per revision and generation. A failure is
-// logged and posted as a Warning Event; it does not stop the sync.
-func (a *Agent) tuneConntrack(cfg *revisionConfig) {
-	t := conntrackTuning(cfg.Spec.Conntrack)
-	key := fmt.Sprintf("%s/%d", cfg.Name, cfg.Generation)
-	a.mu.Lock()
-	done := a.tunedRevision == key
-	a.tunedRevision = key
-	a.mu.Unlock()
-	if done || t == (conntrack.Tuning{}) {
+// Tune applies the conntrack tuning of a revision in the node's network
+// namespace, once per revision and generation (key). A failure is logged
+// and posted as a Warning Event; it does not stop the sync.
+func (p *Plane) Tune(key string, c *v1alpha1.ConntrackConfig) {
+	t := conntrackTuning(c)
+	if p.tuned == key {
+		return
+	}
+	p.tuned = key
+	if t == (conntrack.Tuning{}) {
 		return
 	}
 	var applied []string
 	var terr error
-	if err := a.opts.InNetNS(func() error {
+	if err := p.opts.InNetNS(func() error {
 		applied, terr = conntrack.Tune(t)
 		return nil
 	}); err != nil {
 		terr = err
 	}
 	if len(applied) > 0 {
-		klog.InfoS("Conntrack tuned", "revision", cfg.Name, "set", applied)
+		klog.InfoS("Conntrack tuned", "revision", key, "set", applied)
 	}
 	if terr != nil {
-		klog.ErrorS(terr, "Conntrack tuning not fully applied; syncing goes on", "revision", cfg.Name)
-		a.event(corev1.EventTypeWarning, ReasonConntrackTuningFailed, terr.Error())
+		klog.ErrorS(terr, "Conntrack tuning not fully applied; syncing goes on", "revision", key)
+		p.opts.Event(corev1.EventTypeWarning, ReasonConntrackTuningFailed, fmt.Sprintf("%v", terr))
 	}
 }

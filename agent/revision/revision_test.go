@@ -1,0 +1,120 @@
+package revision
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/tools/cache"
+
+	"github.com/synterix/synterix-kube-proxy/agent/probe"
+	"github.com/synterix/synterix-kube-proxy/agent/status"
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+)
+
+// fakeRevisions is a FAKE revision cache holding two revisions: "good"
+// (iptables) and "bad" (does not decode). The real informer is exercised
+// by test/agent against the real API server.
+type fakeRevisions struct{ store cache.Store }
+
+func (f fakeRevisions) GetStore() cache.Store { return f.store }
+func (f fakeRevisions) HasSynced() bool       { return true }
+
+func revisions(t *testing.T) fakeRevisions {
+	spec := v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeIPTables}
+	good, err := v1alpha1.EncodeRevision(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := cache.NewStore(cache.MetaNamespaceKeyFunc)
+	for _, cr := range []*appsv1.ControllerRevision{
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "good"}, Data: runtime.RawExtension{Raw: good}},
+		{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "bad"}, Data: runtime.RawExtension{Raw: []byte(`not a spec`)}},
+	} {
+		_ = store.Add(cr)
+	}
+	return fakeRevisions{store: store}
+}
+
+// Informer handlers evaluate from several goroutines while the ProxyNode
+// changes: after the last change, the facts handed to the status writer
+// must be about the newest ProxyNode, never an older view. (The agent this
+// replaced took its snapshot under a lock and handed it over outside it,
+// so an older report could overwrite a newer one.)
+func TestNewestFactsWin(t *testing.T) {
+	var cur atomic.Pointer[v1alpha1.ProxyNode]
+	var mu sync.Mutex
+	var last status.RevisionFacts
+	a := New(Options{OperatorNamespace: "ns", Caps: probe.Capabilities{IPTablesMode: "nft"},
+		ProxyNode: func() *v1alpha1.ProxyNode { return cur.Load() },
+		Facts:     func(f status.RevisionFacts) { mu.Lock(); last = f; mu.Unlock() },
+		Event:     func(*v1alpha1.ProxyNode, string, string, string) {}})
+	a.gcName, a.revInf = "gc", revisions(t)
+	for round := 0; round < 200; round++ {
+		var wg sync.WaitGroup
+		for i := 1; i <= 50; i++ {
+			pn := &v1alpha1.ProxyNode{Spec: v1alpha1.ProxyNodeSpec{GatewayConfig: "gc", Revision: "bad"}}
+			pn.Generation = int64(round*100 + i)
+			if i%2 == 0 {
+				pn.Spec.Revision = "good"
+			}
+			cur.Store(pn)
+			wg.Add(1)
+			go func() { defer wg.Done(); a.Evaluate() }()
+		}
+		wg.Wait()
+		// The last ProxyNode (i=50) names the good revision: no refusal.
+		mu.Lock()
+		got := last
+		mu.Unlock()
+		if got.Refused() {
+			t.Fatalf("round %d: the writer holds the refusal of generation %d, not the acceptance of generation %d",
+				round, got.Generation, round*100+50)
+		}
+		if d := a.Decision(); d.Accepted == nil || d.Accepted.Generation != int64(round*100+50) {
+			t.Fatalf("round %d: decision %+v, want generation %d", round, d.Accepted, round*100+50)
+		}
+	}
+}
+
+func TestRefusalsAndAcceptance(t *testing.T) {
+	var pn atomic.Pointer[v1alpha1.ProxyNode]
+	var facts []status.RevisionFacts
+	var events []string
+	a := New(Options{OperatorNamespace: "ns", Caps: probe.Capabilities{IPTablesMode: "nft"},
+		ProxyNode: func() *v1alpha1.ProxyNode { return pn.Load() },
+		Facts:     func(f status.RevisionFacts) { facts = append(facts, f) },
+		Event:     func(_ *v1alpha1.ProxyNode, _, reason, _ string) { events = append(events, reason) }})
+	a.gcName, a.revInf = "gc", revisions(t)
+	set := func(rev string, gen int64) {
+		p := &v1alpha1.ProxyNode{Spec: v1alpha1.ProxyNodeSpec{GatewayConfig: "gc", Revision: rev}}
+		p.Generation = gen
+		pn.Store(p)
+		a.Evaluate()
+	}
+	set("bad", 1)
+	set("bad", 2)
+	set("missing", 3)
+	set("good", 4)
+	want := []string{"RevisionInvalid/1", "RevisionInvalid/2", "RevisionNotFound/3", "/0"}
+	if len(facts) != len(want) {
+		t.Fatalf("facts %+v, want %v", facts, want)
+	}
+	for i, f := range facts {
+		if got := f.Reason + "/" + itoa(f.Generation); got != want[i] {
+			t.Errorf("facts[%d] = %s, want %s", i, got, want[i])
+		}
+	}
+	if len(events) != 2 || events[0] != ReasonRevisionInvalid || events[1] != ReasonRevisionNotFound {
+		t.Errorf("events %v: want one per new refusal", events)
+	}
+	if d := a.Decision(); d.Accepted == nil || d.Accepted.Name != "good" || d.Accepted.Choice.Backend != v1alpha1.BackendIPTables {
+		t.Errorf("decision %+v", d.Accepted)
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
