@@ -35,6 +35,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/agent/status"
 	"github.com/synterix/synterix-kube-proxy/agent/syncer"
+	"github.com/synterix/synterix-kube-proxy/agent/translate"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
@@ -549,7 +550,7 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 				svcs = append(svcs, s.(*corev1.Service))
 			}
 		}
-		mp, err := informers.Policy(p, svcs)
+		mp, err := translate.Policy(p, svcs)
 		if err != nil {
 			failed = append(failed, v1alpha1.FailedPolicy{Namespace: p.Namespace, Name: p.Name, Reason: "Invalid", Message: err.Error()})
 			continue

@@ -17,15 +17,15 @@ func report(at time.Time) Report {
 		Generation: 3, Backend: v1alpha1.BackendIPTables, BackendReason: "mode Auto",
 		AppliedRevision: "rev-1",
 		LastSync:        &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncPartial},
-		Ready:           Condition{Status: metav1.ConditionTrue, Reason: "Synced", Message: "ok"},
-		Degraded:        Condition{Status: metav1.ConditionFalse, Reason: "AsExpected"},
+		Ready:           Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonSynced, Message: "ok"},
+		Degraded:        Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonAsExpected},
 	}
 }
 
 func TestBuildBoundsFailedPolicies(t *testing.T) {
 	r := report(time.Now())
 	for i := 0; i < 57; i++ {
-		r.FailedPolicies = append(r.FailedPolicies, v1alpha1.FailedPolicy{Namespace: "ns", Name: fmt.Sprintf("p%d", i), Reason: "UnsupportedByBackend"})
+		r.FailedPolicies = append(r.FailedPolicies, v1alpha1.FailedPolicy{Namespace: "ns", Name: fmt.Sprintf("p%d", i), Reason: v1alpha1.ReasonUnsupportedByBackend})
 	}
 	s := Build(v1alpha1.ProxyNodeStatus{}, r, time.Now())
 	if len(s.FailedPolicies) != v1alpha1.MaxFailedPolicies || s.FailedPolicyCount != 57 {
@@ -58,7 +58,7 @@ func TestDueHeartbeat(t *testing.T) {
 		t.Error("a change of counts is not due")
 	}
 	r = report(later)
-	r.Ready = Condition{Status: metav1.ConditionFalse, Reason: "SyncFailed", Message: "x"}
+	r.Ready = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSyncFailed, Message: "x"}
 	if !Due(cur, Build(cur, r, later), later, time.Minute) {
 		t.Error("a condition change is not due")
 	}
@@ -66,5 +66,17 @@ func TestDueHeartbeat(t *testing.T) {
 	b := Build(cur, report(much), much)
 	if c := meta.FindStatusCondition(b.Conditions, v1alpha1.ConditionReady); !c.LastTransitionTime.Time.Equal(t0) {
 		t.Errorf("Ready transition time moved to %v", c.LastTransitionTime)
+	}
+}
+
+// A report without a condition still writes a valid one: Unknown, with the
+// reason the operator reads as "not yet".
+func TestBuildFillsAnEmptyCondition(t *testing.T) {
+	r := report(time.Now())
+	r.Ready = Condition{}
+	s := Build(v1alpha1.ProxyNodeStatus{}, r, time.Now())
+	c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionUnknown || c.Reason != v1alpha1.ReasonUnknown {
+		t.Errorf("Ready of an empty report: %+v", c)
 	}
 }
