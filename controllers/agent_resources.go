@@ -132,34 +132,11 @@ func agentDaemonSet(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentS
 	if agent == nil {
 		agent = &proxyv1alpha1.AgentSpec{}
 	}
-	image := agent.Image
-	if image == "" {
-		image = o.DefaultImage
-	}
-	args := []string{
-		"--node-name=$(NODE_NAME)",
-		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
-		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
-	}
-	if agent.LogVerbosity != nil {
-		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
-	}
-	tolerations := agent.Tolerations
-	if tolerations == nil {
-		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
-	}
-	var resources corev1.ResourceRequirements
-	if agent.Resources != nil {
-		resources = *agent.Resources
-	}
 	maxUnavailable := intstr.FromInt32(1)
 	if gc.Spec.Rollout != nil && gc.Spec.Rollout.MaxUnavailable != nil {
 		maxUnavailable = *gc.Spec.Rollout.MaxUnavailable
 	}
 	labels := agentLabels(gc.Name)
-	hostPathFile := corev1.HostPathFileOrCreate
-	hostPathDir := corev1.HostPathDirectory
-
 	return &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: agentObjectName(gc.Name), Namespace: o.Namespace, Labels: labels},
 		Spec: appsv1.DaemonSetSpec{
@@ -174,56 +151,91 @@ func agentDaemonSet(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentS
 			},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{
-					ServiceAccountName:            agentObjectName(gc.Name),
-					HostNetwork:                   true,
-					DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
-					PriorityClassName:             agent.PriorityClassName,
-					Tolerations:                   tolerations,
-					Affinity:                      nodeAffinity(gc.Spec.NodeSelector, lost),
-					TerminationGracePeriodSeconds: ptr.To[int64](30),
-					Containers: []corev1.Container{{
-						Name:            "agent",
-						Image:           image,
-						ImagePullPolicy: agent.ImagePullPolicy,
-						Command:         []string{"/agent"},
-						Args:            args,
-						Env: []corev1.EnvVar{
-							{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
-							{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
-						},
-						Ports: []corev1.ContainerPort{
-							{Name: "health", ContainerPort: o.HealthPort, Protocol: corev1.ProtocolTCP},
-							{Name: "metrics", ContainerPort: o.MetricsPort, Protocol: corev1.ProtocolTCP},
-						},
-						ReadinessProbe: &corev1.Probe{
-							ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("health")}},
-							PeriodSeconds: 5, FailureThreshold: 3,
-						},
-						Resources: resources,
-						SecurityContext: &corev1.SecurityContext{
-							// iptables and IPVS need NET_ADMIN; raw sockets for
-							// conntrack and ipset need NET_RAW. Nothing else.
-							Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
-							Privileged:               ptr.To(false),
-							AllowPrivilegeEscalation: ptr.To(false),
-							ReadOnlyRootFilesystem:   ptr.To(true),
-							RunAsUser:                ptr.To[int64](0),
-							SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-						},
-						VolumeMounts: []corev1.VolumeMount{
-							{Name: "xtables-lock", MountPath: "/run/xtables.lock"},
-							{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
-							{Name: "tmp", MountPath: "/tmp"},
-						},
-					}},
-					Volumes: []corev1.Volume{
-						{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/xtables.lock", Type: &hostPathFile}}},
-						{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules", Type: &hostPathDir}}},
-						{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
-					},
-				},
+				Spec:       agentPodSpec(gc, agent, lost, o),
 			},
+		},
+	}
+}
+
+// agentPodSpec is the agent pod: host network, tolerating every taint unless
+// told otherwise, on exactly the nodes the GatewayConfig wins, with the host
+// paths iptables and IPVS need.
+func agentPodSpec(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string, o AgentOptions) corev1.PodSpec {
+	tolerations := agent.Tolerations
+	if tolerations == nil {
+		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
+	}
+	hostPathFile := corev1.HostPathFileOrCreate
+	hostPathDir := corev1.HostPathDirectory
+	return corev1.PodSpec{
+		ServiceAccountName:            agentObjectName(gc.Name),
+		HostNetwork:                   true,
+		DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
+		PriorityClassName:             agent.PriorityClassName,
+		Tolerations:                   tolerations,
+		Affinity:                      nodeAffinity(gc.Spec.NodeSelector, lost),
+		TerminationGracePeriodSeconds: ptr.To[int64](30),
+		Containers:                    []corev1.Container{agentContainer(agent, o)},
+		Volumes: []corev1.Volume{
+			{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/xtables.lock", Type: &hostPathFile}}},
+			{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules", Type: &hostPathDir}}},
+			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+		},
+	}
+}
+
+// agentContainer is the agent container: its image, flags, probes and the
+// least privilege the kernel backends need.
+func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Container {
+	image := agent.Image
+	if image == "" {
+		image = o.DefaultImage
+	}
+	args := []string{
+		"--node-name=$(NODE_NAME)",
+		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
+		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
+	}
+	if agent.LogVerbosity != nil {
+		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
+	}
+	var resources corev1.ResourceRequirements
+	if agent.Resources != nil {
+		resources = *agent.Resources
+	}
+	return corev1.Container{
+		Name:            "agent",
+		Image:           image,
+		ImagePullPolicy: agent.ImagePullPolicy,
+		Command:         []string{"/agent"},
+		Args:            args,
+		Env: []corev1.EnvVar{
+			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
+			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
+		},
+		Ports: []corev1.ContainerPort{
+			{Name: "health", ContainerPort: o.HealthPort, Protocol: corev1.ProtocolTCP},
+			{Name: "metrics", ContainerPort: o.MetricsPort, Protocol: corev1.ProtocolTCP},
+		},
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("health")}},
+			PeriodSeconds: 5, FailureThreshold: 3,
+		},
+		Resources: resources,
+		SecurityContext: &corev1.SecurityContext{
+			// iptables and IPVS need NET_ADMIN; raw sockets for conntrack and
+			// ipset need NET_RAW. Nothing else.
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}, Add: []corev1.Capability{"NET_ADMIN", "NET_RAW"}},
+			Privileged:               ptr.To(false),
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			RunAsUser:                ptr.To[int64](0),
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+		},
+		VolumeMounts: []corev1.VolumeMount{
+			{Name: "xtables-lock", MountPath: "/run/xtables.lock"},
+			{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
+			{Name: "tmp", MountPath: "/tmp"},
 		},
 	}
 }

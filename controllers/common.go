@@ -6,6 +6,8 @@
 package controllers
 
 import (
+	"strconv"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -36,30 +38,8 @@ const (
 	// AgentClusterRole is the agent's ClusterRole, shipped in config/agent.
 	AgentClusterRole = "synterix-agent"
 
-	// ConditionReconciling and ConditionStalled are the abnormal-true
-	// conditions kstatus (and so Argo CD's and Flux's health checks) read:
-	// Reconciling=True means in progress, Stalled=True means failed.
-	ConditionReconciling = "Reconciling"
-	ConditionStalled     = "Stalled"
-
 	// MaxNames bounds the node names listed in a status or a message.
 	MaxNames = 10
-)
-
-// Reasons of the GatewayConfig conditions.
-const (
-	ReasonRolledOut          = "RolledOut"
-	ReasonRollingOut         = "RollingOut"
-	ReasonAwaitingApproval   = "AwaitingApproval"
-	ReasonRolloutFailed      = "RolloutFailed"
-	ReasonRolledBack         = "RolledBack"
-	ReasonNodeConflict       = "NodeConflict"
-	ReasonNodesFailing       = "NodesFailing"
-	ReasonAsExpected         = "AsExpected"
-	ReasonReconcileError     = "ReconcileError"
-	ReasonNoApprovedRevision = "NoApprovedRevision"
-	ReasonDeleting           = "Deleting"
-	ReasonInvalidSpec        = "InvalidSpec"
 )
 
 // setCondition sets one condition, keeping lastTransitionTime when the status
@@ -90,6 +70,16 @@ func boundedNames(names []string) []string {
 	return names
 }
 
+// nameList writes at most MaxNames names and how many more there are.
+func nameList(names []string, total int) string {
+	shown := boundedNames(names)
+	s := strings.Join(shown, ", ")
+	if total > len(shown) {
+		s += " and " + strconv.Itoa(total-len(shown)) + " more"
+	}
+	return s
+}
+
 // statusEqual reports whether two statuses are the same, so that an unchanged
 // status is never written.
 func statusEqual(a, b any) bool { return equality.Semantic.DeepEqual(a, b) }
@@ -108,13 +98,14 @@ const (
 	NodeFailed
 )
 
-// inProgressReasons are the Ready=False reasons that mean "not yet", not
-// "failed".
-// RevisionNotFound and NoProxyNode are the agent's words for "my cache has
-// not caught up yet".
+// inProgressReasons are the ProxyNode Ready=False reasons that mean "not
+// yet", not "failed": the agent has not synced the assigned revision yet, or
+// its cache has not caught up with the ProxyNode or the revision yet.
 var inProgressReasons = map[string]bool{
-	"": true, "Unknown": true, "Pending": true, "Progressing": true, "Syncing": true, "Starting": true,
-	"Applying": true, "RevisionNotFound": true, "NoProxyNode": true,
+	proxyv1alpha1.ReasonUnknown:          true,
+	proxyv1alpha1.ReasonSyncing:          true,
+	proxyv1alpha1.ReasonRevisionNotFound: true,
+	proxyv1alpha1.ReasonNoProxyNode:      true,
 }
 
 // ProxyNodeHealth reads a ProxyNode's status. A report counts only when it is

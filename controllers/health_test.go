@@ -32,14 +32,17 @@ func TestProxyNodeHealth(t *testing.T) {
 		want NodeHealth
 	}{
 		{"no report", pn(0, ""), NodePending},
-		{"ready at current generation and revision", pn(2, "r2", cond(ready, metav1.ConditionTrue, "Synced", 2)), NodeReady},
-		{"ready at an old generation", pn(1, "r1", cond(ready, metav1.ConditionTrue, "Synced", 1)), NodePending},
-		{"ready but another revision applied", pn(2, "r1", cond(ready, metav1.ConditionTrue, "Synced", 2)), NodePending},
-		{"condition from an old generation", pn(2, "r2", cond(ready, metav1.ConditionTrue, "Synced", 1)), NodePending},
-		{"degraded", pn(2, "r1", cond(ready, metav1.ConditionFalse, "SyncFailed", 2), cond(degraded, metav1.ConditionTrue, "SyncFailed", 2)), NodeFailed},
-		{"ready false with a failure reason", pn(2, "", cond(ready, metav1.ConditionFalse, "RevisionInvalid", 2)), NodeFailed},
-		{"ready false, revision not found yet", pn(2, "", cond(ready, metav1.ConditionFalse, "RevisionNotFound", 2), cond(degraded, metav1.ConditionFalse, "RevisionNotFound", 2)), NodePending},
-		{"ready unknown", pn(2, "", cond(ready, metav1.ConditionUnknown, "Unknown", 2)), NodePending},
+		{"ready at current generation and revision", pn(2, "r2", cond(ready, metav1.ConditionTrue, proxyv1alpha1.ReasonSynced, 2)), NodeReady},
+		{"ready at an old generation", pn(1, "r1", cond(ready, metav1.ConditionTrue, proxyv1alpha1.ReasonSynced, 1)), NodePending},
+		{"ready but another revision applied", pn(2, "r1", cond(ready, metav1.ConditionTrue, proxyv1alpha1.ReasonSynced, 2)), NodePending},
+		{"condition from an old generation", pn(2, "r2", cond(ready, metav1.ConditionTrue, proxyv1alpha1.ReasonSynced, 1)), NodePending},
+		{"degraded", pn(2, "r1", cond(ready, metav1.ConditionFalse, proxyv1alpha1.ReasonSyncFailed, 2), cond(degraded, metav1.ConditionTrue, proxyv1alpha1.ReasonSyncFailed, 2)), NodeFailed},
+		{"ready false with a failure reason", pn(2, "", cond(ready, metav1.ConditionFalse, proxyv1alpha1.ReasonRevisionInvalid, 2)), NodeFailed},
+		{"ready false, revision not found yet", pn(2, "", cond(ready, metav1.ConditionFalse, proxyv1alpha1.ReasonRevisionNotFound, 2), cond(degraded, metav1.ConditionFalse, proxyv1alpha1.ReasonRevisionNotFound, 2)), NodePending},
+		{"ready unknown", pn(2, "", cond(ready, metav1.ConditionUnknown, proxyv1alpha1.ReasonUnknown, 2)), NodePending},
+		{"ready false, first sync not done", pn(2, "", cond(ready, metav1.ConditionFalse, proxyv1alpha1.ReasonSyncing, 2)), NodePending},
+		{"ready false, no ProxyNode in the agent's cache yet", pn(2, "", cond(ready, metav1.ConditionFalse, proxyv1alpha1.ReasonNoProxyNode, 2)), NodePending},
+		{"ready false with a reason outside the contract", pn(2, "", cond(ready, metav1.ConditionFalse, "Starting", 2)), NodeFailed},
 	}
 	for _, c := range cases {
 		if got := ProxyNodeHealth(c.pn); got != c.want {

@@ -34,10 +34,10 @@ func kstatus(obj client.Object, observedGeneration int64, conds []metav1.Conditi
 		return "InProgress"
 	}
 	for _, c := range conds {
-		if c.Type == controllers.ConditionReconciling && c.Status == metav1.ConditionTrue {
+		if c.Type == proxyv1alpha1.ConditionReconciling && c.Status == metav1.ConditionTrue {
 			return "InProgress"
 		}
-		if c.Type == controllers.ConditionStalled && c.Status == metav1.ConditionTrue {
+		if c.Type == proxyv1alpha1.ConditionStalled && c.Status == metav1.ConditionTrue {
 			return "Failed"
 		}
 	}

@@ -9,7 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -28,13 +27,6 @@ import (
 
 // MaxTargets bounds status.targets.
 const MaxTargets = 64
-
-// Reasons of the ProxyPolicy conditions beyond those of the API.
-const (
-	ReasonInvalidTarget = "InvalidTarget"
-	ReasonNodesFailed   = "NodesFailed"
-	ReasonNoNodes       = "NoNodes"
-)
 
 // pendingRecheck is how often a policy not yet programmed everywhere is looked
 // at again (from the cache: it costs no API request). Nodes' syncs are not
@@ -86,7 +78,11 @@ func (r *ProxyPolicyReconciler) since(p *proxyv1alpha1.ProxyPolicy) time.Time {
 	return at
 }
 
-// Reconcile computes one ProxyPolicy's status.
+// Reconcile computes one ProxyPolicy's status, in phases: observe the
+// Services, policies, GatewayConfigs and ProxyNodes; attach the policy to its
+// targets (deciding conflicts); tally what the nodes report; compute the
+// status. It writes the status once, only when it changed, and only after
+// every phase succeeded, with observedGeneration.
 func (r *ProxyPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	p := &proxyv1alpha1.ProxyPolicy{}
 	if err := r.Get(ctx, req.NamespacedName, p); err != nil {
@@ -96,25 +92,17 @@ func (r *ProxyPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 		r.seen.Delete(p.UID)
 		return ctrl.Result{}, nil
 	}
-	st, requeue, err := r.compute(ctx, p)
+	view, err := r.observe(ctx, p)
 	if err != nil {
 		return ctrl.Result{}, err
 	}
-	st.ObservedGeneration = p.Generation
-	if !equality.Semantic.DeepEqual(p.Status, *st) {
-		orig := p.DeepCopy()
-		before := conditionReason(p.Status.Conditions, proxyv1alpha1.ConditionAccepted)
-		p.Status = *st
-		if err := r.Status().Patch(ctx, p, client.MergeFrom(orig), FieldOwner); err != nil {
-			return ctrl.Result{}, client.IgnoreNotFound(err)
-		}
-		if after := conditionReason(st.Conditions, proxyv1alpha1.ConditionAccepted); after != before && r.Recorder != nil {
-			typ := corev1.EventTypeNormal
-			if after != proxyv1alpha1.ReasonAccepted {
-				typ = corev1.EventTypeWarning
-			}
-			r.Recorder.Eventf(p, nil, typ, after, "Resolve", "%s", conditionMessage(st.Conditions, proxyv1alpha1.ConditionAccepted))
-		}
+	att := attach(p, view)
+	tally := tallyNodes(p, view, att.accepted, r.since(p))
+	st, requeue := policyStatus(p, att, tally)
+	logf.FromContext(ctx).V(1).Info("Computed policy status", "accepted", conditionReason(st, proxyv1alpha1.ConditionAccepted),
+		"programmed", tally.counts.Programmed, "failed", tally.counts.Failed, "total", tally.counts.Total)
+	if err := r.writeStatus(ctx, p, st); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if requeue {
 		return ctrl.Result{RequeueAfter: pendingRecheck}, nil
@@ -122,163 +110,159 @@ func (r *ProxyPolicyReconciler) Reconcile(ctx context.Context, req ctrl.Request)
 	return ctrl.Result{}, nil
 }
 
-// resolved is what one policy's targets resolve to.
-type resolved struct {
-	existing []string          // Services that exist, sorted
-	missing  []string          // targetRefs naming no Service, sorted
-	invalid  map[string]string // targetRefs the policy cannot use, with why
+// policyView is what one reconcile of a ProxyPolicy reads, all from the cache.
+type policyView struct {
+	// services are the Services of the policy's namespace; byName indexes them.
+	services []*corev1.Service
+	byName   map[string]*corev1.Service
+	// policies are the ProxyPolicies of the namespace, the policy included.
+	policies []proxyv1alpha1.ProxyPolicy
+	configs  []proxyv1alpha1.GatewayConfig
+	// nodes are every ProxyNode, read-only: not copied for every policy.
+	nodes []proxyv1alpha1.ProxyNode
 }
 
-func resolve(p *proxyv1alpha1.ProxyPolicy, svcs map[string]*corev1.Service) resolved {
-	res := resolved{invalid: map[string]string{}}
-	seen := map[string]bool{}
-	for _, ref := range p.Spec.TargetRefs {
-		switch {
-		case ref.Group != "" || (ref.Kind != "" && ref.Kind != "Service"):
-			res.invalid[ref.Name] = fmt.Sprintf("only Services (group \"\", kind Service) can be targets, not %s/%s", ref.Group, ref.Kind)
-			continue
-		case ref.Namespace != "" && ref.Namespace != p.Namespace:
-			res.invalid[ref.Name] = fmt.Sprintf("targets must be in the policy's namespace %s, not %s", p.Namespace, ref.Namespace)
-			continue
-		}
-		if seen[ref.Name] {
-			continue
-		}
-		seen[ref.Name] = true
-		if _, ok := svcs[ref.Name]; ok {
-			res.existing = append(res.existing, ref.Name)
-		} else {
-			res.missing = append(res.missing, ref.Name)
-		}
+// observe reads what the policy's status depends on.
+func (r *ProxyPolicyReconciler) observe(ctx context.Context, p *proxyv1alpha1.ProxyPolicy) (*policyView, error) {
+	var svcs corev1.ServiceList
+	if err := r.List(ctx, &svcs, client.InNamespace(p.Namespace)); err != nil {
+		return nil, err
 	}
-	if p.Spec.Selector != nil {
-		if sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector); err == nil {
-			for name, s := range svcs {
-				if !seen[name] && sel.Matches(labels.Set(s.Labels)) {
-					seen[name] = true
-					res.existing = append(res.existing, name)
-				}
-			}
-		}
-	}
-	sort.Strings(res.existing)
-	sort.Strings(res.missing)
-	return res
-}
-
-func (r *ProxyPolicyReconciler) compute(ctx context.Context, p *proxyv1alpha1.ProxyPolicy) (*proxyv1alpha1.ProxyPolicyStatus, bool, error) {
-	var svcList corev1.ServiceList
-	if err := r.List(ctx, &svcList, client.InNamespace(p.Namespace)); err != nil {
-		return nil, false, err
-	}
-	svcs := make(map[string]*corev1.Service, len(svcList.Items))
-	for i := range svcList.Items {
-		svcs[svcList.Items[i].Name] = &svcList.Items[i]
+	v := &policyView{byName: make(map[string]*corev1.Service, len(svcs.Items))}
+	for i := range svcs.Items {
+		v.services = append(v.services, &svcs.Items[i])
+		v.byName[svcs.Items[i].Name] = &svcs.Items[i]
 	}
 	var policies proxyv1alpha1.ProxyPolicyList
 	if err := r.List(ctx, &policies, client.InNamespace(p.Namespace)); err != nil {
-		return nil, false, err
+		return nil, err
 	}
+	var gcs proxyv1alpha1.GatewayConfigList
+	if err := r.List(ctx, &gcs); err != nil {
+		return nil, err
+	}
+	var pns proxyv1alpha1.ProxyNodeList
+	if err := r.List(ctx, &pns, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, err
+	}
+	v.policies, v.configs, v.nodes = policies.Items, gcs.Items, pns.Items
+	return v, nil
+}
 
-	// Conflicts: the oldest policy that targets a Service wins it.
+// attachment is what a policy's targets resolve to once conflicts are decided.
+type attachment struct {
+	// targets is the resolution of targetRefs and selector (shared with the
+	// agent); selectorErr reports an invalid selector.
+	targets     proxyv1alpha1.PolicyTargets
+	selectorErr error
+	// accepted are the selected Services the policy wins, sorted.
+	accepted []string
+	// conflictWith names an older policy that won one of the targets.
+	conflictWith string
+	// status is status.targets: one entry per target, sorted, bounded.
+	status []proxyv1alpha1.ResolvedTarget
+}
+
+// attach resolves the policy's targets and decides conflicts: the oldest
+// policy (creationTimestamp, then name) that selects a Service wins it.
+func attach(p *proxyv1alpha1.ProxyPolicy, v *policyView) attachment {
 	winner := map[string]*proxyv1alpha1.ProxyPolicy{}
-	for i := range policies.Items {
-		q := &policies.Items[i]
+	for i := range v.policies {
+		q := &v.policies[i]
 		if !q.DeletionTimestamp.IsZero() {
 			continue
 		}
-		for _, s := range resolve(q, svcs).existing {
+		t, _ := q.ResolveTargets(v.services)
+		for _, s := range t.Selected {
 			w := winner[s]
 			if w == nil || selection.Older(q.CreationTimestamp.Time, q.Name, w.CreationTimestamp.Time, w.Name) {
 				winner[s] = q
 			}
 		}
 	}
-	res := resolve(p, svcs)
-	st := p.Status.DeepCopy()
-	st.Targets = nil
-	var accepted []string
-	conflictWith := ""
-	for _, s := range res.existing {
+	var a attachment
+	a.targets, a.selectorErr = p.ResolveTargets(v.services)
+	for _, s := range a.targets.Selected {
 		t := proxyv1alpha1.ResolvedTarget{Name: s, Accepted: true}
 		if w := winner[s]; w != nil && w.UID != p.UID {
 			t.Accepted = false
 			t.Reason = fmt.Sprintf("ProxyPolicy %s, which is older, targets this Service", w.Name)
-			conflictWith = w.Name
+			a.conflictWith = w.Name
 		} else {
-			accepted = append(accepted, s)
+			a.accepted = append(a.accepted, s)
 		}
-		st.Targets = append(st.Targets, t)
+		a.status = append(a.status, t)
 	}
-	for _, s := range res.missing {
-		st.Targets = append(st.Targets, proxyv1alpha1.ResolvedTarget{Name: s, Reason: "Service not found"})
+	for _, u := range a.targets.Unresolved {
+		a.status = append(a.status, proxyv1alpha1.ResolvedTarget{Name: u.Name, Reason: u.Message})
 	}
-	invalidNames := make([]string, 0, len(res.invalid))
-	for s := range res.invalid {
-		invalidNames = append(invalidNames, s)
-	}
-	sort.Strings(invalidNames)
-	for _, s := range invalidNames {
-		st.Targets = append(st.Targets, proxyv1alpha1.ResolvedTarget{Name: s, Reason: res.invalid[s]})
-	}
-	sort.Slice(st.Targets, func(i, j int) bool { return st.Targets[i].Name < st.Targets[j].Name })
-	// targets is a map list keyed by name: keep one entry per name.
-	dedup := st.Targets[:0]
-	for i, t := range st.Targets {
-		if i > 0 && t.Name == st.Targets[i-1].Name {
+	a.status = boundedTargets(a.status)
+	return a
+}
+
+// boundedTargets sorts status.targets by name, keeps one entry per name (it is
+// a map list) and at most MaxTargets.
+func boundedTargets(ts []proxyv1alpha1.ResolvedTarget) []proxyv1alpha1.ResolvedTarget {
+	sort.SliceStable(ts, func(i, j int) bool { return ts[i].Name < ts[j].Name })
+	out := ts[:0]
+	for i, t := range ts {
+		if i > 0 && t.Name == ts[i-1].Name {
 			continue
 		}
-		dedup = append(dedup, t)
+		out = append(out, t)
 	}
-	st.Targets = dedup
-	if len(st.Targets) > MaxTargets {
-		st.Targets = st.Targets[:MaxTargets]
+	if len(out) > MaxTargets {
+		out = out[:MaxTargets]
 	}
-	if len(st.Targets) == 0 {
-		st.Targets = nil
+	if len(out) == 0 {
+		return nil
 	}
+	return out
+}
 
-	// The nodes that should run it: those of the GatewayConfigs that handle
-	// the accepted target Services (by service-proxy-name).
+// nodeTally is what the nodes that should run a policy report of it.
+type nodeTally struct {
+	counts proxyv1alpha1.PolicyNodeCounts
+	// failedNames are every failed node, sorted.
+	failedNames []string
+	// unsupported counts the nodes whose backend cannot run the policy.
+	unsupported int
+	// failReason is the reason and message of one failed node.
+	failReason string
+}
+
+// tallyNodes counts the nodes that should run the policy (those of the
+// GatewayConfigs whose serviceProxyName labels an accepted target) by what
+// they report: failed when they list the policy in failedPolicies,
+// programmed when they do not and are Ready after a sync that finished no
+// earlier than since.
+func tallyNodes(p *proxyv1alpha1.ProxyPolicy, v *policyView, accepted []string, since time.Time) nodeTally {
 	proxyNames := map[string]bool{}
 	for _, s := range accepted {
-		proxyNames[svcs[s].Labels[proxyv1alpha1.ServiceProxyNameLabel]] = true
-	}
-	var gcs proxyv1alpha1.GatewayConfigList
-	if err := r.List(ctx, &gcs); err != nil {
-		return nil, false, err
+		proxyNames[v.byName[s].Labels[proxyv1alpha1.ServiceProxyNameLabel]] = true
 	}
 	configs := map[string]bool{}
-	for _, g := range gcs.Items {
+	for _, g := range v.configs {
 		if proxyNames[g.Spec.ServiceProxyName] {
 			configs[g.Name] = true
 		}
 	}
-	// Read-only: no copy of every ProxyNode for every policy.
-	var pns proxyv1alpha1.ProxyNodeList
-	if err := r.List(ctx, &pns, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, false, err
-	}
-	since := r.since(p)
-	counts := proxyv1alpha1.PolicyNodeCounts{}
-	var failedNames []string
-	unsupported := 0
-	failReason := ""
-	for i := range pns.Items {
-		pn := &pns.Items[i]
+	var t nodeTally
+	for i := range v.nodes {
+		pn := &v.nodes[i]
 		if !configs[pn.Spec.GatewayConfig] {
 			continue
 		}
-		counts.Total++
+		t.counts.Total++
 		failed := false
 		for _, f := range pn.Status.FailedPolicies {
 			if f.Namespace == p.Namespace && f.Name == p.Name {
 				failed = true
 				if f.Reason == proxyv1alpha1.ReasonUnsupportedByBackend {
-					unsupported++
+					t.unsupported++
 				}
-				if failReason == "" {
-					failReason = f.Reason + ": " + f.Message
+				if t.failReason == "" {
+					t.failReason = f.Reason + ": " + f.Message
 				}
 			}
 		}
@@ -287,102 +271,19 @@ func (r *ProxyPolicyReconciler) compute(ctx context.Context, p *proxyv1alpha1.Pr
 		unknown := !failed && int(pn.Status.FailedPolicyCount) > len(pn.Status.FailedPolicies)
 		switch {
 		case failed:
-			counts.Failed++
-			failedNames = append(failedNames, pn.Name)
+			t.counts.Failed++
+			t.failedNames = append(t.failedNames, pn.Name)
 		case unknown:
 		case ProxyNodeHealth(pn) == NodeReady && pn.Status.LastSync != nil && pn.Status.LastSync.Time != nil &&
 			!pn.Status.LastSync.Time.Time.Before(since.Truncate(time.Second)):
-			counts.Programmed++
+			t.counts.Programmed++
 		}
 	}
-	sort.Strings(failedNames)
-	counts.FailedNodeNames = boundedNames(failedNames)
-	if len(counts.FailedNodeNames) == 0 {
-		counts.FailedNodeNames = nil
+	sort.Strings(t.failedNames)
+	if len(t.failedNames) > 0 {
+		t.counts.FailedNodeNames = boundedNames(t.failedNames)
 	}
-	st.Nodes = counts
-
-	gen := p.Generation
-	var acceptedOK bool
-	var aReason, aMsg string
-	switch {
-	case len(res.existing) == 0 && len(res.invalid) > 0 && len(res.missing) == 0:
-		aReason, aMsg = ReasonInvalidTarget, "No usable target: "+res.invalid[invalidNames[0]]
-	case len(res.existing) == 0:
-		aReason, aMsg = proxyv1alpha1.ReasonTargetNotFound, "No target Service exists"
-		if len(res.missing) > 0 {
-			aMsg += ": " + nameList(res.missing, len(res.missing))
-		}
-	case len(accepted) == 0:
-		aReason, aMsg = proxyv1alpha1.ReasonConflicted, fmt.Sprintf("Every target Service is taken by an older ProxyPolicy, such as %s", conflictWith)
-	case unsupported > 0:
-		aReason, aMsg = proxyv1alpha1.ReasonUnsupportedByBackend, fmt.Sprintf("%d nodes' backends cannot run this policy, such as %s", unsupported, nameList(failedNames, len(failedNames)))
-	default:
-		acceptedOK = true
-		aReason, aMsg = proxyv1alpha1.ReasonAccepted, fmt.Sprintf("Attached to %d of %d target Services", len(accepted), len(res.existing)+len(res.missing)+len(res.invalid))
-	}
-	setCondition(&st.Conditions, proxyv1alpha1.ConditionAccepted, acceptedOK, aReason, aMsg, gen)
-
-	requeue := false
-	stalled, reconciling := false, false
-	var pReason, pMsg string
-	programmed := false
-	switch {
-	case !acceptedOK && aReason != proxyv1alpha1.ReasonUnsupportedByBackend:
-		pReason, pMsg = aReason, "Not accepted: "+aMsg
-		stalled = true
-	case counts.Failed > 0:
-		pReason = ReasonNodesFailed
-		if unsupported > 0 {
-			pReason = proxyv1alpha1.ReasonUnsupportedByBackend
-		}
-		pMsg = fmt.Sprintf("%d of %d nodes failed to program it (%s): %s", counts.Failed, counts.Total, truncate(failReason, 200), nameList(failedNames, len(failedNames)))
-		stalled = true
-	case counts.Total == 0:
-		pReason, pMsg = ReasonNoNodes, "No node runs the target Services: no GatewayConfig handles their service-proxy-name"
-	case counts.Programmed == counts.Total:
-		programmed = true
-		pReason, pMsg = proxyv1alpha1.ReasonProgrammed, fmt.Sprintf("Programmed on all %d nodes", counts.Total)
-	default:
-		pReason, pMsg = proxyv1alpha1.ReasonPending, fmt.Sprintf("Programmed on %d of %d nodes", counts.Programmed, counts.Total)
-		reconciling, requeue = true, true
-	}
-	// Nodes that have not reported the policy yet are looked at again soon,
-	// whatever the conditions say.
-	if acceptedOK || aReason == proxyv1alpha1.ReasonUnsupportedByBackend {
-		requeue = requeue || counts.Programmed+counts.Failed < counts.Total
-	}
-	setCondition(&st.Conditions, proxyv1alpha1.ConditionProgrammed, programmed, pReason, pMsg, gen)
-	if reconciling {
-		setCondition(&st.Conditions, ConditionReconciling, true, pReason, pMsg, gen)
-	} else {
-		setCondition(&st.Conditions, ConditionReconciling, false, pReason, "", gen)
-	}
-	if stalled {
-		setCondition(&st.Conditions, ConditionStalled, true, pReason, pMsg, gen)
-	} else {
-		setCondition(&st.Conditions, ConditionStalled, false, ReasonAsExpected, "", gen)
-	}
-	logf.FromContext(ctx).V(1).Info("Computed policy status", "accepted", aReason, "programmed", counts.Programmed, "failed", counts.Failed, "total", counts.Total)
-	return st, requeue, nil
-}
-
-func conditionReason(conds []metav1.Condition, typ string) string {
-	for _, c := range conds {
-		if c.Type == typ {
-			return c.Reason
-		}
-	}
-	return ""
-}
-
-func conditionMessage(conds []metav1.Condition, typ string) string {
-	for _, c := range conds {
-		if c.Type == typ {
-			return c.Message
-		}
-	}
-	return ""
+	return t
 }
 
 // SetupWithManager registers the reconciler and its watches.

@@ -134,5 +134,18 @@ var _ = Describe("ProxyPolicy", func() {
 			// The selector resolved to every labelled Service; web is taken by "older".
 			g.Expect(p.Status.Targets).To(ContainElement(proxyv1alpha1.ResolvedTarget{Name: "db", Accepted: true}))
 		}, timeout, poll).Should(Succeed())
+
+		By("a policy whose selector is invalid is InvalidTarget, saying why")
+		bad := policy(ns, "bad-selector")
+		bad.Spec.Selector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "tier", Operator: "Near"}}}
+		Expect(k8sClient.Create(ctx, bad)).To(Succeed())
+		Eventually(func(g Gomega) {
+			p := getPolicy(ns, "bad-selector")
+			a := condition(p.Status.Conditions, proxyv1alpha1.ConditionAccepted)
+			g.Expect(a.Reason).To(Equal(proxyv1alpha1.ReasonInvalidTarget))
+			g.Expect(a.Message).To(ContainSubstring("spec.selector is invalid"))
+			g.Expect(p.Status.Targets).To(BeEmpty())
+			g.Expect(policyStatus(p)).To(Equal("Failed"))
+		}, timeout, poll).Should(Succeed())
 	})
 })

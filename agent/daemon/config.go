@@ -5,6 +5,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/agent/revision"
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
 // modelConfig is the model configuration of a revision on this node.
@@ -16,7 +17,7 @@ func modelConfig(c *revision.Config, nodeName string) model.Config {
 		NodePortAddresses: s.NodePortAddresses,
 		ServiceProxyName:  s.ServiceProxyName,
 	}
-	if d := s.LocalTrafficDetection; d != nil && d.Mode == "ClusterCIDR" {
+	if d := s.LocalTrafficDetection; d != nil && d.Mode == v1alpha1.LocalTrafficDetectionClusterCIDR {
 		for _, cidr := range d.ClusterCIDRs {
 			if p, err := netip.ParsePrefix(string(cidr)); err == nil {
 				mc.ClusterCIDRs = append(mc.ClusterCIDRs, p)

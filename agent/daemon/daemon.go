@@ -45,18 +45,6 @@ import (
 // +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxynodes/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch;update
 
-// Event reasons.
-const (
-	ReasonRevisionApplied       = "RevisionApplied"
-	ReasonRevisionInvalid       = revision.ReasonRevisionInvalid
-	ReasonBackendUnavailable    = revision.ReasonBackendUnavailable
-	ReasonSyncFailed            = "SyncFailed"
-	ReasonSynced                = "Synced"
-	ReasonRulesRemoved          = "RulesRemoved"
-	ReasonInvalidInput          = "InvalidInput"
-	ReasonConntrackTuningFailed = dataplane.ReasonConntrackTuningFailed
-)
-
 // Options configure an agent.
 type Options struct {
 	NodeName          string

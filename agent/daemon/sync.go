@@ -14,11 +14,11 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/dataplane"
 	"github.com/synterix/synterix-kube-proxy/agent/health"
-	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/agent/revision"
 	"github.com/synterix/synterix-kube-proxy/agent/source"
 	"github.com/synterix/synterix-kube-proxy/agent/status"
+	"github.com/synterix/synterix-kube-proxy/agent/translate"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
@@ -123,9 +123,9 @@ func (a *Agent) policies(be backend.Backend) ([]model.Policy, []v1alpha1.FailedP
 	var out []model.Policy
 	var failed []v1alpha1.FailedPolicy
 	for _, p := range a.loop.data.Policies() {
-		mp, err := informers.Policy(p, a.loop.data.ServicesIn(p.Namespace))
+		mp, err := translate.Policy(p, a.loop.data.ServicesIn(p.Namespace))
 		if err != nil {
-			failed = append(failed, v1alpha1.FailedPolicy{Namespace: p.Namespace, Name: p.Name, Reason: "Invalid", Message: err.Error()})
+			failed = append(failed, v1alpha1.FailedPolicy{Namespace: p.Namespace, Name: p.Name, Reason: v1alpha1.ReasonInvalid, Message: err.Error()})
 			continue
 		}
 		if err := be.Unsupported(mp); err != nil {
@@ -173,12 +173,12 @@ func (a *Agent) synced(cfg *revision.Config, st *model.State, failed []v1alpha1.
 	}
 	a.writer.SetSync(a.loop.facts)
 	if recovered {
-		a.event(corev1.EventTypeNormal, ReasonSynced, "Rules in sync again")
+		a.event(corev1.EventTypeNormal, v1alpha1.ReasonSynced, "Rules in sync again")
 	}
 	if newRevision {
 		klog.InfoS("Config revision applied", "revision", cfg.Name, "backend", res.Backend, "services", services,
 			"duration", t.end.Sub(t.start))
-		a.event(corev1.EventTypeNormal, ReasonRevisionApplied, fmt.Sprintf("Revision %s is in the kernel (%s)", cfg.Name, res.Backend))
+		a.event(corev1.EventTypeNormal, v1alpha1.ReasonRevisionApplied, fmt.Sprintf("Revision %s is in the kernel (%s)", cfg.Name, res.Backend))
 	}
 	a.logSync(res, services, endpoints, len(batch.Services), t)
 }
@@ -235,7 +235,7 @@ func (a *Agent) syncFailed(cfg *revision.Config, start time.Time, err error) err
 	a.writer.SetSync(a.loop.facts)
 	klog.ErrorS(err, "Sync failed; the rules in the kernel are left as they were", "revision", cfg.Name)
 	if first {
-		a.event(corev1.EventTypeWarning, ReasonSyncFailed, err.Error())
+		a.event(corev1.EventTypeWarning, v1alpha1.ReasonSyncFailed, err.Error())
 	}
 	return err
 }
@@ -257,7 +257,7 @@ func (a *Agent) removeAll(ctx context.Context) error {
 	klog.InfoS("Removed all rules: ProxyNode deleted", "proxyNode", a.opts.NodeName)
 	if n := a.cachedNode(); n != nil {
 		ref := &corev1.ObjectReference{Kind: "Node", Name: n.Name, UID: n.UID, APIVersion: "v1"}
-		a.opts.Recorder.Event(ref, corev1.EventTypeNormal, ReasonRulesRemoved, msg)
+		a.opts.Recorder.Event(ref, corev1.EventTypeNormal, v1alpha1.ReasonRulesRemoved, msg)
 	}
 	return nil
 }
@@ -311,5 +311,5 @@ func (a *Agent) reportProblems(ps []model.Problem) {
 	for _, p := range ps {
 		klog.InfoS("Skipped invalid input", "object", p.Object, "problem", p.Message)
 	}
-	a.event(corev1.EventTypeWarning, ReasonInvalidInput, fmt.Sprintf("Skipped %d invalid pieces of input: %s", len(ps), b.String()))
+	a.event(corev1.EventTypeWarning, v1alpha1.ReasonInvalidInput, fmt.Sprintf("Skipped %d invalid pieces of input: %s", len(ps), b.String()))
 }

@@ -24,12 +24,6 @@ import (
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
-// Event reasons.
-const (
-	ReasonBackendSwitched       = "BackendSwitched"
-	ReasonConntrackTuningFailed = "ConntrackTuningFailed"
-)
-
 // Options configure a Plane.
 type Options struct {
 	// InNetNS runs kernel work; nil runs it on the calling goroutine.
@@ -162,7 +156,7 @@ func (p *Plane) retireOld(ctx context.Context) {
 		return
 	}
 	klog.InfoS("Removed the rules of the previous backend", "backend", old.Name(), "now", p.be.Name())
-	p.opts.Event(corev1.EventTypeNormal, ReasonBackendSwitched, fmt.Sprintf("Switched from %s to %s", old.Name(), p.be.Name()))
+	p.opts.Event(corev1.EventTypeNormal, v1alpha1.ReasonBackendSwitched, fmt.Sprintf("Switched from %s to %s", old.Name(), p.be.Name()))
 }
 
 // Active reports whether any backend may have rules in the kernel.

@@ -63,6 +63,6 @@ func (p *Plane) Tune(key string, c *v1alpha1.ConntrackConfig) {
 	}
 	if terr != nil {
 		klog.ErrorS(terr, "Conntrack tuning not fully applied; syncing goes on", "revision", key)
-		p.opts.Event(corev1.EventTypeWarning, ReasonConntrackTuningFailed, fmt.Sprintf("%v", terr))
+		p.opts.Event(corev1.EventTypeWarning, v1alpha1.ReasonConntrackTuningFailed, fmt.Sprintf("%v", terr))
 	}
 }

@@ -2,7 +2,8 @@
 // cheap for the API server (label and field selectors so that only what
 // this node needs is sent, protobuf for core kinds) and cheap for the agent
 // (transform functions strip what the model never reads before objects
-// reach the cache). It also converts ProxyPolicies into model policies.
+// reach the cache). It only watches: agent/translate converts what it
+// caches into the model's input.
 package informers
 
 import (

@@ -7,9 +7,6 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
-
-	"github.com/synterix/synterix-kube-proxy/agent/model"
-	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
 func TestServiceSelector(t *testing.T) {
@@ -75,46 +72,5 @@ func TestNodeDeleting(t *testing.T) {
 	}
 	if NodeDeleting(&corev1.Node{Spec: corev1.NodeSpec{Taints: []corev1.Taint{{Key: TaintToBeDeleted}}}}) == "" {
 		t.Error("autoscaler taint ignored")
-	}
-}
-
-func TestPolicy(t *testing.T) {
-	svcs := []*corev1.Service{
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", Labels: map[string]string{"tier": "web"}}},
-		{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b", Labels: map[string]string{"tier": "db"}}},
-	}
-	timeout := int32(60)
-	port := int32(80)
-	p := &v1alpha1.ProxyPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "p"},
-		Spec: v1alpha1.ProxyPolicySpec{
-			TargetRefs: []v1alpha1.PolicyTargetReference{{Kind: "Service", Name: "b"}, {Kind: "Service", Name: "x", Namespace: "other"},
-				{Kind: "Deployment", Name: "y"}},
-			Selector:        &metav1.LabelSelector{MatchLabels: map[string]string{"tier": "web"}},
-			Ports:           []v1alpha1.PolicyPort{{Name: "http"}, {Port: &port}},
-			LoadBalancing:   &v1alpha1.LoadBalancingSpec{Algorithm: v1alpha1.AlgorithmSourceHash},
-			SessionAffinity: &v1alpha1.SessionAffinitySpec{Type: "ClientIP", TimeoutSeconds: &timeout},
-			SourceRanges:    []v1alpha1.CIDR{"10.0.0.0/8"},
-		}}
-	mp, err := Policy(p, svcs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(mp.Services) != 2 || mp.Services[0].Name != "b" || mp.Services[1].Name != "a" {
-		t.Errorf("targets %v, want b (ref) and a (selector) only", mp.Services)
-	}
-	if mp.Algorithm != model.AlgorithmSourceHashing || mp.Affinity == nil || !mp.Affinity.ClientIP ||
-		mp.Affinity.Timeout.Seconds() != 60 || len(mp.SourceRanges) != 1 || len(mp.Ports) != 2 || mp.Ports[1].Port != 80 {
-		t.Errorf("converted %+v", mp)
-	}
-	// A policy that targets nothing converts to one with no services.
-	empty := &v1alpha1.ProxyPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "e"},
-		Spec: v1alpha1.ProxyPolicySpec{TargetRefs: []v1alpha1.PolicyTargetReference{{Name: "missing-is-fine-but-absent"}}}}
-	if mp, err := Policy(empty, nil); err != nil || len(mp.Services) != 1 {
-		t.Errorf("empty policy: %+v %v", mp, err)
-	}
-	bad := &v1alpha1.ProxyPolicy{Spec: v1alpha1.ProxyPolicySpec{Selector: &metav1.LabelSelector{
-		MatchExpressions: []metav1.LabelSelectorRequirement{{Key: "k", Operator: "Bogus"}}}}}
-	if _, err := Policy(bad, svcs); err == nil {
-		t.Error("an invalid selector converted")
 	}
 }

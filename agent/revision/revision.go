@@ -23,14 +23,6 @@ import (
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
-// Reasons of a refused revision (condition reasons and Event reasons).
-const (
-	ReasonRevisionInvalid    = "RevisionInvalid"
-	ReasonBackendUnavailable = status.ReasonBackendUnavailable
-	ReasonRevisionNotFound   = status.ReasonRevisionNotFound
-	ReasonNoProxyNode        = "NoProxyNode"
-)
-
 // Config is an accepted revision.
 type Config struct {
 	Name       string
@@ -132,7 +124,7 @@ func (a *Acceptor) evaluate() bool {
 	pn := a.opts.ProxyNode()
 	if pn == nil {
 		if !a.hadNode {
-			a.refuseLocked(nil, ReasonNoProxyNode, fmt.Errorf("no ProxyNode %q yet", a.opts.NodeName))
+			a.refuseLocked(nil, v1alpha1.ReasonNoProxyNode, fmt.Errorf("no ProxyNode %q yet", a.opts.NodeName))
 		}
 		return false
 	}
@@ -169,16 +161,16 @@ func (a *Acceptor) decide(pn *v1alpha1.ProxyNode) (*Config, string, error) {
 	key := a.opts.OperatorNamespace + "/" + pn.Spec.Revision
 	obj, ok, _ := a.revInf.GetStore().GetByKey(key)
 	if !ok {
-		return nil, ReasonRevisionNotFound, fmt.Errorf("ControllerRevision %s not found (label %s=%s)", key,
+		return nil, v1alpha1.ReasonRevisionNotFound, fmt.Errorf("ControllerRevision %s not found (label %s=%s)", key,
 			v1alpha1.RevisionGatewayConfigLabel, pn.Spec.GatewayConfig)
 	}
 	spec, err := v1alpha1.DecodeRevision(obj.(*appsv1.ControllerRevision).Data.Raw)
 	if err != nil {
-		return nil, ReasonRevisionInvalid, fmt.Errorf("revision %s: %w", pn.Spec.Revision, err)
+		return nil, v1alpha1.ReasonRevisionInvalid, fmt.Errorf("revision %s: %w", pn.Spec.Revision, err)
 	}
 	choice, err := probe.Choose(spec.Mode, a.opts.Caps)
 	if err != nil {
-		return nil, ReasonBackendUnavailable, fmt.Errorf("revision %s: %w", pn.Spec.Revision, err)
+		return nil, v1alpha1.ReasonBackendUnavailable, fmt.Errorf("revision %s: %w", pn.Spec.Revision, err)
 	}
 	return &Config{Name: pn.Spec.Revision, Generation: pn.Generation, Spec: spec, Choice: choice}, "", nil
 }

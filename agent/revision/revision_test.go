@@ -109,7 +109,7 @@ func TestRefusalsAndAcceptance(t *testing.T) {
 			t.Errorf("facts[%d] = %s, want %s", i, got, want[i])
 		}
 	}
-	if len(events) != 2 || events[0] != ReasonRevisionInvalid || events[1] != ReasonRevisionNotFound {
+	if len(events) != 2 || events[0] != v1alpha1.ReasonRevisionInvalid || events[1] != v1alpha1.ReasonRevisionNotFound {
 		t.Errorf("events %v: want one per new refusal", events)
 	}
 	if d := a.Decision(); d.Accepted == nil || d.Accepted.Name != "good" || d.Accepted.Choice.Backend != v1alpha1.BackendIPTables {

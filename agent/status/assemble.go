@@ -6,21 +6,6 @@ import (
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
-// Condition reasons the agent assembles here (the others come from the
-// revision acceptor and the sync loop).
-const (
-	reasonSynced     = "Synced"
-	reasonSyncing    = "Syncing"
-	reasonSyncFailed = "SyncFailed"
-	reasonAsExpected = "AsExpected"
-	// ReasonBackendUnavailable is the refusal of a revision whose backend
-	// the node cannot run; its message is also the backend reason.
-	ReasonBackendUnavailable = "BackendUnavailable"
-	// ReasonRevisionNotFound is the refusal while the assigned revision is
-	// not in the agent's cache yet: not a failure, so not Degraded.
-	ReasonRevisionNotFound = "RevisionNotFound"
-)
-
 // Static is what never changes while the agent runs.
 type Static struct {
 	Capabilities *v1alpha1.KernelCapabilities
@@ -73,7 +58,7 @@ func Assemble(st Static, rev RevisionFacts, sy SyncFacts, pn *v1alpha1.ProxyNode
 	upToDate := pn != nil && sy.Applied != nil && sy.Applied.Revision == pn.Spec.Revision &&
 		sy.Applied.Generation == pn.Generation
 	r.Ready, r.Degraded = conditions(rev, sy, upToDate)
-	if rev.Refused() && r.Backend == "" && rev.Reason == ReasonBackendUnavailable {
+	if rev.Refused() && r.Backend == "" && rev.Reason == v1alpha1.ReasonBackendUnavailable {
 		r.BackendReason = rev.Message
 	}
 	switch {
@@ -97,20 +82,20 @@ func conditions(rev RevisionFacts, sy SyncFacts, upToDate bool) (ready, degraded
 	case rev.Refused():
 		ready = Condition{Status: metav1.ConditionFalse, Reason: rev.Reason, Message: rev.Message}
 		degraded = Condition{Status: metav1.ConditionTrue, Reason: rev.Reason, Message: rev.Message}
-		if rev.Reason == ReasonRevisionNotFound {
+		if rev.Reason == v1alpha1.ReasonRevisionNotFound {
 			degraded.Status = metav1.ConditionFalse
 		}
 	case sy.Error != "":
-		ready = Condition{Status: metav1.ConditionFalse, Reason: reasonSyncFailed, Message: sy.Error}
-		degraded = Condition{Status: metav1.ConditionTrue, Reason: reasonSyncFailed, Message: sy.Error}
+		ready = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSyncFailed, Message: sy.Error}
+		degraded = Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonSyncFailed, Message: sy.Error}
 	case upToDate:
-		ready = Condition{Status: metav1.ConditionTrue, Reason: reasonSynced,
+		ready = Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonSynced,
 			Message: "Revision " + sy.Applied.Revision + " is in the kernel"}
-		degraded = Condition{Status: metav1.ConditionFalse, Reason: reasonAsExpected, Message: "Rules in sync"}
+		degraded = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonAsExpected, Message: "Rules in sync"}
 	default:
-		ready = Condition{Status: metav1.ConditionFalse, Reason: reasonSyncing,
+		ready = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSyncing,
 			Message: "Waiting for the first sync of the assigned revision"}
-		degraded = Condition{Status: metav1.ConditionFalse, Reason: reasonAsExpected, Message: "No failure"}
+		degraded = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonAsExpected, Message: "No failure"}
 	}
 	return ready, degraded
 }

@@ -265,7 +265,7 @@ func Build(cur v1alpha1.ProxyNodeStatus, r Report, now time.Time) v1alpha1.Proxy
 			c.Status = metav1.ConditionUnknown
 		}
 		if c.Reason == "" {
-			c.Reason = "Unknown"
+			c.Reason = v1alpha1.ReasonUnknown
 		}
 		meta.SetStatusCondition(&s.Conditions, metav1.Condition{Type: t, Status: c.Status, Reason: c.Reason,
 			Message: trunc(c.Message, 32768), ObservedGeneration: s.ObservedGeneration, LastTransitionTime: metav1.NewTime(now)})

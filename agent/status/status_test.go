@@ -17,15 +17,15 @@ func report(at time.Time) Report {
 		Generation: 3, Backend: v1alpha1.BackendIPTables, BackendReason: "mode Auto",
 		AppliedRevision: "rev-1",
 		LastSync:        &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncPartial},
-		Ready:           Condition{Status: metav1.ConditionTrue, Reason: "Synced", Message: "ok"},
-		Degraded:        Condition{Status: metav1.ConditionFalse, Reason: "AsExpected"},
+		Ready:           Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonSynced, Message: "ok"},
+		Degraded:        Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonAsExpected},
 	}
 }
 
 func TestBuildBoundsFailedPolicies(t *testing.T) {
 	r := report(time.Now())
 	for i := 0; i < 57; i++ {
-		r.FailedPolicies = append(r.FailedPolicies, v1alpha1.FailedPolicy{Namespace: "ns", Name: fmt.Sprintf("p%d", i), Reason: "UnsupportedByBackend"})
+		r.FailedPolicies = append(r.FailedPolicies, v1alpha1.FailedPolicy{Namespace: "ns", Name: fmt.Sprintf("p%d", i), Reason: v1alpha1.ReasonUnsupportedByBackend})
 	}
 	s := Build(v1alpha1.ProxyNodeStatus{}, r, time.Now())
 	if len(s.FailedPolicies) != v1alpha1.MaxFailedPolicies || s.FailedPolicyCount != 57 {
@@ -58,7 +58,7 @@ func TestDueHeartbeat(t *testing.T) {
 		t.Error("a change of counts is not due")
 	}
 	r = report(later)
-	r.Ready = Condition{Status: metav1.ConditionFalse, Reason: "SyncFailed", Message: "x"}
+	r.Ready = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSyncFailed, Message: "x"}
 	if !Due(cur, Build(cur, r, later), later, time.Minute) {
 		t.Error("a condition change is not due")
 	}
@@ -86,13 +86,13 @@ func TestAssemble(t *testing.T) {
 			ready: "True/Synced", degraded: "False/AsExpected", gen: 4, reason: "Auto"},
 		"old revision in the kernel": {sync: SyncFacts{Applied: inKernel},
 			ready: "False/Syncing", degraded: "False/AsExpected", reason: "Auto"},
-		"refused at this generation": {rev: RevisionFacts{Reason: ReasonBackendUnavailable, Message: "no IPVS", Generation: 4},
+		"refused at this generation": {rev: RevisionFacts{Reason: v1alpha1.ReasonBackendUnavailable, Message: "no IPVS", Generation: 4},
 			ready: "False/BackendUnavailable", degraded: "True/BackendUnavailable", gen: 4, reason: "no IPVS"},
-		"refused, older backend kept": {rev: RevisionFacts{Reason: ReasonBackendUnavailable, Message: "no IPVS", Generation: 4},
+		"refused, older backend kept": {rev: RevisionFacts{Reason: v1alpha1.ReasonBackendUnavailable, Message: "no IPVS", Generation: 4},
 			sync: SyncFacts{Applied: inKernel}, ready: "False/BackendUnavailable", degraded: "True/BackendUnavailable", gen: 4, reason: "Auto"},
 		"refused at an older generation": {rev: RevisionFacts{Reason: "RevisionInvalid", Message: "bad", Generation: 3},
 			ready: "False/RevisionInvalid", degraded: "True/RevisionInvalid"},
-		"revision not in the cache yet": {rev: RevisionFacts{Reason: ReasonRevisionNotFound, Message: "not found", Generation: 4},
+		"revision not in the cache yet": {rev: RevisionFacts{Reason: v1alpha1.ReasonRevisionNotFound, Message: "not found", Generation: 4},
 			ready: "False/RevisionNotFound", degraded: "False/RevisionNotFound", gen: 4},
 		"sync failed": {sync: SyncFacts{Applied: inKernel, Error: "restore failed"},
 			ready: "False/SyncFailed", degraded: "True/SyncFailed", reason: "Auto"},
@@ -106,5 +106,17 @@ func TestAssemble(t *testing.T) {
 				t.Errorf("got  %s\nwant %s", got, want)
 			}
 		})
+	}
+}
+
+// A report without a condition still writes a valid one: Unknown, with the
+// reason the operator reads as "not yet".
+func TestBuildFillsAnEmptyCondition(t *testing.T) {
+	r := report(time.Now())
+	r.Ready = Condition{}
+	s := Build(v1alpha1.ProxyNodeStatus{}, r, time.Now())
+	c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionReady)
+	if c == nil || c.Status != metav1.ConditionUnknown || c.Reason != v1alpha1.ReasonUnknown {
+		t.Errorf("Ready of an empty report: %+v", c)
 	}
 }

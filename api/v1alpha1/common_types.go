@@ -6,22 +6,6 @@ package v1alpha1
 // +kubebuilder:validation:XValidation:rule="isCIDR(self)",message="must be a CIDR such as 10.0.0.0/8 or fd00::/64"
 type CIDR string
 
-// Condition types and reasons shared by the kinds of this group. They follow the
-// conventions kstatus reads: Ready is the summary, Progressing is true while a change
-// is being rolled out and Degraded is true when something needs a human.
-const (
-	// ConditionReady is true when the object is fully in effect.
-	ConditionReady = "Ready"
-	// ConditionProgressing is true while a change is being rolled out.
-	ConditionProgressing = "Progressing"
-	// ConditionDegraded is true when the object failed in a way that needs attention.
-	ConditionDegraded = "Degraded"
-	// ConditionAccepted is true when a ProxyPolicy is valid and attached to its targets.
-	ConditionAccepted = "Accepted"
-	// ConditionProgrammed is true when a ProxyPolicy is in the kernel of every node.
-	ConditionProgrammed = "Programmed"
-)
-
 // Well-known labels and annotations.
 const (
 	// ServiceProxyNameLabel is the Service label that hands a Service to one proxy.

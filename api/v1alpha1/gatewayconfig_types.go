@@ -97,6 +97,23 @@ type GatewayConfigSpec struct {
 // +kubebuilder:validation:Enum=rr;wrr;lc;wlc;lblc;lblcr;dh;sh;sed;nq;mh
 type IPVSScheduler string
 
+// The IPVS schedulers, by their kernel names.
+const (
+	IPVSSchedulerRoundRobin                   IPVSScheduler = "rr"
+	IPVSSchedulerWeightedRoundRobin           IPVSScheduler = "wrr"
+	IPVSSchedulerLeastConnection              IPVSScheduler = "lc"
+	IPVSSchedulerWeightedLeastConnection      IPVSScheduler = "wlc"
+	IPVSSchedulerLocalityBasedLeastConnection IPVSScheduler = "lblc"
+	// IPVSSchedulerLocalityBasedLeastConnectionReplication is lblc with a set
+	// of servers per destination.
+	IPVSSchedulerLocalityBasedLeastConnectionReplication IPVSScheduler = "lblcr"
+	IPVSSchedulerDestinationHashing                      IPVSScheduler = "dh"
+	IPVSSchedulerSourceHashing                           IPVSScheduler = "sh"
+	IPVSSchedulerShortestExpectedDelay                   IPVSScheduler = "sed"
+	IPVSSchedulerNeverQueue                              IPVSScheduler = "nq"
+	IPVSSchedulerMaglevHashing                           IPVSScheduler = "mh"
+)
+
 // IPVSConfig tunes the IPVS backend.
 type IPVSConfig struct {
 	// scheduler is the default IPVS scheduler of every virtual server; a
@@ -162,6 +179,19 @@ type IPTablesConfig struct {
 // LocalTrafficDetectionMode says how traffic from local pods is recognised.
 // +kubebuilder:validation:Enum=ClusterCIDR;NodeCIDR;BridgeInterface;InterfaceNamePrefix
 type LocalTrafficDetectionMode string
+
+// The local traffic detection modes.
+const (
+	// LocalTrafficDetectionClusterCIDR: the source is in clusterCIDRs.
+	LocalTrafficDetectionClusterCIDR LocalTrafficDetectionMode = "ClusterCIDR"
+	// LocalTrafficDetectionNodeCIDR: the source is in the node's podCIDRs.
+	LocalTrafficDetectionNodeCIDR LocalTrafficDetectionMode = "NodeCIDR"
+	// LocalTrafficDetectionBridgeInterface: the packet arrived on bridgeInterface.
+	LocalTrafficDetectionBridgeInterface LocalTrafficDetectionMode = "BridgeInterface"
+	// LocalTrafficDetectionInterfaceNamePrefix: the packet arrived on an
+	// interface whose name starts with interfaceNamePrefix.
+	LocalTrafficDetectionInterfaceNamePrefix LocalTrafficDetectionMode = "InterfaceNamePrefix"
+)
 
 // LocalTrafficDetection says how traffic from local pods is recognised.
 //

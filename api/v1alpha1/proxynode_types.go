@@ -110,7 +110,9 @@ type FailedPolicy struct {
 	// +required
 	// +kubebuilder:validation:MaxLength=253
 	Name string `json:"name"`
-	// reason is a CamelCase reason, such as UnsupportedByBackend.
+	// reason is a CamelCase reason: UnsupportedByBackend when the node's
+	// backend cannot honour the policy, Invalid when the agent cannot
+	// translate it.
 	// +required
 	// +kubebuilder:validation:MaxLength=64
 	Reason string `json:"reason"`

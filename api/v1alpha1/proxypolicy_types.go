@@ -125,6 +125,14 @@ type LoadBalancingSpec struct {
 // +kubebuilder:validation:Enum=None;ClientIP
 type SessionAffinityType string
 
+// The session affinity types.
+const (
+	// SessionAffinityNone keeps no client on an endpoint.
+	SessionAffinityNone SessionAffinityType = "None"
+	// SessionAffinityClientIP keeps each client address on one endpoint.
+	SessionAffinityClientIP SessionAffinityType = "ClientIP"
+)
+
 // SessionAffinitySpec keeps a client on one endpoint.
 //
 // +kubebuilder:validation:XValidation:rule="self.type == 'ClientIP' || !has(self.timeoutSeconds)",message="spec.sessionAffinity.timeoutSeconds is only allowed when type is ClientIP"
@@ -141,22 +149,6 @@ type SessionAffinitySpec struct {
 	// +kubebuilder:validation:Maximum=86400
 	TimeoutSeconds *int32 `json:"timeoutSeconds,omitempty"`
 }
-
-// Reasons of the Accepted and Programmed conditions of a ProxyPolicy.
-const (
-	// ReasonAccepted: the policy is valid and attached.
-	ReasonAccepted = "Accepted"
-	// ReasonTargetNotFound: no target Service exists.
-	ReasonTargetNotFound = "TargetNotFound"
-	// ReasonConflicted: an older policy already targets the Service.
-	ReasonConflicted = "Conflicted"
-	// ReasonUnsupportedByBackend: a node's backend cannot honour the policy.
-	ReasonUnsupportedByBackend = "UnsupportedByBackend"
-	// ReasonProgrammed: every node runs the policy.
-	ReasonProgrammed = "Programmed"
-	// ReasonPending: some nodes have not yet reported the policy.
-	ReasonPending = "Pending"
-)
 
 // ResolvedTarget is one Service a policy attaches to.
 type ResolvedTarget struct {

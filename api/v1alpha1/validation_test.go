@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
 
@@ -145,6 +146,10 @@ var _ = Describe("Validation", func() {
 		// ProxyPolicy
 		Entry("a targetRef of another kind", proxyPolicy+indent("targetRefs:\n- {group: apps, kind: Deployment, name: web}\nloadBalancing: {algorithm: Random}"),
 			"spec.targetRefs[0]", `targetRefs may only name core Services: set group to "" and kind to Service`),
+		// Policy attachment names the core group "", never "core" (Gateway
+		// API's Group type says so too); the API server is the authority.
+		Entry("a targetRef with group core", proxyPolicy+indent("targetRefs:\n- {group: core, kind: Service, name: web}\nloadBalancing: {algorithm: Random}"),
+			"spec.targetRefs[0]", `targetRefs may only name core Services: set group to "" and kind to Service`),
 		Entry("a targetRef in another namespace", proxyPolicy+indent("targetRefs:\n- {kind: Service, name: web, namespace: other}\nloadBalancing: {algorithm: Random}"),
 			"spec.targetRefs[0]", "a ProxyPolicy attaches only to Services in its own namespace"),
 		Entry("the same Service named twice", proxyPolicy+indent("targetRefs:\n- {name: web}\n- {name: web}\nloadBalancing: {algorithm: Random}"),
@@ -240,7 +245,7 @@ var _ = Describe("Status subresource", func() {
 			"appliedRevision":    "default-1",
 			"counts":             map[string]any{"services": int64(3), "endpoints": int64(9), "rules": int64(40)},
 			"conditions": []any{map[string]any{
-				"type": "Ready", "status": "True", "reason": "Synced", "message": "rules are in sync",
+				"type": proxyv1alpha1.ConditionReady, "status": "True", "reason": proxyv1alpha1.ReasonSynced, "message": "rules are in sync",
 				"lastTransitionTime": "2026-11-22T10:00:00Z", "observedGeneration": gen,
 			}},
 		}
@@ -269,7 +274,7 @@ var _ = Describe("Status subresource", func() {
 		Expect(k8sClient.Create(ctx, obj)).To(Succeed())
 		var failed []any
 		for i := range 21 {
-			failed = append(failed, map[string]any{"namespace": "default", "name": fmt.Sprintf("p%d", i), "reason": "UnsupportedByBackend"})
+			failed = append(failed, map[string]any{"namespace": "default", "name": fmt.Sprintf("p%d", i), "reason": proxyv1alpha1.ReasonUnsupportedByBackend})
 		}
 		Expect(unstructured.SetNestedSlice(obj.Object, failed, "status", "failedPolicies")).To(Succeed())
 		err := k8sClient.Status().Update(ctx, obj)
@@ -286,7 +291,7 @@ var _ = Describe("Printer columns", func() {
 			"backend": "IPVS", "appliedRevision": "default-6",
 			"counts": map[string]any{"services": int64(12)},
 			"conditions": []any{map[string]any{
-				"type": "Ready", "status": "False", "reason": "Syncing", "message": "applying default-7",
+				"type": proxyv1alpha1.ConditionReady, "status": "False", "reason": proxyv1alpha1.ReasonSyncing, "message": "applying default-7",
 				"lastTransitionTime": "2026-11-22T10:00:00Z",
 			}},
 		}, "status")).To(Succeed())

@@ -107,12 +107,34 @@ func ResolveMaxUnavailable(v *intstr.IntOrString, desired int) int {
 }
 
 // Compute plans the next step of the rollout. It is deterministic: the same
-// input gives the same plan.
+// input gives the same plan. It judges every node's health first (a node past
+// its progress deadline has failed), then takes the one step that applies:
+// nothing to roll out, roll back, converge on a known-good target, or advance
+// a new target through canaries and batches.
 func Compute(in Input) Plan {
 	nodes := append([]Node(nil), in.Nodes...)
 	sort.Slice(nodes, func(i, j int) bool { return nodes[i].Name < nodes[j].Name })
 
 	p := Plan{Assign: map[string]string{}, MaxUnavailable: ResolveMaxUnavailable(in.MaxUnavailable, len(nodes))}
+	health := p.judge(nodes, in)
+	switch {
+	case in.Target == "":
+		// Nothing to roll out: nodes that have nothing get the last good revision.
+		p.startNew(nodes, in)
+	case p.TargetFailed:
+		p.stop(nodes, in)
+	case in.Target == in.LastGood:
+		p.converge(nodes, in, health)
+	default:
+		p.advance(nodes, in, health)
+	}
+	return p
+}
+
+// judge returns each node's health at its assigned revision, counting a node
+// not Ready at a new target within the progress deadline as failed. It fills
+// Failed, TargetFailed and RequeueAfter (the next deadline).
+func (p *Plan) judge(nodes []Node, in Input) map[string]Health {
 	health := make(map[string]Health, len(nodes))
 	for _, n := range nodes {
 		h := n.Health
@@ -136,98 +158,84 @@ func Compute(in Input) Plan {
 			}
 		}
 	}
+	return health
+}
 
-	// Nothing to roll out: nodes that have nothing get the last good revision.
-	if in.Target == "" {
-		for _, n := range nodes {
-			if n.Assigned == "" && in.LastGood != "" {
-				p.Assign[n.Name] = in.LastGood
-			}
+// startNew gives the last good revision to the nodes that have none.
+func (p *Plan) startNew(nodes []Node, in Input) {
+	for _, n := range nodes {
+		if n.Assigned == "" && in.LastGood != "" {
+			p.Assign[n.Name] = in.LastGood
 		}
-		return p
 	}
+}
 
-	// The rollout failed: stop, and roll back when asked to and possible.
-	if p.TargetFailed {
-		p.RequeueAfter = 0
-		for _, n := range nodes {
-			switch {
-			case in.AutoRollback && in.LastGood != "" && n.Assigned == in.Target:
-				p.Assign[n.Name] = in.LastGood
-				p.RolledBack = true
-			case n.Assigned == "" && in.LastGood != "":
-				p.Assign[n.Name] = in.LastGood
-			}
+// stop handles a failed rollout: no node gets the target any more, and the
+// nodes that got it go back to the last good revision when asked to and
+// possible.
+func (p *Plan) stop(nodes []Node, in Input) {
+	p.RequeueAfter = 0
+	for _, n := range nodes {
+		switch {
+		case in.AutoRollback && in.LastGood != "" && n.Assigned == in.Target:
+			p.Assign[n.Name] = in.LastGood
+			p.RolledBack = true
+		case n.Assigned == "" && in.LastGood != "":
+			p.Assign[n.Name] = in.LastGood
 		}
-		return p
 	}
+}
 
-	// The target is the last good revision (steady state, or a rollback that
-	// already happened): it is known to work, so every node gets it at once.
-	if in.Target == in.LastGood {
-		complete := true
-		for _, n := range nodes {
-			if n.Assigned != in.Target {
-				p.Assign[n.Name] = in.Target
-				complete = false
-			} else if health[n.Name] != Ready {
-				complete = false
-			}
+// converge rolls out a target that is the last good revision (steady state,
+// or a rollback that already happened): it is known to work, so every node
+// gets it at once.
+func (p *Plan) converge(nodes []Node, in Input, health map[string]Health) {
+	complete := true
+	for _, n := range nodes {
+		if n.Assigned != in.Target {
+			p.Assign[n.Name] = in.Target
+			complete = false
+		} else if health[n.Name] != Ready {
+			complete = false
 		}
-		p.Complete = complete
-		return p
 	}
+	p.Complete = complete
+}
 
-	// A new revision rolls out: canaries first, then batches bounded by
-	// maxUnavailable, each started only once the nodes before it are Ready.
+// advance rolls a new revision out: canaries first, then batches bounded by
+// maxUnavailable, each started only once the nodes before it are Ready.
+func (p *Plan) advance(nodes []Node, in Input, health map[string]Health) {
 	canary := canaries(nodes, in)
+	canariesDone := true
 	for _, n := range nodes {
 		if canary[n.Name] {
 			p.Canaries = append(p.Canaries, n.Name)
+			if n.Assigned != in.Target || health[n.Name] != Ready {
+				canariesDone = false
+			}
 		}
 	}
-	inflight := 0
-	done := 0
+	inflight, done := 0, 0
 	for _, n := range nodes {
-		if n.Assigned != in.Target {
+		switch {
+		case n.Assigned != in.Target:
 			if n.Assigned == "" && in.LastGood != "" {
 				// A node that joined mid-rollout starts at the last good
 				// revision and is updated in its turn.
 				p.Assign[n.Name] = in.LastGood
 			}
-			continue
-		}
-		if health[n.Name] == Ready {
+		case health[n.Name] == Ready:
 			done++
-		} else {
+		default:
 			inflight++
 		}
 	}
 	if done == len(nodes) {
 		p.Complete = true
-		return p
+		return
 	}
 	budget := p.MaxUnavailable - inflight
-	canariesDone := true
-	for _, n := range nodes {
-		if canary[n.Name] && !(n.Assigned == in.Target && health[n.Name] == Ready) {
-			canariesDone = false
-		}
-	}
-	// Nodes that are not Ready at their current revision are updated first:
-	// updating them takes nothing more away.
-	order := make([]Node, 0, len(nodes))
-	for _, n := range nodes {
-		if n.Assigned != in.Target && n.Assigned != "" && health[n.Name] != Ready {
-			order = append(order, n)
-		}
-	}
-	for _, n := range nodes {
-		if n.Assigned == "" || (n.Assigned != in.Target && health[n.Name] == Ready) {
-			order = append(order, n)
-		}
-	}
-	for _, n := range order {
+	for _, n := range updateOrder(nodes, in.Target, health) {
 		if budget <= 0 {
 			break
 		}
@@ -237,7 +245,24 @@ func Compute(in Input) Plan {
 		p.Assign[n.Name] = in.Target
 		budget--
 	}
-	return p
+}
+
+// updateOrder returns the nodes still to update to target, in the order they
+// get it: those not Ready at their current revision first (updating them takes
+// nothing more away), then the new and the Ready ones, by name.
+func updateOrder(nodes []Node, target string, health map[string]Health) []Node {
+	order := make([]Node, 0, len(nodes))
+	for _, n := range nodes {
+		if n.Assigned != target && n.Assigned != "" && health[n.Name] != Ready {
+			order = append(order, n)
+		}
+	}
+	for _, n := range nodes {
+		if n.Assigned == "" || (n.Assigned != target && health[n.Name] == Ready) {
+			order = append(order, n)
+		}
+	}
+	return order
 }
 
 // canaries returns the canary nodes of a rollout.

@@ -183,7 +183,7 @@ func TestAgentProgramsNamespace(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, e := range evs.Items {
-			if e.Reason == daemon.ReasonRevisionApplied && e.InvolvedObject.Name == nodeName {
+			if e.Reason == v1alpha1.ReasonRevisionApplied && e.InvolvedObject.Name == nodeName {
 				return true, ""
 			}
 		}
@@ -221,8 +221,8 @@ func TestExplicitIPVSWithoutIPVS(t *testing.T) {
 	}
 
 	for _, tc := range []struct{ rev, reason, want string }{
-		{"rev-ipvs", daemon.ReasonBackendUnavailable, "no IPVS"},
-		{"rev-garbage", daemon.ReasonRevisionInvalid, "not a GatewayConfig spec"},
+		{"rev-ipvs", v1alpha1.ReasonBackendUnavailable, "no IPVS"},
+		{"rev-garbage", v1alpha1.ReasonRevisionInvalid, "not a GatewayConfig spec"},
 	} {
 		w.assign(tc.rev)
 		eventually(t, tc.rev+" refused", func() (bool, string) {
@@ -330,7 +330,7 @@ func TestHostileInput(t *testing.T) {
 	eventually(t, "InvalidInput event", func() (bool, string) {
 		evs, _ := w.cs.CoreV1().Events("").List(ctx, metav1.ListOptions{})
 		for _, e := range evs.Items {
-			if e.Reason == daemon.ReasonInvalidInput {
+			if e.Reason == v1alpha1.ReasonInvalidInput {
 				return true, e.Message
 			}
 		}

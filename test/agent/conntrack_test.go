@@ -10,7 +10,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/synterix/synterix-kube-proxy/agent/daemon"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
@@ -60,7 +59,7 @@ func TestConntrackTuningApplied(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, e := range evs.Items {
-			if e.Reason == daemon.ReasonConntrackTuningFailed && e.InvolvedObject.Name == nodeName &&
+			if e.Reason == v1alpha1.ReasonConntrackTuningFailed && e.InvolvedObject.Name == nodeName &&
 				strings.Contains(e.Message, "nf_conntrack_max") && strings.Contains(e.Message, "not applied") {
 				return true, ""
 			}

@@ -8,7 +8,6 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/synterix/synterix-kube-proxy/agent/daemon"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
@@ -53,7 +52,7 @@ func TestProxyNodeDeleted(t *testing.T) {
 			return false, err.Error()
 		}
 		for _, e := range evs.Items {
-			if e.Reason == daemon.ReasonRulesRemoved && e.InvolvedObject.Kind == "Node" {
+			if e.Reason == v1alpha1.ReasonRulesRemoved && e.InvolvedObject.Kind == "Node" {
 				t.Logf("event: %s", e.Message)
 				return true, ""
 			}

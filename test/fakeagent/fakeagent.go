@@ -219,12 +219,12 @@ func Write(ctx context.Context, c client.Client, pn *proxyv1alpha1.ProxyNode, re
 	case Ready:
 		s.AppliedRevision = pn.Spec.Revision
 		s.LastSync = &proxyv1alpha1.SyncStatus{Time: &now, Type: proxyv1alpha1.SyncFull, DurationMilliseconds: ptr(int32(1))}
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, "Synced", "Rules are in the kernel"
-		degraded.Status, degraded.Reason = metav1.ConditionFalse, "AsExpected"
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionTrue, proxyv1alpha1.ReasonSynced, "Rules are in the kernel"
+		degraded.Status, degraded.Reason = metav1.ConditionFalse, proxyv1alpha1.ReasonAsExpected
 	case Fail:
 		s.LastSync = &proxyv1alpha1.SyncStatus{Time: &now, Type: proxyv1alpha1.SyncFull, Error: "simulated failure"}
-		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, "SyncFailed", "simulated failure"
-		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, "SyncFailed", "simulated failure"
+		ready.Status, ready.Reason, ready.Message = metav1.ConditionFalse, proxyv1alpha1.ReasonSyncFailed, "simulated failure"
+		degraded.Status, degraded.Reason, degraded.Message = metav1.ConditionTrue, proxyv1alpha1.ReasonSyncFailed, "simulated failure"
 	}
 	meta.SetStatusCondition(&s.Conditions, ready)
 	meta.SetStatusCondition(&s.Conditions, degraded)

@@ -1,12 +1,12 @@
-package informers
+// Package translate turns the API's objects into the agent model's input. It
+// holds no state and watches nothing: agent/informers watches, this package
+// converts, agent/model decides.
+package translate
 
 import (
-	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
@@ -28,39 +28,22 @@ var algorithms = map[v1alpha1.LoadBalancingAlgorithm]model.Algorithm{
 	v1alpha1.AlgorithmNeverQueue:               model.AlgorithmNeverQueue,
 }
 
-// Policy converts a ProxyPolicy into a model policy, resolving its
-// targetRefs and selector against the Services of its namespace (the ones
-// this agent handles). A policy that targets nothing converts to a policy
-// with no Services, which changes nothing. The error reports a policy that
-// cannot be converted at all; the policy is then left out.
+// Policy converts a ProxyPolicy into a model policy. Its targets are resolved
+// by ProxyPolicy.ResolveTargets against services (the Services of its
+// namespace that this agent handles), exactly as the operator resolves them
+// for the policy's status; targetRefs that resolve to nothing are left out,
+// and a policy that targets nothing converts to a policy with no Services,
+// which changes nothing. The error reports a policy that cannot be converted
+// at all (an invalid selector); the agent then leaves the policy out and
+// reports it as failed.
 func Policy(p *v1alpha1.ProxyPolicy, services []*corev1.Service) (model.Policy, error) {
+	targets, err := p.ResolveTargets(services)
+	if err != nil {
+		return model.Policy{}, err
+	}
 	out := model.Policy{Namespace: p.Namespace, Name: p.Name, Created: p.CreationTimestamp.Time}
-	seen := map[string]bool{}
-	add := func(name string) {
-		if !seen[name] {
-			seen[name] = true
-			out.Services = append(out.Services, model.ServiceRef{Namespace: p.Namespace, Name: name})
-		}
-	}
-	for _, r := range p.Spec.TargetRefs {
-		if (r.Group != "" && r.Group != "core") || (r.Kind != "" && r.Kind != "Service") ||
-			(r.Namespace != "" && r.Namespace != p.Namespace) || r.Name == "" {
-			continue // the operator reports these on the policy
-		}
-		add(r.Name)
-	}
-	if p.Spec.Selector != nil {
-		sel, err := metav1.LabelSelectorAsSelector(p.Spec.Selector)
-		if err != nil {
-			return model.Policy{}, fmt.Errorf("invalid selector: %w", err)
-		}
-		if !sel.Empty() || len(p.Spec.TargetRefs) == 0 {
-			for _, s := range services {
-				if s.Namespace == p.Namespace && sel.Matches(labels.Set(s.Labels)) {
-					add(s.Name)
-				}
-			}
-		}
+	for _, name := range targets.Selected {
+		out.Services = append(out.Services, model.ServiceRef{Namespace: p.Namespace, Name: name})
 	}
 	for _, pp := range p.Spec.Ports {
 		mp := model.PolicyPort{Name: pp.Name}
@@ -77,7 +60,7 @@ func Policy(p *v1alpha1.ProxyPolicy, services []*corev1.Service) (model.Policy, 
 		}
 	}
 	if sa := p.Spec.SessionAffinity; sa != nil {
-		aff := &model.Affinity{ClientIP: sa.Type == "ClientIP", Timeout: model.DefaultAffinityTimeout}
+		aff := &model.Affinity{ClientIP: sa.Type == v1alpha1.SessionAffinityClientIP, Timeout: model.DefaultAffinityTimeout}
 		if sa.TimeoutSeconds != nil && *sa.TimeoutSeconds > 0 {
 			aff.Timeout = time.Duration(*sa.TimeoutSeconds) * time.Second
 		}

@@ -1,0 +1,256 @@
+package controllers
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+)
+
+// apply writes a plan: it marks a rolled-back revision failed, assigns
+// revisions to the ProxyNodes of the won nodes, deletes the ProxyNodes of
+// nodes no longer won, updates the agent DaemonSet and prunes the revision
+// history. It returns the revision each won node is assigned afterwards.
+func (r *GatewayConfigReconciler) apply(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, pl *rolloutPlan, now time.Time) (map[string]string, error) {
+	if pl.RolledBack {
+		if err := r.rollBack(ctx, gc, obs, pl, now); err != nil {
+			return nil, err
+		}
+	}
+	assigned, err := r.assignNodes(ctx, gc, obs, pl, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.deleteUnwon(ctx, obs); err != nil {
+		return nil, err
+	}
+	// The agent DaemonSet runs the agent settings of the target revision.
+	if pl.target != "" {
+		spec, err := proxyv1alpha1.DecodeRevision(obs.revs[pl.target].Data.Raw)
+		if err != nil {
+			return nil, reconcile.TerminalError(fmt.Errorf("revision %s: %w", pl.target, err))
+		}
+		lostNames := make([]string, 0, len(obs.lost))
+		for _, l := range obs.lost {
+			lostNames = append(lostNames, l.Node)
+		}
+		if err := r.ensureAgent(ctx, gc, spec.Agent, lostNames); err != nil {
+			return nil, err
+		}
+	}
+	return assigned, r.pruneRevisions(ctx, obs, pl, assigned)
+}
+
+// rollBack marks the failed target revision, so that it is not rolled out
+// again until the spec changes or a human clears the mark, and announces the
+// rollback: the Event goes with the mark, which no later step repeats.
+func (r *GatewayConfigReconciler) rollBack(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, pl *rolloutPlan, now time.Time) error {
+	if err := r.markFailed(ctx, obs.revs[pl.target], pl.Failed, now); err != nil {
+		return err
+	}
+	rollbacks.WithLabelValues(gc.Name).Inc()
+	r.Recorder.Eventf(gc, nil, corev1.EventTypeWarning, proxyv1alpha1.ReasonRolledBack, "Rollback",
+		"Revision %s failed on %s; rolling back to %s", pl.target, nameList(pl.Failed, len(pl.Failed)), pl.lastGood)
+	logf.FromContext(ctx).Info("Rollout failed, rolling back", "revision", pl.target, "lastGood", pl.lastGood, "failedNodes", boundedNames(pl.Failed))
+	return nil
+}
+
+// assignNodes writes the plan's assignments to the ProxyNodes of the won
+// nodes, and returns the revision every won node is assigned afterwards.
+func (r *GatewayConfigReconciler) assignNodes(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, pl *rolloutPlan, now time.Time) (map[string]string, error) {
+	assigned := map[string]string{}
+	for _, n := range obs.won {
+		rev, changed := pl.Assign[n.Name]
+		if !changed {
+			if pn := obs.own(n.Name); pn != nil {
+				assigned[n.Name] = pn.Spec.Revision
+			}
+			continue
+		}
+		assigned[n.Name] = rev
+		if err := r.assign(ctx, gc, n, obs.byName[n.Name], rev, now); err != nil {
+			return nil, err
+		}
+	}
+	if len(pl.Assign) > 0 {
+		logf.FromContext(ctx).V(1).Info("Assigned revisions", "nodes", len(pl.Assign), "target", pl.target)
+	}
+	return assigned, nil
+}
+
+// deleteUnwon deletes this GatewayConfig's ProxyNodes of nodes it no longer
+// wins; their agents remove their rules.
+func (r *GatewayConfigReconciler) deleteUnwon(ctx context.Context, obs *observation) error {
+	won := make(map[string]bool, len(obs.won))
+	for _, n := range obs.won {
+		won[n.Name] = true
+	}
+	for i := range obs.proxyNodes {
+		pn := &obs.proxyNodes[i]
+		if pn.Spec.GatewayConfig != obs.gcName || won[pn.Name] {
+			continue
+		}
+		if err := r.Delete(ctx, pn, client.Preconditions{UID: &pn.UID, ResourceVersion: &pn.ResourceVersion}); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+		proxyNodeWrites.WithLabelValues("delete").Inc()
+	}
+	return nil
+}
+
+// pruneRevisions deletes the oldest revisions beyond the history limit,
+// keeping every revision in use.
+func (r *GatewayConfigReconciler) pruneRevisions(ctx context.Context, obs *observation, pl *rolloutPlan, assigned map[string]string) error {
+	keep := map[string]bool{pl.lastGood: true, pl.target: true, pl.desired: true, pl.pending: true, pl.approved: true, pl.failedRev: true}
+	for _, rev := range assigned {
+		keep[rev] = true
+	}
+	list := make([]appsv1.ControllerRevision, 0, len(obs.revs))
+	for _, rev := range obs.revs {
+		list = append(list, *rev)
+	}
+	for _, rev := range revisionsToPrune(list, keep, RevisionHistoryLimit) {
+		if err := r.Delete(ctx, &rev); client.IgnoreNotFound(err) != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// markFailed annotates a revision whose rollout failed.
+func (r *GatewayConfigReconciler) markFailed(ctx context.Context, rev *appsv1.ControllerRevision, failed []string, now time.Time) error {
+	if rev == nil || rev.Annotations[RolloutFailedAnnotation] != "" {
+		return nil
+	}
+	patch := client.MergeFrom(rev.DeepCopy())
+	if rev.Annotations == nil {
+		rev.Annotations = map[string]string{}
+	}
+	rev.Annotations[RolloutFailedAnnotation] = now.UTC().Format(time.RFC3339) + " on " + nameList(failed, len(failed))
+	return r.Patch(ctx, rev, patch, FieldOwner)
+}
+
+// assign creates or updates the ProxyNode of node n to run revision rev.
+func (r *GatewayConfigReconciler) assign(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, n *corev1.Node, pn *proxyv1alpha1.ProxyNode, rev string, now time.Time) error {
+	at := now.UTC().Format(time.RFC3339)
+	if pn == nil {
+		pn = &proxyv1alpha1.ProxyNode{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        n.Name,
+				Labels:      map[string]string{proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc.Name)},
+				Annotations: map[string]string{AssignedAtAnnotation: at},
+				// Owned by the Node, so that the garbage collector removes it
+				// with the Node.
+				OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}},
+			},
+			Spec: proxyv1alpha1.ProxyNodeSpec{GatewayConfig: gc.Name, Revision: rev},
+		}
+		if err := r.Create(ctx, pn, FieldOwner); err != nil {
+			return err
+		}
+		proxyNodeWrites.WithLabelValues("create").Inc()
+		return nil
+	}
+	// Taking a ProxyNode over from another GatewayConfig must not race with
+	// that one; reassigning our own must not conflict with the agent's
+	// status writes, so it needs no lock (the patch carries only our fields).
+	patch := client.MergeFrom(pn.DeepCopy())
+	if pn.Spec.GatewayConfig != gc.Name {
+		patch = client.MergeFromWithOptions(pn.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	}
+	if pn.Labels == nil {
+		pn.Labels = map[string]string{}
+	}
+	if pn.Annotations == nil {
+		pn.Annotations = map[string]string{}
+	}
+	pn.Labels[proxyv1alpha1.RevisionGatewayConfigLabel] = labelValue(gc.Name)
+	pn.Annotations[AssignedAtAnnotation] = at
+	pn.Spec.GatewayConfig = gc.Name
+	pn.Spec.Revision = rev
+	if len(pn.OwnerReferences) == 0 {
+		pn.OwnerReferences = []metav1.OwnerReference{{APIVersion: "v1", Kind: "Node", Name: n.Name, UID: n.UID}}
+	}
+	if err := r.Patch(ctx, pn, patch, FieldOwner); err != nil {
+		return err
+	}
+	proxyNodeWrites.WithLabelValues("update").Inc()
+	return nil
+}
+
+// ensureAgent creates or updates the agent's ServiceAccount, ClusterRoleBinding
+// and DaemonSet. Each is written only when what the operator wants of it
+// changed.
+func (r *GatewayConfigReconciler) ensureAgent(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string) error {
+	sa := agentServiceAccount(gc, r.Agent)
+	if err := r.ensure(ctx, gc, sa, &corev1.ServiceAccount{}, nil); err != nil {
+		return err
+	}
+	crb := agentClusterRoleBinding(gc, r.Agent)
+	if err := r.ensure(ctx, gc, crb, &rbacv1.ClusterRoleBinding{}, func(cur, want client.Object) {
+		cur.(*rbacv1.ClusterRoleBinding).Subjects = want.(*rbacv1.ClusterRoleBinding).Subjects
+	}); err != nil {
+		return err
+	}
+	ds := agentDaemonSet(gc, agent, lost, r.Agent)
+	return r.ensure(ctx, gc, ds, &appsv1.DaemonSet{}, func(cur, want client.Object) {
+		cur.(*appsv1.DaemonSet).Spec = want.(*appsv1.DaemonSet).Spec
+	})
+}
+
+// ensure creates want, owned by gc, or, when it exists with another spec hash,
+// copies want's labels and (through update) its spec onto it.
+func (r *GatewayConfigReconciler) ensure(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, want, cur client.Object, update func(cur, want client.Object)) error {
+	raw, err := json.Marshal(want)
+	if err != nil {
+		return err
+	}
+	sum := sha256.Sum256(raw)
+	hash := hex.EncodeToString(sum[:8])
+	ann := want.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[specHashAnnotation] = hash
+	want.SetAnnotations(ann)
+	if err := controllerutil.SetControllerReference(gc, want, r.Scheme); err != nil {
+		return err
+	}
+	err = r.Get(ctx, client.ObjectKeyFromObject(want), cur)
+	if apierrors.IsNotFound(err) {
+		if err := r.Create(ctx, want, FieldOwner); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if cur.GetAnnotations()[specHashAnnotation] == hash || update == nil {
+		return nil
+	}
+	before := cur.DeepCopyObject().(client.Object)
+	curAnn := cur.GetAnnotations()
+	if curAnn == nil {
+		curAnn = map[string]string{}
+	}
+	curAnn[specHashAnnotation] = hash
+	cur.SetAnnotations(curAnn)
+	cur.SetLabels(want.GetLabels())
+	update(cur, want)
+	return r.Patch(ctx, cur, client.MergeFrom(before), FieldOwner)
+}
