@@ -21,37 +21,32 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
-	goipt "github.com/coreos/go-iptables/iptables"
 	"k8s.io/klog/v2"
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
-	"github.com/synterix/synterix-kube-proxy/agent/conntrack"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 )
 
 // Options configure the backend.
 type Options struct {
 	// Mode selects legacy or nft; empty detects it.
-	Mode Mode
+	Mode xtables.Mode
 	// MasqueradeBit is the packet mark bit used to request masquerade.
 	// Default 17 (0x20000), away from kube-proxy's 0x4000.
 	MasqueradeBit int
-	// Conntrack deletes stale UDP flows after rules changed; nil uses
-	// conntrack.Clean. Set DisableConntrack to skip it.
-	Conntrack        func(old, cur *model.State) (uint, error)
-	DisableConntrack bool
 }
 
 // Backend implements backend.Backend with iptables.
 type Backend struct {
 	opts        Options
-	mode        Mode
-	bins        binaries
-	ipt         *goipt.IPTables
+	mode        xtables.Mode
+	bins        xtables.Binaries // the tools xt runs, for logs and tests
+	xt          xtables.Runner
 	randomFully bool
 	masqMark    string
 
@@ -74,24 +69,26 @@ type Backend struct {
 
 var _ backend.Backend = (*Backend)(nil)
 
-// New prepares a backend for the calling thread's network namespace.
+// New prepares a backend for the calling thread's network namespace, with
+// the tools of the configured or detected iptables flavour.
 func New(ctx context.Context, opts Options) (*Backend, error) {
 	mode := opts.Mode
-	if mode == ModeAuto {
+	if mode == xtables.ModeAuto {
 		var err error
-		if mode, err = DetectMode(ctx); err != nil {
+		if mode, err = xtables.DetectMode(ctx); err != nil {
 			return nil, err
 		}
 	}
-	bins := binariesFor(mode)
-	path, err := exec.LookPath(bins.iptables)
+	xt, err := xtables.NewRunner(model.IPv4, mode)
 	if err != nil {
-		return nil, fmt.Errorf("iptables mode %s: %w", mode, err)
+		return nil, err
 	}
-	ipt, err := goipt.New(goipt.Path(path), goipt.Timeout(5))
-	if err != nil {
-		return nil, fmt.Errorf("init go-iptables: %w", err)
-	}
+	return newBackend(ctx, opts, mode, xt)
+}
+
+// newBackend wires a backend to a runner of the given mode; unit tests
+// pass a FAKE runner.
+func newBackend(ctx context.Context, opts Options, mode xtables.Mode, xt xtables.Runner) (*Backend, error) {
 	bit := opts.MasqueradeBit
 	if bit == 0 {
 		bit = 17
@@ -99,13 +96,17 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if bit < 0 || bit > 31 {
 		return nil, fmt.Errorf("masquerade bit %d out of range 0-31", bit)
 	}
+	randomFully, err := xtables.HasRandomFully(ctx, xt)
+	if err != nil {
+		return nil, err
+	}
 	m := uint32(1) << bit
 	b := &Backend{
 		opts:        opts,
 		mode:        mode,
-		bins:        bins,
-		ipt:         ipt,
-		randomFully: ipt.HasRandomFully(),
+		bins:        xtables.BinariesFor(model.IPv4, mode),
+		xt:          xt,
+		randomFully: randomFully,
 		masqMark:    fmt.Sprintf("%#x/%#x", m, m),
 		frags:       map[string]*fragment{},
 	}
@@ -117,36 +118,19 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 func (b *Backend) Name() string { return "iptables" }
 
 // Mode returns the iptables flavour in use.
-func (b *Backend) Mode() Mode { return b.mode }
+func (b *Backend) Mode() xtables.Mode { return b.mode }
 
 // Unsupported implements backend.Backend.
 func (b *Backend) Unsupported(p model.Policy) error { return Features.Check(b.Name(), p) }
 
-// hook is a jump from a built-in chain into ours.
-type hook struct {
-	table, chain string
-	args         []string
-}
-
-// saved renders the hook the way iptables-save prints it.
-func (h hook) saved() string {
-	var parts []string
-	for i, a := range h.args {
-		if i > 0 && h.args[i-1] == "--comment" {
-			a = `"` + a + `"`
-		}
-		parts = append(parts, a)
-	}
-	return strings.Join(parts, " ")
-}
-
-var hooks = []hook{
-	{tableNAT, "PREROUTING", []string{"-m", "comment", "--comment", "synterix service portals", "-j", chainServices}},
-	{tableNAT, "OUTPUT", []string{"-m", "comment", "--comment", "synterix service portals", "-j", chainServices}},
-	{tableNAT, "POSTROUTING", []string{"-m", "comment", "--comment", "synterix postrouting rules", "-j", chainPostrouting}},
-	{tableFilter, "INPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
-	{tableFilter, "FORWARD", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
-	{tableFilter, "OUTPUT", []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
+// hooks are the jumps from built-in chains into ours.
+var hooks = []xtables.Jump{
+	{Table: tableNAT, Chain: "PREROUTING", Args: []string{"-m", "comment", "--comment", "synterix service portals", "-j", chainServices}},
+	{Table: tableNAT, Chain: "OUTPUT", Args: []string{"-m", "comment", "--comment", "synterix service portals", "-j", chainServices}},
+	{Table: tableNAT, Chain: "POSTROUTING", Args: []string{"-m", "comment", "--comment", "synterix postrouting rules", "-j", chainPostrouting}},
+	{Table: tableFilter, Chain: "INPUT", Args: []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
+	{Table: tableFilter, Chain: "FORWARD", Args: []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
+	{Table: tableFilter, Chain: "OUTPUT", Args: []string{"-m", "conntrack", "--ctstate", "NEW", "-m", "comment", "--comment", "synterix service filters", "-j", chainFilter}},
 }
 
 func (b *Backend) renderOptions(st *model.State) renderOptions {
@@ -284,7 +268,8 @@ func (b *Backend) partialPlans(st *model.State, ch model.Changes) (plans map[str
 
 // Sync implements backend.Backend. The backend keeps st to diff the next
 // sync against; callers must not modify it afterwards (model.Build returns
-// a fresh State every time).
+// a fresh State every time). A failed partial sync, or one that finds the
+// canary gone, is retried at once as a full sync.
 func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOptions) (backend.SyncResult, error) {
 	start := time.Now()
 	if st == nil {
@@ -314,17 +299,6 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	res.Services = len(st.Services)
 	ch := model.Diff(b.last, st)
 	res.Changed = len(ch.Added) + len(ch.Removed) + len(ch.Changed)
-	if !b.opts.DisableConntrack {
-		clean := b.opts.Conntrack
-		if clean == nil {
-			clean = conntrack.Clean
-		}
-		if n, err := clean(b.last, st); err != nil {
-			klog.ErrorS(err, "Failed to delete stale UDP conntrack entries")
-		} else if n > 0 {
-			klog.V(2).InfoS("Deleted stale UDP conntrack entries", "count", n)
-		}
-	}
 	b.last = st
 	b.synced = true
 	res.Duration = time.Since(start)
@@ -341,6 +315,11 @@ var errCanary = errors.New("canary rule missing")
 // command and nothing is applied on top of a half-deleted ruleset.
 const canaryGuard = "-D " + chainCanary + " -j RETURN\n-A " + chainCanary + " -j RETURN\n"
 
+// tables are the tables this backend writes, in the order it writes them.
+var tables = []string{tableNAT, tableFilter}
+
+// sync plans a full or partial sync and applies it. A partial sync that
+// cannot be planned becomes a full one.
 func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend.SyncResult, error) {
 	res := backend.SyncResult{Full: full}
 	var plans map[string]*tablePlan
@@ -351,42 +330,68 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		}
 	}
 	if full {
-		want := b.desired(st)
-		current := map[string]map[string]*chainSum{}
-		var missing []hook
-		// One iptables-save for all tables: a process less than per table.
-		saved, err := b.save(ctx)
+		var err error
+		plans, res.Rules, err = b.fullPlans(ctx, st)
 		if err != nil {
 			return res, err
 		}
-		for _, table := range []string{tableNAT, tableFilter} {
-			ts := saved[table]
-			if ts.chains == nil {
-				ts.chains = map[string]*chainSum{} // table not initialised yet (legacy)
-			}
-			current[table] = ts.chains
-			for _, h := range hooks {
-				if h.table == table && !contains(ts.hooks[h.chain], h.saved()) {
-					missing = append(missing, h)
-				}
-			}
+	}
+	n, err := b.apply(ctx, plans, full)
+	res.Rules += n
+	if err != nil {
+		return res, err
+	}
+	if st.LocalhostNodePorts {
+		b.enableRouteLocalnet()
+	}
+	return res, nil
+}
+
+// fullPlans reads the kernel (one iptables-save for all tables: a process
+// less than per table), puts back missing jumps from the built-in chains,
+// and plans turning the chains found into the desired ones. It returns the
+// number of jumps it wrote.
+func (b *Backend) fullPlans(ctx context.Context, st *model.State) (map[string]*tablePlan, int, error) {
+	want := b.desired(st)
+	saved, err := b.save(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	current := map[string]map[string]*chainSum{}
+	var missing []xtables.Jump
+	for _, table := range tables {
+		ts := saved[table]
+		if ts.chains == nil {
+			ts.chains = map[string]*chainSum{} // table not initialised yet (legacy)
 		}
-		if len(missing) > 0 {
-			n, err := b.installHooks(ctx, current, missing)
-			res.Rules += n
-			if err != nil {
-				return res, err
+		current[table] = ts.chains
+		for _, h := range hooks {
+			if h.Table == table && !slices.Contains(ts.hooks[h.Chain], h.Saved()) {
+				missing = append(missing, h)
 			}
-		}
-		plans = map[string]*tablePlan{}
-		for _, table := range []string{tableNAT, tableFilter} {
-			plans[table] = diffPlan(want[table], current[table])
 		}
 	}
+	n, err := b.installHooks(ctx, current, missing)
+	if err != nil {
+		return nil, n, err
+	}
+	plans := map[string]*tablePlan{}
+	for _, table := range tables {
+		plans[table] = diffPlan(want[table], current[table])
+	}
+	return plans, n, nil
+}
+
+// apply writes the plans with one iptables-restore --noflush per table
+// that has something to change. A partial sync guards each restore with
+// the canary rule, or checks the canary when it writes nothing, so that a
+// flush by someone else turns into errCanary.
+func (b *Backend) apply(ctx context.Context, plans map[string]*tablePlan, full bool) (int, error) {
 	if b.keepPayload {
 		b.lastPayload = map[string][]byte{}
 	}
-	for _, table := range []string{tableNAT, tableFilter} {
+	rules := 0
+	for _, table := range tables {
 		guard := ""
 		if !full {
 			guard = canaryGuard
@@ -395,9 +400,9 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		if payload == nil {
 			if !full {
 				if ok, err := b.canaryIntact(ctx, table); err != nil {
-					return res, err
+					return rules, err
 				} else if !ok {
-					return res, fmt.Errorf("%s table: %w", table, errCanary)
+					return rules, fmt.Errorf("%s table: %w", table, errCanary)
 				}
 			}
 			continue
@@ -405,30 +410,27 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		if b.keepPayload {
 			b.lastPayload[table] = payload
 		}
-		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
+		if err := b.xt.Restore(ctx, payload, "-w", "--noflush"); err != nil {
 			if !full && strings.Contains(err.Error(), chainCanary) {
-				return res, fmt.Errorf("%s table: %w: %v", table, errCanary, err)
+				return rules, fmt.Errorf("%s table: %w: %v", table, errCanary, err)
 			}
-			return res, err
+			return rules, err
 		}
-		res.Rules += n
+		rules += n
 	}
-	if st.LocalhostNodePorts {
-		b.enableRouteLocalnet()
-	}
-	return res, nil
+	return rules, nil
 }
 
-// installHooks adds the missing jumps from built-in chains with go-iptables.
-// The target chains are created empty first if they do not exist, while the
-// tables are still small, so the inserts stay cheap; the big restore fills
-// them afterwards.
-func (b *Backend) installHooks(ctx context.Context, current map[string]map[string]*chainSum, missing []hook) (int, error) {
-	for _, table := range []string{tableNAT, tableFilter} {
+// installHooks adds the missing jumps from built-in chains. The target
+// chains are created empty first if they do not exist, while the tables
+// are still small, so the inserts stay cheap; the big restore fills them
+// afterwards.
+func (b *Backend) installHooks(ctx context.Context, current map[string]map[string]*chainSum, missing []xtables.Jump) (int, error) {
+	for _, table := range tables {
 		var buf bytes.Buffer
 		for _, h := range missing {
-			target := h.args[len(h.args)-1]
-			if _, ok := current[table][target]; h.table != table || ok {
+			target := h.Target()
+			if _, ok := current[table][target]; h.Table != table || ok {
 				continue
 			}
 			buf.WriteString(":" + target + " - [0:0]\n")
@@ -439,31 +441,22 @@ func (b *Backend) installHooks(ctx context.Context, current map[string]map[strin
 		}
 		payload := append([]byte("*"+table+"\n"), buf.Bytes()...)
 		payload = append(payload, "COMMIT\n"...)
-		if _, err := b.run(ctx, payload, b.bins.restore, "-w", "--noflush"); err != nil {
+		if err := b.xt.Restore(ctx, payload, "-w", "--noflush"); err != nil {
 			return 0, err
 		}
 	}
 	for i, h := range missing {
-		if err := b.ipt.Insert(h.table, h.chain, 1, h.args...); err != nil {
-			return i, fmt.Errorf("add jump from %s %s: %w", h.table, h.chain, err)
+		if err := xtables.Insert(ctx, b.xt, h); err != nil {
+			return i, err
 		}
 	}
 	return len(missing), nil
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // canaryIntact checks the canary rule of a table: it is gone after
 // "iptables -F", a table deletion or a firewall reload.
 func (b *Backend) canaryIntact(ctx context.Context, table string) (bool, error) {
-	out, err := b.run(ctx, nil, b.bins.iptables, "-w", "-t", table, "-S", chainCanary)
+	out, err := b.xt.Exec(ctx, "-w", "-t", table, "-S", chainCanary)
 	if err != nil {
 		if strings.Contains(err.Error(), "No chain") || strings.Contains(err.Error(), "does not exist") {
 			return false, nil
@@ -500,49 +493,12 @@ func (b *Backend) enableRouteLocalnet() {
 func (b *Backend) Cleanup(ctx context.Context) error {
 	var errs []error
 	for _, h := range hooks {
-		for {
-			ok, err := b.ipt.Exists(h.table, h.chain, h.args...)
-			if err != nil || !ok {
-				break
-			}
-			if err := b.ipt.Delete(h.table, h.chain, h.args...); err != nil {
-				errs = append(errs, err)
-				break
-			}
+		if err := xtables.Delete(ctx, b.xt, h); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	for _, table := range []string{tableNAT, tableFilter} {
-		out, err := b.run(ctx, nil, b.bins.save, "-t", table)
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		saved, err := parseSaveAll(bytes.NewReader(out))
-		if err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		ts := saved[table]
-		var buf bytes.Buffer
-		buf.WriteString("*" + table + "\n")
-		for c := range ts.chains {
-			buf.WriteString(":" + c + " - [0:0]\n")
-		}
-		// Jumps from chains we did not create, e.g. added by an older
-		// version with another rule text.
-		for chain, rules := range ts.hooks {
-			for _, r := range rules {
-				buf.WriteString("-D " + chain + " " + r + "\n")
-			}
-		}
-		for c := range ts.chains {
-			buf.WriteString("-X " + c + "\n")
-		}
-		buf.WriteString("COMMIT\n")
-		if len(ts.chains) == 0 && len(ts.hooks) == 0 {
-			continue
-		}
-		if _, err := b.run(ctx, buf.Bytes(), b.bins.restore, "-w", "--noflush"); err != nil {
+	for _, table := range tables {
+		if err := b.cleanTable(ctx, table); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -559,62 +515,40 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// run executes a command, feeding stdin, and returns its standard output.
-func (b *Backend) run(ctx context.Context, stdin []byte, name string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, name, args...)
-	if stdin != nil {
-		cmd.Stdin = bytes.NewReader(stdin)
+// cleanTable deletes, in one restore, every SYNX- chain of a table and
+// every jump into one left in other chains, e.g. added by an older version
+// with another rule text.
+func (b *Backend) cleanTable(ctx context.Context, table string) error {
+	var saved map[string]tableState
+	err := b.xt.Save(ctx, func(r io.Reader) (err error) { saved, err = parseSaveAll(r); return }, "-t", table)
+	if err != nil {
+		return err
 	}
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if stdin != nil {
-			msg += restoreContext(stdin, msg)
+	ts := saved[table]
+	if len(ts.chains) == 0 && len(ts.hooks) == 0 {
+		return nil
+	}
+	var buf bytes.Buffer
+	buf.WriteString("*" + table + "\n")
+	for c := range ts.chains {
+		buf.WriteString(":" + c + " - [0:0]\n")
+	}
+	for chain, rules := range ts.hooks {
+		for _, r := range rules {
+			buf.WriteString("-D " + chain + " " + r + "\n")
 		}
-		return nil, fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, msg)
 	}
-	return stdout.Bytes(), nil
+	for c := range ts.chains {
+		buf.WriteString("-X " + c + "\n")
+	}
+	buf.WriteString("COMMIT\n")
+	return b.xt.Restore(ctx, buf.Bytes(), "-w", "--noflush")
 }
 
 // save runs iptables-save and parses its output as it streams in, so the
 // output of a large ruleset (~15 MB at 10k Services) is never held whole.
 func (b *Backend) save(ctx context.Context) (map[string]tableState, error) {
-	cmd := exec.CommandContext(ctx, b.bins.save)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %w", b.bins.save, err)
-	}
-	saved, perr := parseSaveAll(stdout)
-	if perr != nil {
-		_, _ = io.Copy(io.Discard, stdout) // let the command finish
-	}
-	if err := cmd.Wait(); err != nil {
-		return nil, fmt.Errorf("%s: %w: %s", b.bins.save, err, strings.TrimSpace(stderr.String()))
-	}
-	if perr != nil {
-		return nil, fmt.Errorf("read %s output: %w", b.bins.save, perr)
-	}
-	return saved, nil
-}
-
-// restoreContext quotes the input line iptables-restore complained about.
-func restoreContext(stdin []byte, msg string) string {
-	var line int
-	if i := strings.Index(msg, "line "); i >= 0 {
-		fmt.Sscanf(msg[i+5:], "%d", &line)
-	}
-	if line <= 0 {
-		return ""
-	}
-	lines := bytes.Split(stdin, []byte("\n"))
-	if line > len(lines) {
-		return ""
-	}
-	return fmt.Sprintf(" (input line %d: %q)", line, lines[line-1])
+	var saved map[string]tableState
+	err := b.xt.Save(ctx, func(r io.Reader) (err error) { saved, err = parseSaveAll(r); return })
+	return saved, err
 }

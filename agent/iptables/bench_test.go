@@ -87,98 +87,119 @@ func BenchmarkApply(b *testing.B) {
 	}
 }
 
-func benchApply(b *testing.B, n int) {
-	node := netns.New(b, "bench")
-	ctx := context.Background()
-	states := []*model.State{benchState(n, 10, 0), benchState(n, 10, 1), benchState(n, 10, 2)}
-	var be *Backend
-	in := func(fn func() error) {
-		b.Helper()
-		if err := node.Do(fn); err != nil {
-			b.Fatal(err)
-		}
+// applyRig runs a backend in a throw-away namespace for BenchmarkApply.
+type applyRig struct {
+	b      *testing.B
+	node   *netns.NS
+	ctx    context.Context
+	be     *Backend
+	states []*model.State
+}
+
+// in runs fn in the namespace and fails the benchmark on error.
+func (r *applyRig) in(fn func() error) {
+	r.b.Helper()
+	if err := r.node.Do(fn); err != nil {
+		r.b.Fatal(err)
 	}
-	// The backend keeps its payloads for the bare references.
-	newBackend := func() (err error) {
-		if be, err = New(ctx, Options{DisableConntrack: true}); err == nil {
-			be.keepPayload = true
+}
+
+// start makes a new backend that keeps its payloads for the bare
+// references; on a programmed node it adopts the rules there.
+func (r *applyRig) start() {
+	r.in(func() (err error) {
+		if r.be, err = New(r.ctx, Options{}); err == nil {
+			r.be.keepPayload = true
 		}
 		return err
-	}
-	in(newBackend)
-	bare := func(payload []byte) time.Duration {
-		start := time.Now()
-		in(func() error {
-			cmd := exec.Command(be.bins.restore, "-w", "--noflush")
-			cmd.Stdin = bytes.NewReader(payload)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("bare restore: %v: %s", err, out)
-			}
-			return nil
-		})
-		return time.Since(start)
-	}
-	var full, fullBare, part, partBare, adopt []time.Duration
-	var rules int
-	for i := 0; i < b.N; i++ {
-		// Full sync onto empty tables.
-		in(func() error { return be.Cleanup(ctx) })
-		var res backend.SyncResult
-		start := time.Now()
-		in(func() (err error) { res, err = be.Sync(ctx, states[0], backend.SyncOptions{Full: true}); return })
-		full = append(full, time.Since(start))
-		rules = res.Rules
-		payload := append(append([]byte(nil), be.lastPayload[tableNAT]...), be.lastPayload[tableFilter]...)
+	})
+}
 
-		// Partial syncs: move one endpoint there and back.
-		var partPayloads [][]byte
-		for _, st := range []*model.State{states[1], states[2], states[0]} {
-			start := time.Now()
-			in(func() (err error) { res, err = be.Sync(ctx, st, backend.SyncOptions{}); return })
-			part = append(part, time.Since(start))
-			if res.Full || res.Changed != 1 {
-				b.Fatalf("partial sync: %+v", res)
-			}
-			partPayloads = append(partPayloads, be.lastPayload[tableNAT])
+// sync times one sync and returns its result.
+func (r *applyRig) sync(st *model.State, full bool) (res backend.SyncResult, d time.Duration) {
+	start := time.Now()
+	r.in(func() (err error) { res, err = r.be.Sync(r.ctx, st, backend.SyncOptions{Full: full}); return })
+	return res, time.Since(start)
+}
+
+// bare times a plain iptables-restore --noflush of a payload.
+func (r *applyRig) bare(payload []byte) time.Duration {
+	start := time.Now()
+	r.in(func() error {
+		cmd := exec.Command(r.be.bins.Restore, "-w", "--noflush")
+		cmd.Stdin = bytes.NewReader(payload)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("bare restore: %v: %s", err, out)
 		}
-		// A restarted agent: full sync that reads the kernel and adopts
-		// (writes nothing).
-		start = time.Now()
-		in(func() (err error) {
-			fresh, err := New(ctx, Options{DisableConntrack: true})
-			if err != nil {
-				return err
-			}
-			res, err = fresh.Sync(ctx, states[0], backend.SyncOptions{Full: true})
-			if err == nil && res.Rules != 0 {
-				err = fmt.Errorf("adoption wrote %d rules", res.Rules)
-			}
-			return err
-		})
-		adopt = append(adopt, time.Since(start))
-		// The same partial payloads, applied bare (they chain: 0->1->2->0).
-		for _, p := range partPayloads {
-			partBare = append(partBare, bare(p))
+		return nil
+	})
+	return time.Since(start)
+}
+
+// applyTimes are the durations of BenchmarkApply, one list per metric.
+type applyTimes struct {
+	full, fullBare, part, partBare, adopt []time.Duration
+	rules                                 int
+}
+
+// round runs one iteration: a full sync onto empty tables, three partial
+// syncs, a restarted backend's adoption, then the same payloads bare.
+func (r *applyRig) round(t *applyTimes) {
+	r.in(func() error { return r.be.Cleanup(r.ctx) })
+	res, d := r.sync(r.states[0], true)
+	t.full, t.rules = append(t.full, d), res.Rules
+	payload := append(append([]byte(nil), r.be.lastPayload[tableNAT]...), r.be.lastPayload[tableFilter]...)
+	// Partial syncs: move one endpoint there and back.
+	var partPayloads [][]byte
+	for _, st := range []*model.State{r.states[1], r.states[2], r.states[0]} {
+		res, d := r.sync(st, false)
+		t.part = append(t.part, d)
+		if res.Full || res.Changed != 1 {
+			r.b.Fatalf("partial sync: %+v", res)
 		}
-		// The same full payload, applied bare onto empty tables.
-		in(func() error { return be.Cleanup(ctx) })
-		fullBare = append(fullBare, bare(payload))
-		// Re-adopt for the next round.
-		in(newBackend)
+		partPayloads = append(partPayloads, r.be.lastPayload[tableNAT])
+	}
+	// A restarted agent: full sync that reads the kernel and adopts
+	// (writes nothing).
+	start := time.Now()
+	r.start()
+	res, _ = r.sync(r.states[0], true)
+	t.adopt = append(t.adopt, time.Since(start))
+	if res.Rules != 0 {
+		r.b.Fatalf("adoption wrote %d rules", res.Rules)
+	}
+	// The same partial payloads, applied bare (they chain: 0->1->2->0).
+	for _, p := range partPayloads {
+		t.partBare = append(t.partBare, r.bare(p))
+	}
+	// The same full payload, applied bare onto empty tables.
+	r.in(func() error { return r.be.Cleanup(r.ctx) })
+	t.fullBare = append(t.fullBare, r.bare(payload))
+	// Re-adopt for the next round.
+	r.start()
+}
+
+func benchApply(b *testing.B, n int) {
+	r := &applyRig{b: b, node: netns.New(b, "bench"), ctx: context.Background(),
+		states: []*model.State{benchState(n, 10, 0), benchState(n, 10, 1), benchState(n, 10, 2)}}
+	r.start()
+	var t applyTimes
+	for i := 0; i < b.N; i++ {
+		r.round(&t)
 	}
 	b.StopTimer()
 	report := func(name string, ds []time.Duration) {
 		b.ReportMetric(float64(median(ds).Microseconds())/1000, name+"-ms")
 	}
-	report("full", full)
-	report("full-bare", fullBare)
-	report("partial", part)
-	report("partial-bare", partBare)
-	report("adopt", adopt)
-	b.ReportMetric(float64(median(full))/float64(median(fullBare)), "full-ratio")
-	b.ReportMetric(float64(median(part))/float64(median(partBare)), "partial-ratio")
-	b.ReportMetric(float64(rules), "rules")
-	in(func() error { return be.Cleanup(ctx) })
+	report("full", t.full)
+	report("full-bare", t.fullBare)
+	report("partial", t.part)
+	report("partial-bare", t.partBare)
+	report("adopt", t.adopt)
+	b.ReportMetric(float64(median(t.full))/float64(median(t.fullBare)), "full-ratio")
+	b.ReportMetric(float64(median(t.part))/float64(median(t.partBare)), "partial-ratio")
+	b.ReportMetric(float64(t.rules), "rules")
+	r.in(func() error { return r.be.Cleanup(r.ctx) })
 }
 
 // BenchmarkPartialRender measures the Go side of a partial sync at 10k

@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/conntrack"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
@@ -46,6 +47,8 @@ type topo struct {
 	svcs           map[string]*corev1.Service
 	slices         map[string]*discoveryv1.EndpointSlice
 	backendOptions Options
+	// prev and cur are the states of the last two successful syncs.
+	prev, cur *model.State
 }
 
 func newTopo(t *testing.T, opts Options) *topo {
@@ -223,7 +226,17 @@ func (tp *topo) sync(full bool) backend.SyncResult {
 	}); err != nil {
 		tp.t.Fatalf("sync: %v", err)
 	}
+	tp.prev, tp.cur = tp.cur, st
 	return res
+}
+
+// cleanConntrack deletes the UDP conntrack entries the last sync made
+// stale, as the agent's sync core does after every backend's sync.
+func (tp *topo) cleanConntrack() {
+	tp.t.Helper()
+	if err := tp.node.Do(func() error { _, err := conntrack.Clean(tp.prev, tp.cur); return err }); err != nil {
+		tp.t.Fatalf("conntrack cleanup: %v", err)
+	}
 }
 
 func (tp *topo) cleanup() {
@@ -239,7 +252,7 @@ var counterRE = regexp.MustCompile(`\[\d+:\d+\]`)
 // and counters, using the same flavour as the backend.
 func (tp *topo) save() string {
 	tp.t.Helper()
-	out := tp.node.MustExec(tp.be.bins.save)
+	out := tp.node.MustExec(tp.be.bins.Save)
 	var keep []string
 	for _, l := range strings.Split(out, "\n") {
 		if strings.HasPrefix(l, "#") || l == "" {
@@ -252,7 +265,7 @@ func (tp *topo) save() string {
 
 func (tp *topo) ipt(args ...string) string {
 	tp.t.Helper()
-	return tp.node.MustExec(append([]string{tp.be.bins.iptables, "-w"}, args...)...)
+	return tp.node.MustExec(append([]string{tp.be.bins.Cmd, "-w"}, args...)...)
 }
 
 func syncOpts(full bool) backend.SyncOptions { return backend.SyncOptions{Full: full} }

@@ -9,27 +9,39 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // TestUDPEndpointReplaced: a UDP flow (fixed client port, so one conntrack
-// entry) follows its Service when the endpoint is replaced. The old server
-// keeps running, so a stale conntrack entry would visibly keep answering
-// from it; the control run without conntrack cleanup shows exactly that.
+// entry) follows its Service when the endpoint is replaced, once the stale
+// conntrack entry is deleted after the sync, as the agent's sync core does
+// after every backend's sync. The old server keeps running, so a stale
+// entry would visibly keep answering from it; the control run without
+// conntrack cleanup shows exactly that: the rules alone do not move the
+// flow.
 func TestUDPEndpointReplaced(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		disable bool
-		want    string
+		name  string
+		clean bool
+		want  string
 	}{
-		{"with cleanup", false, "10.211.1.3"},
-		{"control without cleanup", true, "10.211.1.2"},
+		{"with cleanup", true, "10.211.1.3"},
+		{"control without cleanup", false, "10.211.1.2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tp := newTopo(t, Options{DisableConntrack: tc.disable})
+			tp := newTopo(t, Options{})
+			sync := func() backend.SyncResult {
+				res := tp.sync(false)
+				if tc.clean {
+					tp.cleanConntrack()
+				}
+				return res
+			}
 			tp.put(svcSpec{name: "dns", clusterIP: vip, proto: corev1.ProtocolUDP, port: 53, eps: []ep{{ip: "10.211.1.2"}}})
-			tp.sync(false)
+			sync()
 			opts := netns.RequestOptions{Local: clientIP + ":40001"}
 			for i := 0; i < 3; i++ {
 				if r, err := tp.client.Request("udp", vip+":53", opts); err != nil || r.Server != "10.211.1.2" {
@@ -37,7 +49,7 @@ func TestUDPEndpointReplaced(t *testing.T) {
 				}
 			}
 			tp.put(svcSpec{name: "dns", clusterIP: vip, proto: corev1.ProtocolUDP, port: 53, eps: []ep{{ip: "10.211.1.3"}}})
-			if res := tp.sync(false); res.Full {
+			if res := sync(); res.Full {
 				t.Errorf("endpoint change caused a full sync")
 			}
 			r, err := tp.client.Request("udp", vip+":53", opts)
@@ -50,25 +62,32 @@ func TestUDPEndpointReplaced(t *testing.T) {
 
 // TestUDPFirstEndpoint: datagrams sent to a VIP before it had rules are
 // routed out of the uplink and recorded un-NATed. Once the Service gets its
-// first endpoint, that entry must be deleted or the flow stays black-holed.
+// first endpoint, that entry must be deleted after the sync (the sync
+// core's conntrack step) or the flow stays black-holed.
 func TestUDPFirstEndpoint(t *testing.T) {
 	for _, tc := range []struct {
-		name    string
-		disable bool
-		want    string
+		name  string
+		clean bool
+		want  string
 	}{
-		{"with cleanup", false, "ok"},
-		{"control without cleanup", true, "timeout"},
+		{"with cleanup", true, "ok"},
+		{"control without cleanup", false, "timeout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tp := newTopo(t, Options{DisableConntrack: tc.disable})
-			tp.sync(false) // no services yet
+			tp := newTopo(t, Options{})
+			sync := func() {
+				tp.sync(false)
+				if tc.clean {
+					tp.cleanConntrack()
+				}
+			}
+			sync() // no services yet
 			opts := netns.RequestOptions{Local: clientIP + ":40002", Timeout: time.Second}
 			if _, err := tp.client.Request("udp", vip+":53", opts); netns.Outcome(err) != "timeout" {
 				t.Fatalf("before the service exists: outcome %s (%v), want timeout", netns.Outcome(err), err)
 			}
 			tp.put(svcSpec{name: "dns", clusterIP: vip, proto: corev1.ProtocolUDP, port: 53, eps: []ep{{ip: "10.211.2.2"}}})
-			tp.sync(false)
+			sync()
 			_, err := tp.client.Request("udp", vip+":53", opts)
 			if got := netns.Outcome(err); got != tc.want {
 				t.Errorf("after the first endpoint appeared: outcome %s (%v), want %s", got, err, tc.want)
@@ -238,31 +257,10 @@ func TestCleanupRestoresTables(t *testing.T) {
 	}
 }
 
-// TestDetectMode: rules written with iptables-legacy make detection pick
-// legacy; a namespace with only nft rules picks nft.
-func TestDetectMode(t *testing.T) {
-	netns.Require(t, "iptables-legacy", "iptables-nft", "iptables-legacy-save", "iptables-nft-save")
-	for _, tc := range []struct {
-		bin  string
-		want Mode
-	}{{"iptables-legacy", ModeLegacy}, {"iptables-nft", ModeNFT}} {
-		ns := netns.New(t, "mode")
-		ns.MustExec(tc.bin, "-t", "filter", "-A", "INPUT", "-j", "ACCEPT")
-		ns.MustExec(tc.bin, "-t", "filter", "-A", "INPUT", "-j", "ACCEPT")
-		var got Mode
-		if err := ns.Do(func() (err error) { got, err = DetectMode(context.Background()); return }); err != nil {
-			t.Fatal(err)
-		}
-		if got != tc.want {
-			t.Errorf("rules written by %s: detected %s, want %s", tc.bin, got, tc.want)
-		}
-	}
-}
-
 // TestLegacyMode runs a distribution + cleanup round with the legacy flavour.
 func TestLegacyMode(t *testing.T) {
 	netns.Require(t, "iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore")
-	tp := newTopo(t, Options{Mode: ModeLegacy})
+	tp := newTopo(t, Options{Mode: xtables.ModeLegacy})
 	// Legacy tables only show up in iptables-save once something used
 	// them; make both exist before taking the reference.
 	tp.ipt("-t", "nat", "-S")

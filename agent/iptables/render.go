@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 )
 
 // Chain names. Everything this backend owns starts with ChainPrefix, so it
@@ -22,8 +23,8 @@ const (
 	chainPostrouting = "SYNX-POSTROUTING" // nat: masquerade marked traffic
 	chainMarkMasq    = "SYNX-MARK-MASQ"   // nat: set the masquerade mark
 	chainOffCluster  = "SYNX-MASQ-OFFCLUS"
-	chainFilter      = "SYNX-FILTER" // filter: REJECT/DROP, from INPUT, FORWARD, OUTPUT
-	chainCanary      = "SYNX-CANARY" // nat and filter: flush detector
+	chainFilter      = "SYNX-FILTER"       // filter: REJECT/DROP, from INPUT, FORWARD, OUTPUT
+	chainCanary      = xtables.CanaryChain // nat and filter: flush detector
 
 	prefixSvc = "SYNX-SVC-" // balancing for ClusterIP frontends
 	prefixExt = "SYNX-EXT-" // external frontends: policy + balancing
@@ -87,71 +88,15 @@ type renderOptions struct {
 	clusterCIDRs []netip.Prefix
 }
 
-// renderService renders one service port. It is pure and deterministic.
+// renderService renders one service port: its balancing chains (internal
+// and external), its firewall chain, and its entries in the shared dispatch
+// and filter chains. It is pure and deterministic.
 func renderService(s *model.Service, o renderOptions) *fragment {
 	f := &fragment{hash: s.Hash, nat: map[string][]string{}}
-	svc, ext, fw := svcChain(s), extChain(s), fwChain(s)
-	pm := protoMatch(s.Protocol)
-	comment := func(what string) string { return `-m comment --comment "` + s.Key + " " + what + `"` }
-
-	// Endpoints are DNAT rules right in the balancing chain, not chains of
-	// their own: iptables-nft slows down sharply (and iptables-nft-save
-	// crashes) with ~100k chains, which one chain per endpoint reaches at
-	// 10k Services. Matches run in order and stop at the first miss, so
-	// "statistic, then recent --set" records only the endpoint picked.
-	proto := "-p " + strings.ToLower(string(s.Protocol)) + " "
-	dnat := func(e model.Endpoint) string { return "-j DNAT --to-destination " + e.AddrPort().String() }
-	recent := func(e model.Endpoint) string {
-		return "--name " + affinityList(s, e) + " --mask 255.255.255.255 --rsource "
-	}
-	balance := func(eps []model.Endpoint) []string {
-		rules := make([]string, 0, 2*len(eps))
-		if s.Affinity.ClientIP {
-			secs := strconv.FormatInt(int64(s.Affinity.Timeout.Seconds()), 10)
-			for _, e := range eps {
-				// --update refreshes the client's timestamp like --set.
-				rules = append(rules, proto+"-m recent --update --seconds "+secs+" --reap "+recent(e)+dnat(e))
-			}
-		}
-		for i, e := range eps {
-			left := len(eps) - i
-			pick := ""
-			switch {
-			case left == 1:
-			case s.Algorithm == model.AlgorithmRoundRobin:
-				// Each rule counts the new connections reaching it and takes
-				// the first of every "left": a strict rotation.
-				pick = "-m statistic --mode nth --every " + strconv.Itoa(left) + " --packet 0 "
-			default:
-				pick = "-m statistic --mode random --probability " + probability(1/float64(left)) + " "
-			}
-			set := ""
-			if s.Affinity.ClientIP {
-				set = "-m recent --set " + recent(e)
-			}
-			rules = append(rules, proto+pick+set+dnat(e))
-		}
-		return rules
-	}
-
 	hasInternal := len(s.InternalEndpoints) > 0
 	if hasInternal {
-		var rules []string
-		masq := model.MasqueradeNever
-		for _, fe := range s.Frontends {
-			if fe.Kind == model.KindClusterIP && fe.Masquerade != model.MasqueradeNever {
-				masq = fe.Masquerade
-			}
-		}
-		switch {
-		case masq == model.MasqueradeAlways:
-			rules = append(rules, "-j "+chainMarkMasq)
-		case masq == model.MasqueradeOffCluster && len(o.clusterCIDRs) > 0:
-			rules = append(rules, "-j "+chainOffCluster)
-		}
-		f.nat[svc] = append(rules, balance(s.InternalEndpoints)...)
+		f.nat[svcChain(s)] = internalChain(s, o)
 	}
-
 	hasExternalFrontend := false
 	for _, fe := range s.Frontends {
 		hasExternalFrontend = hasExternalFrontend || fe.Kind.External()
@@ -159,69 +104,145 @@ func renderService(s *model.Service, o renderOptions) *fragment {
 	// The external chain exists when something can be DNATed through it.
 	extUsable := len(s.ExternalEndpoints) > 0 || (s.ExternalLocal && !s.InternalLocal && hasInternal)
 	if hasExternalFrontend && extUsable {
-		var rules []string
-		if !s.ExternalLocal {
-			rules = append(rules, "-j "+chainMarkMasq)
-		} else if !s.InternalLocal && hasInternal {
-			// Pods and the node itself are not "external" clients: send
-			// them to every endpoint; the node's own traffic needs SNAT.
-			for _, p := range o.clusterCIDRs {
-				rules = append(rules, "-s "+p.String()+" -j "+svc)
-			}
-			rules = append(rules,
-				"-m addrtype --src-type LOCAL -j "+chainMarkMasq,
-				"-m addrtype --src-type LOCAL -j "+svc)
-		}
-		if !s.ExternalLocal && !s.InternalLocal && hasInternal {
-			rules = append(rules, "-j "+svc) // same endpoint set
-		} else {
-			rules = append(rules, balance(s.ExternalEndpoints)...)
-		}
-		f.nat[ext] = rules
+		f.nat[extChain(s)] = externalChain(s, o)
 	}
-
 	for _, fe := range s.Frontends {
-		dst := "-d " + hostCIDR(fe.Addr) + " " + pm + fmt.Sprintf(" --dport %d ", fe.Port)
-		what := strings.ToLower(string(fe.Kind))
-		if fe.Localhost {
-			what = "localhost nodeport"
-		}
-		eps := s.Endpoints(fe.Kind)
-		if !fe.Kind.External() {
-			if hasInternal {
-				f.services = append(f.services, dst+comment(what)+" -j "+svc)
-			} else {
-				f.filter = append(f.filter, dst+comment("has no endpoints")+" -j REJECT --reject-with icmp-port-unreachable")
-			}
-			continue
-		}
-		if !extUsable {
-			if s.ExternalLocal {
-				f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
-			} else {
-				f.filter = append(f.filter, dst+comment("has no endpoints")+" -j REJECT --reject-with icmp-port-unreachable")
-			}
-			continue
-		}
-		target := ext
-		if fe.Kind == model.KindLoadBalancer && len(fe.SourceRanges) > 0 {
-			target = fw
-			var rules []string
-			for _, r := range fe.SourceRanges {
-				rules = append(rules, "-s "+r.String()+" -j "+ext)
-			}
-			f.nat[fw] = rules
-			// Whatever was not DNATed above is still addressed to the
-			// load balancer IP: a client outside the ranges.
-			f.filter = append(f.filter, dst+comment("source not allowed")+" -j DROP")
-		}
-		f.services = append(f.services, dst+comment(what)+" -j "+target)
-		if len(eps) == 0 && s.ExternalLocal {
-			// Only pods and the node are sent anywhere; others are dropped.
-			f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
-		}
+		renderFrontend(f, s, fe, extUsable)
 	}
 	return f
+}
+
+// internalChain renders the balancing chain of ClusterIP frontends: the
+// masquerade request, if any, then the endpoints.
+func internalChain(s *model.Service, o renderOptions) []string {
+	var rules []string
+	masq := model.MasqueradeNever
+	for _, fe := range s.Frontends {
+		if fe.Kind == model.KindClusterIP && fe.Masquerade != model.MasqueradeNever {
+			masq = fe.Masquerade
+		}
+	}
+	switch {
+	case masq == model.MasqueradeAlways:
+		rules = append(rules, "-j "+chainMarkMasq)
+	case masq == model.MasqueradeOffCluster && len(o.clusterCIDRs) > 0:
+		rules = append(rules, "-j "+chainOffCluster)
+	}
+	return append(rules, balance(s, s.InternalEndpoints)...)
+}
+
+// externalChain renders the chain of external frontends (NodePort,
+// LoadBalancer, external IPs): traffic policy and masquerade, then the
+// endpoints or the internal chain when they are the same set.
+func externalChain(s *model.Service, o renderOptions) []string {
+	var rules []string
+	svc := svcChain(s)
+	hasInternal := len(s.InternalEndpoints) > 0
+	if !s.ExternalLocal {
+		rules = append(rules, "-j "+chainMarkMasq)
+	} else if !s.InternalLocal && hasInternal {
+		// Pods and the node itself are not "external" clients: send
+		// them to every endpoint; the node's own traffic needs SNAT.
+		for _, p := range o.clusterCIDRs {
+			rules = append(rules, "-s "+p.String()+" -j "+svc)
+		}
+		rules = append(rules,
+			"-m addrtype --src-type LOCAL -j "+chainMarkMasq,
+			"-m addrtype --src-type LOCAL -j "+svc)
+	}
+	if !s.ExternalLocal && !s.InternalLocal && hasInternal {
+		return append(rules, "-j "+svc) // same endpoint set
+	}
+	return append(rules, balance(s, s.ExternalEndpoints)...)
+}
+
+// renderFrontend adds one frontend's dispatch entry, or its REJECT/DROP
+// filter entry when it has nowhere to go, and its firewall chain when it
+// is a LoadBalancer with source ranges.
+func renderFrontend(f *fragment, s *model.Service, fe model.Frontend, extUsable bool) {
+	dst := "-d " + hostCIDR(fe.Addr) + " " + protoMatch(s.Protocol) + fmt.Sprintf(" --dport %d ", fe.Port)
+	comment := func(what string) string { return `-m comment --comment "` + s.Key + " " + what + `"` }
+	reject := dst + comment("has no endpoints") + " -j REJECT --reject-with icmp-port-unreachable"
+	what := strings.ToLower(string(fe.Kind))
+	if fe.Localhost {
+		what = "localhost nodeport"
+	}
+	if !fe.Kind.External() {
+		if len(s.InternalEndpoints) > 0 {
+			f.services = append(f.services, dst+comment(what)+" -j "+svcChain(s))
+		} else {
+			f.filter = append(f.filter, reject)
+		}
+		return
+	}
+	if !extUsable {
+		if s.ExternalLocal {
+			f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
+		} else {
+			f.filter = append(f.filter, reject)
+		}
+		return
+	}
+	target := extChain(s)
+	if fe.Kind == model.KindLoadBalancer && len(fe.SourceRanges) > 0 {
+		fw := fwChain(s)
+		var rules []string
+		for _, r := range fe.SourceRanges {
+			rules = append(rules, "-s "+r.String()+" -j "+target)
+		}
+		f.nat[fw] = rules
+		target = fw
+		// Whatever was not DNATed above is still addressed to the
+		// load balancer IP: a client outside the ranges.
+		f.filter = append(f.filter, dst+comment("source not allowed")+" -j DROP")
+	}
+	f.services = append(f.services, dst+comment(what)+" -j "+target)
+	if len(s.Endpoints(fe.Kind)) == 0 && s.ExternalLocal {
+		// Only pods and the node are sent anywhere; others are dropped.
+		f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
+	}
+}
+
+// balance renders the DNAT rules that spread new connections over eps.
+//
+// Endpoints are DNAT rules right in the balancing chain, not chains of
+// their own: iptables-nft slows down sharply (and iptables-nft-save
+// crashes) with ~100k chains, which one chain per endpoint reaches at 10k
+// Services. Matches run in order and stop at the first miss, so
+// "statistic, then recent --set" records only the endpoint picked.
+func balance(s *model.Service, eps []model.Endpoint) []string {
+	proto := "-p " + strings.ToLower(string(s.Protocol)) + " "
+	dnat := func(e model.Endpoint) string { return "-j DNAT --to-destination " + e.AddrPort().String() }
+	recent := func(e model.Endpoint) string {
+		return "--name " + affinityList(s, e) + " --mask 255.255.255.255 --rsource "
+	}
+	rules := make([]string, 0, 2*len(eps))
+	if s.Affinity.ClientIP {
+		secs := strconv.FormatInt(int64(s.Affinity.Timeout.Seconds()), 10)
+		for _, e := range eps {
+			// --update refreshes the client's timestamp like --set.
+			rules = append(rules, proto+"-m recent --update --seconds "+secs+" --reap "+recent(e)+dnat(e))
+		}
+	}
+	for i, e := range eps {
+		left := len(eps) - i
+		pick := ""
+		switch {
+		case left == 1:
+		case s.Algorithm == model.AlgorithmRoundRobin:
+			// Each rule counts the new connections reaching it and takes
+			// the first of every "left": a strict rotation.
+			pick = "-m statistic --mode nth --every " + strconv.Itoa(left) + " --packet 0 "
+		default:
+			pick = "-m statistic --mode random --probability " + probability(1/float64(left)) + " "
+		}
+		set := ""
+		if s.Affinity.ClientIP {
+			set = "-m recent --set " + recent(e)
+		}
+		rules = append(rules, proto+pick+set+dnat(e))
+	}
+	return rules
 }
 
 // ruleset is the complete content of the chains this backend owns.

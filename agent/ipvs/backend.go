@@ -15,9 +15,11 @@ import (
 	"time"
 
 	libipvs "github.com/moby/ipvs"
+	"k8s.io/klog/v2"
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 )
 
 // Defaults.
@@ -27,6 +29,9 @@ const (
 	DefaultMasqueradeMark  = 0x1000
 	DefaultGracefulTimeout = 15 * time.Minute
 	DefaultCallTimeout     = 10 * time.Second
+	// detectTimeout bounds the iptables flavour detection, which reads
+	// every rule of both flavours on a node without our canary.
+	detectTimeout = 2 * time.Minute
 )
 
 // Config configures the IPVS backend.
@@ -62,6 +67,10 @@ type Config struct {
 	// deletes, in a sync or in a cleanup, even when it recorded them as
 	// its own: other software may keep virtual servers there.
 	ExcludeCIDRs []netip.Prefix
+	// IPTablesMode is the iptables flavour (legacy or nft) of the glue
+	// rules; empty detects it in the namespace, as the iptables backend
+	// does, so that the glue lands where the node's other rules are.
+	IPTablesMode xtables.Mode
 }
 
 func (c *Config) defaults() error {
@@ -164,6 +173,7 @@ type Backend struct {
 	sets   setNames
 	ipvs   Handle
 	node   nodeOps
+	xt     xtables.Runner // the glue's iptables tools
 	rec    *reconciler
 
 	mu sync.Mutex
@@ -171,32 +181,48 @@ type Backend struct {
 
 var _ backend.Backend = (*Backend)(nil)
 
-// New opens the IPVS netlink handle in the configured namespace.
+// New opens the IPVS netlink handle in the configured namespace and picks
+// the iptables tools of the glue: those of the configured flavour, or of
+// the one detected in the namespace.
 func New(cfg Config) (*Backend, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	if err := probeIn(cfg.NetNSPath); err != nil {
+	node := &linuxNode{nsPath: cfg.NetNSPath}
+	if err := node.do(Probe); err != nil {
 		return nil, err
+	}
+	if cfg.IPTablesMode == xtables.ModeAuto {
+		ctx, cancel := context.WithTimeout(context.Background(), detectTimeout)
+		mode, err := detectMode(ctx, node)
+		cancel()
+		if err != nil {
+			return nil, err
+		}
+		cfg.IPTablesMode = mode
 	}
 	h, err := NewNetlinkHandle(cfg.NetNSPath, cfg.CallTimeout)
 	if err != nil {
 		return nil, err
 	}
-	return newBackend(cfg, h, &linuxNode{nsPath: cfg.NetNSPath}, nil)
-}
-
-func probeIn(nsPath string) error {
-	n := &linuxNode{nsPath: nsPath}
-	return n.do(Probe)
+	b, err := newBackend(cfg, h, node, nodeGlue(node), nil)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return b, nil
 }
 
 // newBackend wires a backend from parts; tests pass fakes.
-func newBackend(cfg Config, h Handle, node nodeOps, now func() time.Time) (*Backend, error) {
+func newBackend(cfg Config, h Handle, node nodeOps, glue glueRunner, now func() time.Time) (*Backend, error) {
 	if err := cfg.defaults(); err != nil {
 		return nil, err
 	}
-	b := &Backend{cfg: cfg, ipvs: h, node: node, v6: cfg.Family == model.IPv6}
+	xt, err := glue(cfg.Family, cfg.IPTablesMode)
+	if err != nil {
+		return nil, err
+	}
+	b := &Backend{cfg: cfg, ipvs: h, node: node, xt: xt, v6: cfg.Family == model.IPv6}
 	// Not "SYNX-": the iptables backend owns every chain with that prefix.
 	b.prefix = "SYNXIPVS-"
 	if b.v6 {
@@ -204,6 +230,7 @@ func newBackend(cfg Config, h Handle, node nodeOps, now func() time.Time) (*Back
 	}
 	b.sets = newSetNames(b.prefix)
 	b.rec = newReconciler(h, cfg.GracefulTimeout, now)
+	klog.V(2).InfoS("IPVS backend ready", "family", cfg.Family, "iptablesMode", cfg.IPTablesMode)
 	return b, nil
 }
 
@@ -252,7 +279,9 @@ func (b *Backend) sysctls() [][2]string {
 }
 
 // Sync implements backend.Backend. It always diffs against the kernel, so
-// every call is "full"; opts.Full changes nothing.
+// every call is "full"; opts.Full changes nothing. The order of its steps
+// keeps traffic flowing and ownership known at every point: VIPs, then
+// ownership, then sets and glue, then IPVS, then what became stale.
 func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOptions) (backend.SyncResult, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -267,6 +296,42 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
+	errs := b.tuneKernel()
+	d := buildDesired(st, b.cfg.Scheduler)
+	// 1. VIPs on the dummy interface.
+	bound, added, err := b.bindVIPs(d, &errs)
+	res.Rules += added
+	if err != nil {
+		return res, err
+	}
+	// 2. Record ownership before creating virtual servers, so that a crash
+	// between the two steps cannot leave a server we do not know is ours.
+	ownedBefore, err := b.recordOwnership(d)
+	if err != nil {
+		return res, err
+	}
+	// 3. The other sets and the glue rules, before traffic can reach new
+	// virtual servers.
+	errs = append(errs, b.writeSets(st, d)...)
+	errs = append(errs, b.writeGlue(ctx, st)...)
+	// 4. IPVS by diff.
+	isOwned := func(k vsKey) bool {
+		return !b.cfg.excluded(k.Addr) && (ownedBefore[ownedEntry(k)] || bound[k.Addr])
+	}
+	rs, err := b.rec.reconcile(d.Servers, isOwned)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	res.Rules += rs.writes()
+	res.Changed = rs.ServicesAdded + rs.ServicesUpdated + rs.ServicesDeleted
+	// 5. Shrink ownership to what exists, then unbind stale VIPs.
+	errs = append(errs, b.releaseStale(d, rs, bound)...)
+	res.Duration = time.Since(start)
+	return res, errors.Join(errs...)
+}
+
+// tuneKernel sets the sysctls and IPVS timeouts the backend needs.
+func (b *Backend) tuneKernel() []error {
 	var errs []error
 	for _, kv := range b.sysctls() {
 		if err := b.node.Sysctl(kv[0], kv[1]); err != nil {
@@ -276,35 +341,43 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	if err := b.applyTimeouts(); err != nil {
 		errs = append(errs, err)
 	}
-	d := buildDesired(st, b.cfg.Scheduler)
+	return errs
+}
 
-	// 1. VIPs on the dummy interface.
+// bindVIPs puts every VIP on the dummy interface, creating it if needed.
+// It returns the addresses bound before and how many it added; failures
+// to add one address go to errs, the others are fatal.
+func (b *Backend) bindVIPs(d desiredState, errs *[]error) (bound map[netip.Addr]bool, added int, err error) {
 	if err := b.node.EnsureDummy(b.cfg.DummyInterface); err != nil {
-		return res, err
+		return nil, 0, err
 	}
-	bound, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	addrs, err := b.node.DummyAddrs(b.cfg.DummyInterface)
 	if err != nil {
-		return res, err
+		return nil, 0, err
 	}
-	boundSet := map[netip.Addr]bool{}
-	for _, a := range bound {
-		boundSet[a] = true
+	bound = make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		bound[a] = true
 	}
 	for a := range d.VIPs {
-		if !boundSet[a] {
-			if err := b.node.AddAddr(b.cfg.DummyInterface, a); err != nil {
-				errs = append(errs, err)
-			} else {
-				res.Rules++
-			}
+		if bound[a] {
+			continue
+		}
+		if err := b.node.AddAddr(b.cfg.DummyInterface, a); err != nil {
+			*errs = append(*errs, err)
+		} else {
+			added++
 		}
 	}
+	return bound, added, nil
+}
 
-	// 2. Record ownership before creating virtual servers, so that a crash
-	// between the two steps cannot leave a server we do not know is ours.
+// recordOwnership adds the desired virtual servers to the OWNED set and
+// returns what it held before.
+func (b *Backend) recordOwnership(d desiredState) (map[setEntry]bool, error) {
 	ownedBefore, _, err := b.node.ReadSet(b.sets.Owned, b.v6)
 	if err != nil {
-		return res, err
+		return nil, err
 	}
 	owned := map[setEntry]bool{}
 	for e := range ownedBefore {
@@ -313,12 +386,12 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	for k := range d.Servers {
 		owned[ownedEntry(k)] = true
 	}
-	if err := b.node.WriteSet(b.sets.Owned, b.v6, owned); err != nil {
-		return res, err
-	}
+	return ownedBefore, b.node.WriteSet(b.sets.Owned, b.v6, owned)
+}
 
-	// 3. The other sets and the glue rules, before traffic can reach new
-	// virtual servers.
+// writeSets writes every set but OWNED.
+func (b *Backend) writeSets(st *model.State, d desiredState) []error {
+	var errs []error
 	members := buildSets(b.sets, st, d)
 	for _, s := range b.sets.all() {
 		if s.Name == b.sets.Owned.Name {
@@ -328,53 +401,34 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 			errs = append(errs, err)
 		}
 	}
-	rc := b.rules(st)
-	if err := b.node.Restore(b.v6, rc.render()); err != nil {
-		errs = append(errs, err)
-	} else {
-		for _, j := range rc.jumps() {
-			if err := b.node.EnsureJump(b.v6, j); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
+	return errs
+}
 
-	// 4. IPVS by diff.
-	isOwned := func(k vsKey) bool {
-		return !b.cfg.excluded(k.Addr) && (ownedBefore[ownedEntry(k)] || boundSet[k.Addr])
-	}
-	rs, err := b.rec.reconcile(d.Servers, isOwned)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	res.Rules += rs.writes()
-	res.Changed = rs.ServicesAdded + rs.ServicesUpdated + rs.ServicesDeleted
-
-	// 5. Shrink ownership to what exists, then unbind stale VIPs (after the
-	// virtual servers on them are gone).
+// releaseStale shrinks the OWNED set to the virtual servers that exist,
+// then unbinds the VIPs no virtual server uses any more (after those on
+// them are gone).
+func (b *Backend) releaseStale(d desiredState, rs reconcileStats, bound map[netip.Addr]bool) []error {
+	var errs []error
 	final := map[setEntry]bool{}
 	for k := range d.Servers {
 		final[ownedEntry(k)] = true
 	}
+	leftoverAddr := map[netip.Addr]bool{}
 	for _, k := range rs.Leftover {
 		final[ownedEntry(k)] = true
+		leftoverAddr[k.Addr] = true
 	}
 	if err := b.node.WriteSet(b.sets.Owned, b.v6, final); err != nil {
 		errs = append(errs, err)
 	}
-	leftoverAddr := map[netip.Addr]bool{}
-	for _, k := range rs.Leftover {
-		leftoverAddr[k.Addr] = true
-	}
-	for _, a := range bound {
+	for a := range bound {
 		if !d.VIPs[a] && !leftoverAddr[a] {
 			if err := b.node.DelAddr(b.cfg.DummyInterface, a); err != nil {
 				errs = append(errs, err)
 			}
 		}
 	}
-	res.Duration = time.Since(start)
-	return res, errors.Join(errs...)
+	return errs
 }
 
 // Draining returns how many destinations are at weight 0 waiting for their
@@ -422,19 +476,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		}
 	}
 	b.rec.draining = map[vsKey]map[rsKey]time.Time{}
-	rc := b.rules(nil)
-	for _, j := range rc.jumps() {
-		if err := b.node.DeleteJump(b.v6, j); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	for _, table := range []string{"nat", "filter"} {
-		for _, ch := range rc.chains()[table] {
-			if err := b.node.DeleteChain(b.v6, table, ch); err != nil {
-				errs = append(errs, err)
-			}
-		}
-	}
+	errs = append(errs, b.deleteGlue(ctx)...)
 	for _, s := range b.sets.all() {
 		if err := b.node.DestroySet(s.Name); err != nil {
 			errs = append(errs, err)

@@ -59,7 +59,7 @@ func (c *clock) now() time.Time { return c.t }
 
 func newTestBackend(t *testing.T, h *fakeHandle, n *fakeNode, c *clock, cfg Config) *Backend {
 	t.Helper()
-	b, err := newBackend(cfg, h, n, c.now)
+	b, err := newBackend(cfg, h, n, (&fakeGlue{}).runner, c.now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -198,7 +198,7 @@ func TestSchedulerPersistenceAndUpdates(t *testing.T) {
 			t.Errorf("schedulerFor(%s) = %s %v, want %s", a, got, ok, want)
 		}
 	}
-	if _, err := newBackend(Config{Scheduler: "bogus"}, h, n, nil); err == nil {
+	if _, err := newBackend(Config{Scheduler: "bogus"}, h, n, (&fakeGlue{}).runner, nil); err == nil {
 		t.Fatal("unknown scheduler accepted")
 	}
 }
@@ -385,12 +385,15 @@ func TestCleanupRemovesEverythingOurs(t *testing.T) {
 		t.Fatalf("strict ARP sysctls: %v", n.sysctl)
 	}
 	n.sets["OTHER-SET"] = map[setEntry]bool{}
+	if rules, _ := fakeRunner(b).Rules("nat", "PREROUTING"); len(rules) != 1 {
+		t.Fatalf("after the sync nat PREROUTING holds %q, want our jump", rules)
+	}
 	if err := b.Cleanup(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	wantTable(t, h)
-	if len(n.jumps) != 0 || len(n.chains) != 0 {
-		t.Fatalf("left rules: jumps %v chains %v", n.jumps, n.chains)
+	if dump := fakeRunner(b).Dump(); strings.Contains(dump, "SYNXIPVS") {
+		t.Fatalf("glue left after Cleanup:\n%s", dump)
 	}
 	if _, ok := n.dummy[DefaultDummyInterface]; ok {
 		t.Fatal("dummy interface left")
@@ -455,7 +458,7 @@ func TestLocalhostNodePortSkipped(t *testing.T) {
 // jump to one) as its own; ours must not match that prefix.
 func TestPrefixesStayOutOfTheIptablesBackendsNamespace(t *testing.T) {
 	for _, fam := range []model.Family{model.IPv4, model.IPv6} {
-		b, err := newBackend(Config{Family: fam}, newFakeHandle(), newFakeNode(), nil)
+		b, err := newBackend(Config{Family: fam}, newFakeHandle(), newFakeNode(), (&fakeGlue{}).runner, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -518,7 +521,7 @@ func TestNoTimeoutsConfiguredLeavesKernelAlone(t *testing.T) {
 }
 
 func TestNegativeTimeoutRejected(t *testing.T) {
-	if _, err := newBackend(Config{UDPTimeout: -time.Second}, newFakeHandle(), newFakeNode(), nil); err == nil {
+	if _, err := newBackend(Config{UDPTimeout: -time.Second}, newFakeHandle(), newFakeNode(), (&fakeGlue{}).runner, nil); err == nil {
 		t.Fatal("negative timeout accepted")
 	}
 }

@@ -1,6 +1,7 @@
 package ipvs
 
-// This file holds FAKES of the IPVS handle and of the node operations.
+// This file holds FAKES of the IPVS handle and of the node operations, and
+// hands out the FAKE xtables runner of package xtablestest for the glue.
 // They let the diff logic be unit tested on any machine; they prove nothing
 // about the kernel. The real test is the VM suite (kernel_test.go), run by
 // `make test-ipvs-vm` inside a Debian kernel that has IPVS.
@@ -14,6 +15,10 @@ import (
 	"time"
 
 	libipvs "github.com/moby/ipvs"
+
+	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables/xtablestest"
 )
 
 type fakeSvc struct {
@@ -240,15 +245,12 @@ type fakeNode struct {
 	dummy   map[string]map[netip.Addr]bool
 	sets    map[string]map[setEntry]bool
 	setType map[string]string
-	rules   []string
-	jumps   map[string]bool
-	chains  map[string]bool
 	sysctl  map[string]string
 }
 
 func newFakeNode() *fakeNode {
 	return &fakeNode{dummy: map[string]map[netip.Addr]bool{}, sets: map[string]map[setEntry]bool{},
-		setType: map[string]string{}, jumps: map[string]bool{}, chains: map[string]bool{}, sysctl: map[string]string{}}
+		setType: map[string]string{}, sysctl: map[string]string{}}
 }
 
 func (n *fakeNode) EnsureDummy(name string) error {
@@ -290,30 +292,7 @@ func (n *fakeNode) WriteSet(s setSpec, v6 bool, want map[setEntry]bool) error {
 	n.setType[s.Name] = s.Type
 	return nil
 }
-func (n *fakeNode) DestroySet(name string) error { delete(n.sets, name); return nil }
-func (n *fakeNode) Restore(v6 bool, rules string) error {
-	n.rules = append(n.rules, rules)
-	for _, l := range splitLines(rules) {
-		if len(l) > 1 && l[0] == ':' {
-			var ch string
-			fmt.Sscanf(l[1:], "%s", &ch)
-			n.chains[ch] = true
-		}
-	}
-	return nil
-}
-func (n *fakeNode) EnsureJump(v6 bool, j jump) error {
-	n.jumps[fmt.Sprint(j.Table, j.Chain, j.Args)] = true
-	return nil
-}
-func (n *fakeNode) DeleteJump(v6 bool, j jump) error {
-	delete(n.jumps, fmt.Sprint(j.Table, j.Chain, j.Args))
-	return nil
-}
-func (n *fakeNode) DeleteChain(v6 bool, table, chain string) error {
-	delete(n.chains, chain)
-	return nil
-}
+func (n *fakeNode) DestroySet(name string) error   { delete(n.sets, name); return nil }
 func (n *fakeNode) Sysctl(key, value string) error { n.sysctl[key] = value; return nil }
 
 func splitLines(s string) []string {
@@ -332,3 +311,20 @@ func splitLines(s string) []string {
 }
 
 func netipToIP(a netip.Addr) net.IP { return net.IP(a.AsSlice()) }
+
+// fakeGlue is a glueRunner handing out a FAKE xtables runner; it records
+// the family and mode the backend asked for.
+type fakeGlue struct {
+	fam  model.Family
+	mode xtables.Mode
+	fake *xtablestest.Fake
+}
+
+func (g *fakeGlue) runner(fam model.Family, mode xtables.Mode) (xtables.Runner, error) {
+	g.fam, g.mode = fam, mode
+	g.fake = xtablestest.New(fam, mode)
+	return g.fake, nil
+}
+
+// fakeRunner returns the FAKE xtables runner of a backend built by a test.
+func fakeRunner(b *Backend) *xtablestest.Fake { return b.xt.(*xtablestest.Fake) }

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -81,7 +82,8 @@ func TestKernelIPv6(t *testing.T) {
 	if err := be.Cleanup(context.Background()); err != nil {
 		t.Fatalf("Cleanup: %v", err)
 	}
-	if save := node.MustExec("ip6tables-save"); strings.Contains(save, "SYNXIPVS") {
+	// The backend's own flavour, as detected in the namespace.
+	if save := node.MustExec(xtables.BinariesFor(model.IPv6, be.cfg.IPTablesMode).Save); strings.Contains(save, "SYNXIPVS") {
 		t.Errorf("IPv6 rules survived Cleanup:\n%s", save)
 	}
 	svcs, err := be.ipvs.GetServices()

@@ -30,6 +30,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -621,7 +622,8 @@ func TestKernelCleanupRemovesOnlyOurs(t *testing.T) {
 	if len(svcs) != 1 || svcs[0].Port != 99 {
 		t.Fatalf("after Cleanup the IPVS table has %d services, want only the foreign one", len(svcs))
 	}
-	save := tp.node.MustExec("iptables-save")
+	// The backend's own flavour: detection picks the one holding FOREIGN.
+	save := tp.node.MustExec(xtables.BinariesFor(model.IPv4, b.cfg.IPTablesMode).Save)
 	if strings.Contains(save, "SYNXIPVS") {
 		t.Errorf("our rules survived Cleanup:\n%s", save)
 	}

@@ -1,13 +1,11 @@
 package ipvs
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -17,9 +15,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// nodeOps is everything besides IPVS that the backend changes on the node:
-// the dummy interface holding the VIPs, ipsets, iptables glue, sysctls.
-// linuxNode is the real one; unit tests use a fake.
+// nodeOps is everything besides IPVS and the iptables glue that the backend
+// changes on the node: the dummy interface holding the VIPs, ipsets,
+// sysctls. linuxNode is the real one; unit tests use a fake. The glue goes
+// through an xtables.Runner (glue.go).
 type nodeOps interface {
 	EnsureDummy(name string) error
 	DeleteDummy(name string) error
@@ -32,21 +31,13 @@ type nodeOps interface {
 	// WriteSet creates the set if needed and makes its members equal want.
 	WriteSet(s setSpec, v6 bool, want map[setEntry]bool) error
 	DestroySet(name string) error
-	// Restore feeds iptables-restore --noflush.
-	Restore(v6 bool, rules string) error
-	// EnsureJump inserts the jump at the top of its chain unless present.
-	EnsureJump(v6 bool, j jump) error
-	// DeleteJump removes every copy of the jump.
-	DeleteJump(v6 bool, j jump) error
-	// DeleteChain flushes and deletes one of our chains if it exists.
-	DeleteChain(v6 bool, table, chain string) error
 	Sysctl(key, value string) error
 }
 
 // linuxNode runs every operation inside the network namespace at nsPath
 // ("" = the caller's), on a locked OS thread, because ipset netlink
-// requests, /proc/sys/net and child processes all follow the calling
-// thread's namespace.
+// requests, /proc/sys/net and child processes (the iptables tools of the
+// glue) all follow the calling thread's namespace.
 type linuxNode struct {
 	nsPath string
 }
@@ -291,69 +282,6 @@ func entryFromNetlink(typ string, ne netlink.IPSetEntry) setEntry {
 		}
 	}
 	return e
-}
-
-func iptablesCmd(v6 bool, suffix string) string {
-	if v6 {
-		return "ip6tables" + suffix
-	}
-	return "iptables" + suffix
-}
-
-func (n *linuxNode) run(stdin []byte, name string, args ...string) (string, error) {
-	var out string
-	err := n.do(func() error {
-		cmd := exec.Command(name, args...)
-		if stdin != nil {
-			cmd.Stdin = bytes.NewReader(stdin)
-		}
-		b, err := cmd.CombinedOutput()
-		out = string(b)
-		if err != nil {
-			return fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out))
-		}
-		return nil
-	})
-	return out, err
-}
-
-func (n *linuxNode) Restore(v6 bool, rules string) error {
-	_, err := n.run([]byte(rules), iptablesCmd(v6, "-restore"), "-w", "--noflush")
-	return err
-}
-
-func (n *linuxNode) EnsureJump(v6 bool, j jump) error {
-	ipt := iptablesCmd(v6, "")
-	if _, err := n.run(nil, ipt, append([]string{"-w", "-t", j.Table, "-C", j.Chain}, j.Args...)...); err == nil {
-		return nil
-	}
-	_, err := n.run(nil, ipt, append([]string{"-w", "-t", j.Table, "-I", j.Chain, "1"}, j.Args...)...)
-	return err
-}
-
-func (n *linuxNode) DeleteJump(v6 bool, j jump) error {
-	ipt := iptablesCmd(v6, "")
-	for i := 0; i < 100; i++ {
-		if _, err := n.run(nil, ipt, append([]string{"-w", "-t", j.Table, "-C", j.Chain}, j.Args...)...); err != nil {
-			return nil
-		}
-		if _, err := n.run(nil, ipt, append([]string{"-w", "-t", j.Table, "-D", j.Chain}, j.Args...)...); err != nil {
-			return err
-		}
-	}
-	return fmt.Errorf("jump in %s/%s keeps coming back", j.Table, j.Chain)
-}
-
-func (n *linuxNode) DeleteChain(v6 bool, table, chain string) error {
-	ipt := iptablesCmd(v6, "")
-	if _, err := n.run(nil, ipt, "-w", "-t", table, "-n", "-L", chain); err != nil {
-		return nil // absent
-	}
-	if _, err := n.run(nil, ipt, "-w", "-t", table, "-F", chain); err != nil {
-		return err
-	}
-	_, err := n.run(nil, ipt, "-w", "-t", table, "-X", chain)
-	return err
 }
 
 func (n *linuxNode) Sysctl(key, value string) error {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 )
 
 // Set types (ipset type names).
@@ -150,19 +151,14 @@ func (c rulesConfig) chPostrouting() string { return c.Prefix + "POSTROUTING" }
 func (c rulesConfig) chMarkMasq() string    { return c.Prefix + "MARK-MASQ" }
 func (c rulesConfig) chFirewall() string    { return c.Prefix + "FIREWALL" }
 
-// jump is a rule in a built-in chain that sends traffic to one of ours.
-type jump struct {
-	Table, Chain string
-	Args         []string
-}
-
-func (c rulesConfig) jumps() []jump {
+// jumps are the rules in built-in chains that send traffic to ours.
+func (c rulesConfig) jumps() []xtables.Jump {
 	cm := func(what string) []string { return []string{"-m", "comment", "--comment", "synterix ipvs " + what} }
-	return []jump{
-		{"nat", "PREROUTING", append(cm("services"), "-j", c.chServices())},
-		{"nat", "OUTPUT", append(cm("services"), "-j", c.chServices())},
-		{"nat", "POSTROUTING", append(cm("masquerade"), "-j", c.chPostrouting())},
-		{"filter", "INPUT", append(cm("firewall"), "-j", c.chFirewall())},
+	return []xtables.Jump{
+		{Table: "nat", Chain: "PREROUTING", Args: append(cm("services"), "-j", c.chServices())},
+		{Table: "nat", Chain: "OUTPUT", Args: append(cm("services"), "-j", c.chServices())},
+		{Table: "nat", Chain: "POSTROUTING", Args: append(cm("masquerade"), "-j", c.chPostrouting())},
+		{Table: "filter", Chain: "INPUT", Args: append(cm("firewall"), "-j", c.chFirewall())},
 	}
 }
 

@@ -7,14 +7,13 @@ package probe
 import (
 	"context"
 	"fmt"
-	"os/exec"
 	"strings"
 
 	"github.com/google/nftables"
 	"golang.org/x/sys/unix"
 
-	"github.com/synterix/synterix-kube-proxy/agent/iptables"
 	"github.com/synterix/synterix-kube-proxy/agent/ipvs"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
@@ -26,7 +25,7 @@ type Capabilities struct {
 	NFTables    bool
 	// IPTablesMode is the iptables flavour in use; empty when no iptables
 	// userspace was found.
-	IPTablesMode    iptables.Mode
+	IPTablesMode    xtables.Mode
 	IPTablesMissing string
 	KernelVersion   string
 }
@@ -35,41 +34,16 @@ type Capabilities struct {
 type Prober struct {
 	IPVS     func() error
 	NFTables func() error
-	IPTables func(ctx context.Context) (iptables.Mode, error)
+	IPTables func(ctx context.Context) (xtables.Mode, error)
 	Uname    func() string
 }
 
 // Default probes the real kernel, in the network namespace of the calling
 // thread.
-var Default = Prober{IPVS: ipvs.Probe, NFTables: probeNFTables, IPTables: DetectIPTablesMode, Uname: uname}
-
-// canaryChain is the iptables backend's flush-detector chain, which exists
-// in the nat table wherever the agent programmed rules.
-const canaryChain = "SYNX-CANARY"
-
-// DetectIPTablesMode returns the iptables flavour to use. Where our own
-// rules already are in exactly one flavour (a restarted agent), that one
-// wins: the agent adopts what it wrote, and listing one chain is cheap,
-// while iptables.DetectMode counts every rule of both flavours, which
-// takes seconds when a node holds 100k rules. Otherwise it asks
-// iptables.DetectMode.
-func DetectIPTablesMode(ctx context.Context) (iptables.Mode, error) {
-	nft, legacy := hasChain(ctx, "iptables-nft"), hasChain(ctx, "iptables-legacy")
-	switch {
-	case nft && !legacy:
-		return iptables.ModeNFT, nil
-	case legacy && !nft:
-		return iptables.ModeLegacy, nil
-	}
-	return iptables.DetectMode(ctx)
-}
-
-func hasChain(ctx context.Context, bin string) bool {
-	if _, err := exec.LookPath(bin); err != nil {
-		return false
-	}
-	return exec.CommandContext(ctx, bin, "-w", "-t", "nat", "-S", canaryChain).Run() == nil
-}
+//
+// IPTables is xtables.DetectMode: where our canary chain is in exactly one
+// flavour (a restarted agent) that one, else the flavour holding more rules.
+var Default = Prober{IPVS: ipvs.Probe, NFTables: probeNFTables, IPTables: xtables.DetectMode, Uname: uname}
 
 // Probe runs the probes.
 func (p Prober) Probe(ctx context.Context) Capabilities {
@@ -146,9 +120,9 @@ func Choose(mode v1alpha1.BackendMode, c Capabilities) (Choice, error) {
 func (c Capabilities) Status() *v1alpha1.KernelCapabilities {
 	k := &v1alpha1.KernelCapabilities{IPVS: c.IPVS, NFTables: c.NFTables, KernelVersion: truncate(c.KernelVersion, 128)}
 	switch c.IPTablesMode {
-	case iptables.ModeLegacy:
+	case xtables.ModeLegacy:
 		k.IPTablesMode = v1alpha1.IPTablesModeLegacy
-	case iptables.ModeNFT:
+	case xtables.ModeNFT:
 		k.IPTablesMode = v1alpha1.IPTablesModeNFT
 	}
 	var missing []string

@@ -6,13 +6,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/synterix/synterix-kube-proxy/agent/iptables"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
 func TestChoose(t *testing.T) {
-	withIPVS := Capabilities{IPVS: true, IPTablesMode: iptables.ModeNFT}
-	noIPVS := Capabilities{IPVSMissing: "IPVS is not available in this kernel: /proc/net/ip_vs missing", IPTablesMode: iptables.ModeLegacy}
+	withIPVS := Capabilities{IPVS: true, IPTablesMode: xtables.ModeNFT}
+	noIPVS := Capabilities{IPVSMissing: "IPVS is not available in this kernel: /proc/net/ip_vs missing", IPTablesMode: xtables.ModeLegacy}
 	nothing := Capabilities{IPVSMissing: "no ipvs", IPTablesMissing: "no iptables-save on PATH"}
 	for _, tc := range []struct {
 		mode    v1alpha1.BackendMode
@@ -47,11 +47,11 @@ func TestProbeAndStatus(t *testing.T) {
 	p := Prober{
 		IPVS:     func() error { return errors.New("no IPVS here") },
 		NFTables: func() error { return nil },
-		IPTables: func(context.Context) (iptables.Mode, error) { return iptables.ModeNFT, nil },
+		IPTables: func(context.Context) (xtables.Mode, error) { return xtables.ModeNFT, nil },
 		Uname:    func() string { return "6.1.0" },
 	}
 	c := p.Probe(context.Background())
-	if c.IPVS || !c.NFTables || c.IPTablesMode != iptables.ModeNFT || c.KernelVersion != "6.1.0" {
+	if c.IPVS || !c.NFTables || c.IPTablesMode != xtables.ModeNFT || c.KernelVersion != "6.1.0" {
 		t.Fatalf("caps %+v", c)
 	}
 	s := c.Status()
