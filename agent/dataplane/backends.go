@@ -30,7 +30,9 @@ func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alp
 		}
 		return iptables.New(ctx, o)
 	case v1alpha1.BackendIPVS:
-		return ipvs.New(ipvsConfig(spec.IPVS))
+		cfg := ipvsConfig(spec.IPVS)
+		cfg.IPTablesMode = caps.IPTablesMode
+		return ipvs.New(cfg)
 	}
 	return nil, fmt.Errorf("unknown backend %q", choice)
 }
@@ -92,7 +94,7 @@ func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
 		}
 	}
 	if caps.IPVS {
-		be, err := ipvs.New(ipvs.Config{})
+		be, err := ipvs.New(ipvs.Config{IPTablesMode: caps.IPTablesMode})
 		if err == nil {
 			err = be.Cleanup(ctx)
 			be.Close()
