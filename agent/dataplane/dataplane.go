@@ -122,6 +122,7 @@ func (p *Plane) Sync(ctx context.Context, st *model.State, full bool) (Result, e
 	if err != nil {
 		return Result{SyncResult: res, Backend: p.be.Name()}, err
 	}
+	p.cleanConntrack(st)
 	p.last = st
 	p.retireOld(ctx)
 	return Result{SyncResult: res, Backend: p.be.Name()}, nil

@@ -2,7 +2,7 @@
 # Entry point of `make test-ipvs-vm`: runs the IPVS real-kernel tests (and any
 # other packages given as arguments) inside Debian kernels under qemu.
 #
-#   hack/vm/run.sh                          # default: ./agent/ipvs/... ./test/vm/... on linux-image-amd64
+#   hack/vm/run.sh                          # default: ./agent/ipvs/... ./agent/dataplane/... ./test/vm/... on linux-image-amd64
 #   VM_KERNELS=linux-image-amd64,linux-image-6.12-amd64 hack/vm/run.sh
 #   hack/vm/run.sh -run TestScheduler ./agent/ipvs/...
 #
@@ -44,5 +44,5 @@ while [ $# -gt 0 ]; do
 	*) pkgs+=("$1"); shift ;;
 	esac
 done
-[ ${#pkgs[@]} -gt 0 ] || pkgs=(./agent/ipvs/... ./test/vm/...)
+[ ${#pkgs[@]} -gt 0 ] || pkgs=(./agent/ipvs/... ./agent/dataplane/... ./test/vm/...)
 exec go run ./hack/vm -kernel "${VM_KERNELS:-linux-image-amd64}" "${flags[@]}" "${pkgs[@]}"
