@@ -27,11 +27,15 @@ const (
 // fullRef returns ref as containerd spells it (docker.io/library/x:tag for
 // a bare x) and its tag. A digest is not allowed: the image is new.
 func fullRef(ref string) (full, tag string, err error) {
-	t, err := name.NewTag(ref, name.StrictValidation)
+	t, err := name.NewTag(ref)
+	i := strings.LastIndexByte(ref, ':')
+	if err == nil && i <= strings.LastIndexByte(ref, '/') {
+		err = fmt.Errorf("no tag")
+	}
 	if err != nil {
 		return "", "", fmt.Errorf("image name %q: want [registry/]repository:tag: %w", ref, err)
 	}
-	repo := ref[:strings.LastIndexByte(ref, ':')]
+	repo := ref[:i]
 	first, _, hasSlash := strings.Cut(repo, "/")
 	if !hasSlash || (!strings.ContainsAny(first, ".:") && first != "localhost") {
 		if !hasSlash {
