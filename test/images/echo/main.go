@@ -34,8 +34,9 @@ func main() {
 // config is the command line.
 type config struct {
 	id        string
-	tcp, udp  []int
+	tcp, udp  []int // 0 picks a free port
 	http      int
+	noHTTP    bool
 	listenIP  string
 	printVers bool
 }
@@ -66,6 +67,7 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 	if c.http < 0 || c.http > 65535 {
 		return c, fmt.Errorf("-http: port %d is out of range", c.http)
 	}
+	c.noHTTP = c.http == 0
 	if strings.ContainsAny(c.id, " \t\n") || c.id == "" {
 		return c, fmt.Errorf("-id %q must be one non-empty word", c.id)
 	}
@@ -114,9 +116,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout 
 
 // server is the set of listeners of one run.
 type server struct {
-	id      string
-	closers []io.Closer
-	wg      sync.WaitGroup
+	id       string
+	tcp, udp []net.Addr // in the order of the config
+	http     net.Addr
+	closers  []io.Closer
+	wg       sync.WaitGroup
 }
 
 func reply(id string, from net.Addr) string { return fmt.Sprintf("id=%s from=%s\n", id, from) }
@@ -131,7 +135,7 @@ func start(c config) (*server, error) {
 			s.close()
 			return nil, err
 		}
-		s.closers = append(s.closers, ln)
+		s.closers, s.tcp = append(s.closers, ln), append(s.tcp, ln.Addr())
 		s.goServe(func() { s.serveTCP(ln) })
 	}
 	for _, p := range c.udp {
@@ -140,17 +144,17 @@ func start(c config) (*server, error) {
 			s.close()
 			return nil, err
 		}
-		s.closers = append(s.closers, pc)
+		s.closers, s.udp = append(s.closers, pc), append(s.udp, pc.LocalAddr())
 		s.goServe(func() { s.serveUDP(pc) })
 	}
-	if c.http != 0 {
+	if !c.noHTTP {
 		ln, err := net.Listen("tcp", net.JoinHostPort(c.listenIP, strconv.Itoa(c.http)))
 		if err != nil {
 			s.close()
 			return nil, err
 		}
 		srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
-		s.closers = append(s.closers, srv)
+		s.closers, s.http = append(s.closers, srv), ln.Addr()
 		s.goServe(func() {
 			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				fmt.Fprintln(os.Stderr, "echo: http:", err)

@@ -27,6 +27,7 @@ func main() {
 	}
 	sig := make(chan os.Signal, 8)
 	signal.Notify(sig, unix.SIGINT, unix.SIGTERM, unix.SIGCHLD)
+	reap() // children that ended before the handler was there
 	for s := range sig {
 		if s != unix.SIGCHLD {
 			os.Exit(0)
