@@ -115,9 +115,9 @@ func TestBuilderManagerImage(t *testing.T) {
 	}
 	files := readTar(t, mutate.Extract(img))
 	want := map[string]tarEntry{
-		"etc":                                {Type: tar.TypeDir, Mode: 0o755},
-		"etc/ssl":                            {Type: tar.TypeDir, Mode: 0o755},
-		"etc/ssl/certs":                      {Type: tar.TypeDir, Mode: 0o755},
+		"etc":                               {Type: tar.TypeDir, Mode: 0o755},
+		"etc/ssl":                           {Type: tar.TypeDir, Mode: 0o755},
+		"etc/ssl/certs":                     {Type: tar.TypeDir, Mode: 0o755},
 		"etc/ssl/certs/ca-certificates.crt": {Type: tar.TypeReg, Mode: 0o644, Size: 8, Data: "FAKE CA\n"},
 	}
 	for _, f := range []string{"passwd", "group"} {

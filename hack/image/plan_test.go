@@ -174,9 +174,9 @@ func TestExpand(t *testing.T) {
 
 func TestStageKind(t *testing.T) {
 	for image, want := range map[string][2]string{
-		"golang:1.26-bookworm":                    {"go", ""},
-		"docker.io/library/golang:1.26@sha256:ab": {"go", ""},
-		"debian:trixie-slim":                      {"debian", "trixie"},
+		"golang:1.26-bookworm":                                 {"go", ""},
+		"docker.io/library/golang:1.26@sha256:ab":              {"go", ""},
+		"debian:trixie-slim":                                   {"debian", "trixie"},
 		"registry.example:5000/debian:bookworm-slim@sha256:cd": {"debian", "bookworm"},
 		"scratch": {"scratch", ""},
 	} {
@@ -189,7 +189,7 @@ func TestStageKind(t *testing.T) {
 
 func TestAgentRefAndFullRef(t *testing.T) {
 	for in, want := range map[string]string{
-		"ghcr.io/synterix/synterix-kube-proxy:v1":      "ghcr.io/synterix/synterix-kube-proxy-agent:v1",
+		"ghcr.io/synterix/synterix-kube-proxy:v1":     "ghcr.io/synterix/synterix-kube-proxy-agent:v1",
 		"localhost:5000/skp:abc@sha256:" + sha64("0"): "localhost:5000/skp-agent:abc",
 	} {
 		if got, err := AgentRef(in); err != nil || got != want {
