@@ -35,7 +35,7 @@ type Builder struct {
 	binMu    sync.Mutex
 	bins     map[string]string // go build output -> file
 	rootfsMu sync.Mutex
-	rootfss  map[string]*DebianRootfs // stage -> root file system
+	rootfss  map[string]*rootfsOnce // stage -> root file system
 }
 
 // Image builds the image of one stage: its Debian root file system (if
@@ -98,22 +98,32 @@ func (b *Builder) addendum(l v1.Layer, createdBy string) mutate.Addendum {
 	}}
 }
 
-// rootfs returns the Debian root file system of a stage, built once.
+type rootfsOnce struct {
+	once sync.Once
+	r    *DebianRootfs
+	err  error
+}
+
+// rootfs returns the Debian root file system of a stage, built once; the
+// root file systems of different stages build side by side.
 func (b *Builder) rootfs(ctx context.Context, stage string) (*DebianRootfs, error) {
 	b.rootfsMu.Lock()
-	defer b.rootfsMu.Unlock()
-	if r, ok := b.rootfss[stage]; ok {
-		return r, nil
-	}
-	r, err := b.Rootfs.Get(ctx, *b.Plan.Images[stage].Debian, b.Arch)
-	if err != nil {
-		return nil, fmt.Errorf("stage %s: %w", stage, err)
-	}
 	if b.rootfss == nil {
-		b.rootfss = map[string]*DebianRootfs{}
+		b.rootfss = map[string]*rootfsOnce{}
 	}
-	b.rootfss[stage] = r
-	return r, nil
+	o, ok := b.rootfss[stage]
+	if !ok {
+		o = &rootfsOnce{}
+		b.rootfss[stage] = o
+	}
+	b.rootfsMu.Unlock()
+	o.once.Do(func() {
+		o.r, o.err = b.Rootfs.Get(ctx, *b.Plan.Images[stage].Debian, b.Arch)
+		if o.err != nil {
+			o.err = fmt.Errorf("stage %s: %w", stage, o.err)
+		}
+	})
+	return o.r, o.err
 }
 
 // copyEntries reads the files of one COPY from the build context, the Go

@@ -187,7 +187,8 @@ func build(ctx context.Context, o *options, log func(string, ...any)) error {
 			return err
 		}
 		full, _, _ := fullRef(o.images[t])
-		written = append(written, ArchiveInfo{Target: t, Image: full, Archive: dst, Digest: d.String(), Size: fi.Size()})
+		abs, _ := filepath.Abs(dst)
+		written = append(written, ArchiveInfo{Target: t, Image: full, Archive: abs, Digest: d.String(), Size: fi.Size()})
 		log("Wrote %s: %s %s (%.1f MB)", dst, full, d, float64(fi.Size())/1e6)
 	}
 	log("Built %d images in %s", len(written), time.Since(start).Round(100*time.Millisecond))
@@ -212,9 +213,9 @@ func LoadPlan(dockerfile string, buildArgs map[string]string) (*Plan, error) {
 	return p, nil
 }
 
-// Prepare builds what the targets need, the Debian root file systems and
-// the Go binaries side by side: the first wait for the network, the second
-// for the CPUs.
+// Prepare builds what the targets need, each Debian root file system and
+// the Go binaries side by side: the first wait much for the network, the
+// second for the CPUs.
 func (b *Builder) Prepare(ctx context.Context, targets []string) error {
 	stages, bins := map[string]bool{}, map[string]bool{}
 	for _, t := range targets {
@@ -234,14 +235,9 @@ func (b *Builder) Prepare(ctx context.Context, targets []string) error {
 		}
 	}
 	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error {
-		for _, s := range sortedKeys(stages) {
-			if _, err := b.rootfs(ctx, s); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	for _, s := range sortedKeys(stages) {
+		g.Go(func() error { _, err := b.rootfs(ctx, s); return err })
+	}
 	g.Go(func() error {
 		for _, out := range sortedKeys(bins) {
 			if _, err := b.binary(ctx, out); err != nil {
