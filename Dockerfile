@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The images of synterix-kube-proxy, for a Docker engine:
 #   make docker-build IMG=<registry>/synterix-kube-proxy:<tag>
 # builds the targets "manager" (the operator) and "agent" (the node agent).
