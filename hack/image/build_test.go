@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -356,5 +357,31 @@ func TestRootfsCacheKeyAndAge(t *testing.T) {
 	}
 	if _, age, err := loadRootfs(filepath.Join(c.Dir, c.key(base, runtime.GOARCH))); err != nil || age > time.Hour {
 		t.Errorf("age %v %v", age, err)
+	}
+}
+
+// A mount left in a chroot is unmounted before the chroot is removed, so
+// that the removal never reaches through it.
+func TestRemoveUnmounted(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING: needs root to mount")
+	}
+	dir := t.TempDir()
+	mnt := filepath.Join(dir, "chroot", "proc")
+	if err := os.MkdirAll(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(mnt, syscall.MNT_DETACH) })
+	if got := MountsUnder(dir); len(got) != 1 || got[0] != mnt {
+		t.Fatalf("MountsUnder: %v", got)
+	}
+	if err := removeUnmounted(filepath.Join(dir, "chroot")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "chroot")); !os.IsNotExist(err) || len(MountsUnder(dir)) != 0 {
+		t.Errorf("chroot still there (%v) or mounted: %v", err, MountsUnder(dir))
 	}
 }

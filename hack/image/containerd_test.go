@@ -352,7 +352,7 @@ func (c *containerd) stop() {
 		t.Errorf("process %d of the private containerd outlived it; killing it", pid)
 		_ = syscall.Kill(pid, syscall.SIGKILL)
 	}
-	for _, m := range mountsUnder(c.dir) {
+	for _, m := range MountsUnder(c.dir) {
 		t.Errorf("mount %s outlived the private containerd; unmounting it", m)
 		_ = syscall.Unmount(m, syscall.MNT_DETACH)
 	}
@@ -376,18 +376,4 @@ func processesMentioning(dir string) []int {
 		}
 	}
 	return pids
-}
-
-func mountsUnder(dir string) []string {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, l := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-			out = append([]string{f[4]}, out...) // deepest last mounted first
-		}
-	}
-	return out
 }

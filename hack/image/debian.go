@@ -113,7 +113,7 @@ func loadRootfs(base string) (*DebianRootfs, time.Duration, error) {
 
 // build runs mmdebstrap into a temporary tarball and normalises it into
 // base.tar.gz.
-func (c *RootfsCache) build(ctx context.Context, b DebianBase, arch, base string) (*rootfsMeta, error) {
+func (c *RootfsCache) build(ctx context.Context, b DebianBase, arch, base string) (_ *rootfsMeta, err error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return nil, fmt.Errorf("mmdebstrap is not installed (apt-get install mmdebstrap; make images does it): %w", err)
 	}
@@ -121,7 +121,11 @@ func (c *RootfsCache) build(ctx context.Context, b DebianBase, arch, base string
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(tmp)
+	defer func() {
+		if rmErr := removeUnmounted(tmp); rmErr != nil && err == nil {
+			err = rmErr
+		}
+	}()
 	raw, pkgList := filepath.Join(tmp, "rootfs.tar"), filepath.Join(tmp, "packages")
 	args := []string{"--mode=root", "--variant=minbase", "--arch=" + arch, "--quiet"}
 	if len(b.Packages) > 0 {
@@ -168,6 +172,9 @@ func compressRootfs(raw, dst string) (map[string]bool, error) {
 	}
 	defer os.Remove(out.Name())
 	defer out.Close()
+	if err := out.Chmod(0o644); err != nil {
+		return nil, err
+	}
 	zw := gzip.NewWriter(out)
 	dirs, err := normalizeRootfs(in, zw)
 	if err != nil {
@@ -192,4 +199,33 @@ func writeJSON(p string, v any) error {
 		return err
 	}
 	return os.Rename(tmp, p)
+}
+
+// removeUnmounted removes dir, after unmounting what a killed mmdebstrap
+// may have left mounted in its chroot (proc, sys, dev): removing through a
+// mount would delete the host's files. It refuses when a mount stays.
+func removeUnmounted(dir string) error {
+	for _, m := range MountsUnder(dir) {
+		_ = syscall.Unmount(m, syscall.MNT_DETACH)
+	}
+	if left := MountsUnder(dir); len(left) > 0 {
+		return fmt.Errorf("not removing %s: still mounted there: %v", dir, left)
+	}
+	return os.RemoveAll(dir)
+}
+
+// MountsUnder lists the mount points below dir, deepest first.
+func MountsUnder(dir string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+			out = append(out, f[4])
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return len(out[i]) > len(out[j]) })
+	return out
 }

@@ -17,9 +17,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -86,6 +88,11 @@ func parseFlags(args []string) (*options, error) {
 		}
 	}
 	o.created = time.Unix(epoch, 0).UTC()
+	for t := range o.images {
+		if !slices.Contains(AllTargets, t) {
+			return nil, fmt.Errorf("-image %s=...: no such target (known: %s)", t, strings.Join(AllTargets, ", "))
+		}
+	}
 	o.targets = fs.Args()
 	if len(o.targets) == 0 {
 		o.targets = AllTargets
@@ -153,6 +160,7 @@ func build(ctx context.Context, o *options, log func(string, ...any)) error {
 	if err := addTestImages(plan, o.buildArgs["VERSION"]); err != nil {
 		return err
 	}
+	checkGoVersion(plan.Build.Image, log)
 	for _, t := range o.targets {
 		if _, ok := plan.Images[t]; !ok || o.images[t] == "" {
 			return fmt.Errorf("unknown target %q (known: %s)", t, strings.Join(AllTargets, ", "))
@@ -279,4 +287,16 @@ func updateIndex(p string, written []ArchiveInfo) error {
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].Target < all[j].Target })
 	return writeJSON(p, all)
+}
+
+// checkGoVersion warns when the host's Go is not the Go of the
+// Dockerfile's golang image: the local binaries would not be the same.
+func checkGoVersion(image string, log func(string, ...any)) {
+	ref, _, _ := strings.Cut(image, "@")
+	want, _, _ := strings.Cut(ref[strings.LastIndexByte(ref, ':')+1:], "-")
+	out, err := exec.Command("go", "env", "GOVERSION").Output()
+	have := strings.TrimPrefix(strings.TrimSpace(string(out)), "go")
+	if err != nil || (have != want && !strings.HasPrefix(have, want+".")) {
+		log("Warning: the host's Go is %q, the Dockerfile builds with %s (Go %s): the binaries differ", have, image, want)
+	}
 }
