@@ -1,7 +1,20 @@
 # synterix-kube-proxy
 
-# Image of the manager and the agent (one image, two commands).
-IMG ?= ghcr.io/synterix/synterix-kube-proxy:dev
+# Version stamped into the binaries (-X main.version) and the image tags.
+ifeq ($(origin VERSION),undefined)
+VERSION := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+endif
+# Image of the manager; the agent's is the manager's repository with -agent,
+# same tag (a digest does not carry over). The manager's default agent image
+# is AGENT_IMG (-X main.agentImage).
+IMG ?= ghcr.io/synterix/synterix-kube-proxy:$(VERSION)
+AGENT_IMG ?= $(shell echo '$(IMG)' | sed -E 's/@.*$$//; /:[^:\/]+$$/!s/$$/-agent/; s/^(.*[^:\/]+)(:[^:\/]+)$$/\1-agent\2/')
+# Test images, for clusters built on this machine (never pushed).
+PAUSE_IMG ?= localhost/synterix/pause:test
+ECHO_IMG ?= localhost/synterix/echo:test
+# Where make images writes the OCI archives, and their creation time.
+IMAGES_DIR ?= bin/images
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # Kubernetes version of the control-plane binaries the tests run.
 K8S_VERSION ?= v1.37.2
 K8S_BIN ?= $(CURDIR)/bin/k8s/$(K8S_VERSION)
@@ -60,6 +73,10 @@ test-e2e: build k8s-binaries ## Run the end-to-end suite on a local cluster of n
 test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel.
 	hack/vm/run.sh
 
+.PHONY: test-images
+test-images: image-tools ## Build the images and run them in a private containerd (needs root, containerd and runc).
+	go test ./hack/image/ ./test/images/... -count=1 -v
+
 .PHONY: bench
 bench: ## Run the Go benchmarks.
 	go test ./... -run '^$$' -bench . -benchmem
@@ -75,9 +92,25 @@ build: ## Build the manager and the agent into bin/.
 demo: build k8s-binaries ## Bring up a local cluster of network namespaces with real traffic, walk through the product, tear down (KEEP=1 keeps it).
 	go run ./test/cluster/cmd/demo $(if $(KEEP),-keep)
 
+IMAGE_FLAGS = -out $(IMAGES_DIR) -build-arg VERSION=$(VERSION) -build-arg AGENT_IMAGE=$(AGENT_IMG) \
+	-image manager=$(IMG) -image agent=$(AGENT_IMG) -image pause=$(PAUSE_IMG) -image echo=$(ECHO_IMG)
+
+.PHONY: images
+images: image-tools ## Build the manager, agent, pause and echo images as OCI archives in bin/images, without a Docker engine.
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run ./hack/image $(IMAGE_FLAGS)
+
+.PHONY: image-manager image-agent image-pause image-echo
+image-manager image-agent image-pause image-echo: image-%: image-tools ## Build one image (bin/images/<name>.tar).
+	SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) go run ./hack/image $(IMAGE_FLAGS) $*
+
+.PHONY: image-tools
+image-tools: ## Install mmdebstrap, which builds the Debian bases of the images, when missing.
+	@command -v mmdebstrap >/dev/null || { apt-get update && apt-get install -y --no-install-recommends mmdebstrap; }
+
 .PHONY: docker-build
-docker-build: ## Build the container image (needs a Docker engine).
-	docker build -t $(IMG) .
+docker-build: ## Build the manager and agent images from the Dockerfile (needs a Docker engine).
+	docker build --target manager --build-arg VERSION=$(VERSION) --build-arg AGENT_IMAGE=$(AGENT_IMG) -t $(IMG) .
+	docker build --target agent --build-arg VERSION=$(VERSION) -t $(AGENT_IMG) .
 
 ##@ Deployment
 

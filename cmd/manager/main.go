@@ -19,8 +19,14 @@ import (
 	"github.com/synterix/synterix-kube-proxy/controllers"
 )
 
-// version is set at build time (-ldflags "-X main.version=...").
-var version = "dev"
+// version and agentImage are set at build time (-ldflags "-X
+// main.version=... -X main.agentImage=..."; see the Dockerfile).
+var (
+	version = "dev"
+	// agentImage is the agent image built with this manager; empty means
+	// the project's agent image at this version.
+	agentImage = ""
+)
 
 // Options are the manager's command-line settings.
 type Options struct {
@@ -39,7 +45,10 @@ type Options struct {
 
 // defaultImage is the agent image the operator was released with.
 func defaultImage() string {
-	return "ghcr.io/synterix/synterix-kube-proxy:" + version
+	if agentImage != "" {
+		return agentImage
+	}
+	return "ghcr.io/synterix/synterix-kube-proxy-agent:" + version
 }
 
 // parseFlags reads the command line and the environment (POD_NAMESPACE).

@@ -76,3 +76,15 @@ func TestManagerOptions(t *testing.T) {
 		t.Error("--enable-http2 still restricts to HTTP/1.1")
 	}
 }
+
+func TestDefaultImage(t *testing.T) {
+	defer func(v, a string) { version, agentImage = v, a }(version, agentImage)
+	version, agentImage = "v1.2.3", ""
+	if got := defaultImage(); got != "ghcr.io/synterix/synterix-kube-proxy-agent:v1.2.3" {
+		t.Errorf("without agentImage: %s", got)
+	}
+	agentImage = "registry.example/p/synterix-kube-proxy-agent:abc"
+	if got := defaultImage(); got != agentImage {
+		t.Errorf("with agentImage: %s", got)
+	}
+}
