@@ -24,13 +24,13 @@ type SyncResult struct {
 	// Full is true when the backend rewrote everything, either because it
 	// was asked to or because it decided to (first sync, detected flush).
 	Full bool
-	// Services and Endpoints count what the state holds.
-	Services  int
-	Endpoints int
 	// Changed counts service ports added, removed or modified by this sync.
 	Changed int
 	// Rules counts the rules (or kernel objects) written by this sync.
-	Rules    int
+	Rules int
+	// Owned counts the rules (or kernel objects) the backend owns in the
+	// kernel after this sync: what ProxyNode status reports.
+	Owned    int
 	Duration time.Duration
 }
 

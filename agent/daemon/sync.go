@@ -152,7 +152,7 @@ func (a *Agent) synced(cfg *revision.Config, st *model.State, failed []v1alpha1.
 	batch source.Batch, t timing) {
 	first := a.loop.applied == nil
 	newRevision := !cfg.Same(a.loop.applied)
-	services, endpoints := st.Counts()
+	services, endpoints := res.Services, res.Endpoints
 	a.recordMetrics(cfg.Name, st, res, failed, batch, t, first, endpoints)
 	a.reportProblems(st.Problems)
 	a.updateNodePorts(st)
@@ -168,7 +168,7 @@ func (a *Agent) synced(cfg *revision.Config, st *model.State, failed []v1alpha1.
 		Applied: &status.Applied{Revision: cfg.Name, Generation: cfg.Generation, Backend: cfg.Choice.Backend,
 			BackendReason: cfg.Choice.Reason},
 		LastSync:       &v1alpha1.SyncStatus{Time: &metav1.Time{Time: t.end}, DurationMilliseconds: &ms, Type: syncType},
-		Counts:         v1alpha1.RuleCounts{Services: int32(services), Endpoints: int32(endpoints), Rules: int32(res.Rules)},
+		Counts:         v1alpha1.RuleCounts{Services: int32(services), Endpoints: int32(endpoints), Rules: int32(res.Owned)},
 		FailedPolicies: failed,
 	}
 	a.writer.SetSync(a.loop.facts)
@@ -205,7 +205,7 @@ func (a *Agent) recordMetrics(revisionName string, st *model.State, res dataplan
 	}
 	m.Services.Set(float64(len(st.Services)))
 	m.Endpoints.Set(float64(endpoints))
-	m.Rules.Set(float64(res.Rules))
+	m.Rules.Set(float64(res.Owned))
 	m.Problems.Set(float64(len(st.Problems)))
 	m.FailedPolicies.Set(float64(len(failed)))
 	m.Backend.Reset()

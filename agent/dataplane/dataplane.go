@@ -103,6 +103,9 @@ type Result struct {
 	backend.SyncResult
 	// Backend is the name of the backend that synced.
 	Backend string
+	// Services and Endpoints count what the state asks for, the same way
+	// whatever the backend (model.State.Counts).
+	Services, Endpoints int
 }
 
 // Sync makes the kernel match st with the current backend, then deletes the
@@ -125,7 +128,9 @@ func (p *Plane) Sync(ctx context.Context, st *model.State, full bool) (Result, e
 	p.cleanConntrack(st)
 	p.last = st
 	p.retireOld(ctx)
-	return Result{SyncResult: res, Backend: p.be.Name()}, nil
+	out := Result{SyncResult: res, Backend: p.be.Name()}
+	out.Services, out.Endpoints = st.Counts()
+	return out, nil
 }
 
 // cleanConntrack deletes stale UDP flows; a failure is logged, the rules

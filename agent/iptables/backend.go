@@ -293,16 +293,13 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 		b.synced = false
 		return res, err
 	}
-	for _, s := range st.Services {
-		res.Endpoints += len(s.ClusterEndpoints)
-	}
-	res.Services = len(st.Services)
 	ch := model.Diff(b.last, st)
 	res.Changed = len(ch.Added) + len(ch.Removed) + len(ch.Changed)
+	res.Owned = b.owned()
 	b.last = st
 	b.synced = true
 	res.Duration = time.Since(start)
-	klog.V(2).InfoS("iptables sync done", "full", res.Full, "services", res.Services, "changed", res.Changed,
+	klog.V(2).InfoS("iptables sync done", "full", res.Full, "services", len(st.Services), "changed", res.Changed,
 		"rules", res.Rules, "duration", res.Duration)
 	return res, nil
 }
@@ -551,4 +548,22 @@ func (b *Backend) save(ctx context.Context) (map[string]tableState, error) {
 	var saved map[string]tableState
 	err := b.xt.Save(ctx, func(r io.Reader) (err error) { saved, err = parseSaveAll(r); return })
 	return saved, err
+}
+
+// owned counts the rules the backend holds in the kernel: every service
+// port's chains and dispatch entries, and the shared chains.
+func (b *Backend) owned() int {
+	n := 0
+	for _, f := range b.frags {
+		for _, rules := range f.nat {
+			n += len(rules)
+		}
+		n += len(f.services) + len(f.filter)
+	}
+	for _, chains := range b.globals {
+		for _, rules := range chains {
+			n += len(rules)
+		}
+	}
+	return n
 }

@@ -307,3 +307,27 @@ func diffLines(a, b string) string {
 }
 
 var _ = model.IPv4
+
+// The count of owned rules the backend reports (ProxyNode
+// status.counts.rules) is the number of rules in our chains, after full and
+// partial syncs alike.
+func TestOwnedRulesMatchTheKernel(t *testing.T) {
+	tp := newTopo(t, Options{})
+	ours := func() int {
+		n := 0
+		for _, l := range strings.Split(tp.node.MustExec("iptables-save"), "\n") {
+			if strings.HasPrefix(l, "-A "+ChainPrefix) {
+				n++
+			}
+		}
+		return n
+	}
+	tp.put(svcSpec{name: "a", clusterIP: vip, port: 80, eps: []ep{{ip: "10.211.1.2"}, {ip: "10.211.1.3"}}})
+	if res := tp.sync(true); res.Owned != ours() || res.Owned == 0 {
+		t.Fatalf("full sync: owned %d, kernel holds %d rules in our chains", res.Owned, ours())
+	}
+	tp.put(svcSpec{name: "b", clusterIP: "10.96.0.11", port: 80, eps: []ep{{ip: "10.211.1.2"}}})
+	if res := tp.sync(false); res.Full || res.Owned != ours() {
+		t.Fatalf("partial sync (full=%t): owned %d, kernel holds %d", res.Full, res.Owned, ours())
+	}
+}

@@ -287,12 +287,6 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	defer b.mu.Unlock()
 	start := time.Now()
 	res := backend.SyncResult{Full: true}
-	if st != nil {
-		res.Services = len(st.Services)
-		for _, s := range st.Services {
-			res.Endpoints += len(s.InternalEndpoints)
-		}
-	}
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
@@ -324,6 +318,9 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	}
 	res.Rules += rs.writes()
 	res.Changed = rs.ServicesAdded + rs.ServicesUpdated + rs.ServicesDeleted
+	for _, vs := range d.Servers {
+		res.Owned += 1 + len(vs.Dests)
+	}
 	// 5. Shrink ownership to what exists, then unbind stale VIPs.
 	errs = append(errs, b.releaseStale(d, rs, bound)...)
 	res.Duration = time.Since(start)

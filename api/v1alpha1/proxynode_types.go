@@ -91,11 +91,13 @@ type RuleCounts struct {
 	// services is how many Service ports are programmed.
 	// +optional
 	Services int32 `json:"services,omitempty"`
-	// endpoints is how many endpoints are programmed.
+	// endpoints is how many (Service port, endpoint) pairs are programmed,
+	// counted the same way on every backend: an endpoint that serves any of a
+	// Service port's frontends counts once.
 	// +optional
 	Endpoints int32 `json:"endpoints,omitempty"`
 	// rules is how many kernel rules (iptables rules, or IPVS virtual servers and
-	// destinations) the agent owns.
+	// destinations) the agent owns after its last sync; it depends on the backend.
 	// +optional
 	Rules int32 `json:"rules,omitempty"`
 }
