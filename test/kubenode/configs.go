@@ -45,7 +45,10 @@ func (n *Node) writeConfigs() error {
 
 // containerdConfig is containerd 1.6's config (version 2): state in the
 // node's private /run, root under Dir, cgroupfs (v1) runc, the CRI plugin
-// with the stand-in sandbox image and the node's CNI folder. Plugins that
+// with the stand-in sandbox image and the node's CNI folder.
+// restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, and
+// runc cannot lower a sandbox's oom_score_adj to kubelet's -998 without it
+// ("nsexec: failed to update /proc/self/oom_score_adj: Permission denied"). Plugins that
 // would touch fixed host paths (opt) or need other filesystems are off.
 func (n *Node) containerdConfig() string {
 	return fmt.Sprintf(`version = 2
@@ -61,18 +64,19 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   stream_server_address = "127.0.0.1"
   enable_selinux = false
   disable_apparmor = true
+  restrict_oom_score_adj = true
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
     [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
       runtime_type = "io.containerd.runc.v2"
       [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
+        SystemdCgroup = false%s
   [plugins."io.containerd.grpc.v1.cri".cni]
     bin_dir = %q
     conf_dir = %q
     max_conf_num = 1
-`, filepath.Join(n.Dir, "containerd"), n.containerdSocket(), n.SandboxImage, n.CNIBin, filepath.Join(n.Dir, "cni/net.d"))
+`, filepath.Join(n.Dir, "containerd"), n.containerdSocket(), n.SandboxImage, runcBinary(), n.CNIBin, filepath.Join(n.Dir, "cni/net.d"))
 }
 
 // cniConfig is a bridge network on the node's podCIDR with host-local IPAM
@@ -145,4 +149,12 @@ func (n *Node) kubeletConfig(resolv string) map[string]any {
 		"authorization": map[string]any{"mode": "Webhook"},
 		"logging":       map[string]any{"format": "text"},
 	}
+}
+
+// runcBinary is a debugging knob: SYNX_KUBENODE_RUNC names another runc.
+func runcBinary() string {
+	if b := os.Getenv("SYNX_KUBENODE_RUNC"); b != "" {
+		return fmt.Sprintf("\n        BinaryName = %q", b)
+	}
+	return ""
 }

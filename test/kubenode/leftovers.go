@@ -93,8 +93,8 @@ func ruleset(args ...string) (string, error) {
 }
 
 // Leftovers compares the host now with before and lists what the cluster
-// id left: mounts (other runs' network namespaces, which come and go under
-// /run/netns, are not counted unless they are id's), rule changes,
+// id left: mounts that are its or a runtime's (others come and go on a
+// shared machine: other tests' network namespaces, image builds), rule changes,
 // processes of the runtime or naming id, pids the cluster started, fixed
 // paths, cgroups, namespaces and its folder.
 func (before *HostState) Leftovers(id string, startedPids []int) ([]string, error) {
@@ -107,10 +107,9 @@ func (before *HostState) Leftovers(id string, startedPids []int) ([]string, erro
 		if before.Mounts[m] {
 			continue
 		}
-		if strings.HasPrefix(m, "/run/netns/") && !strings.Contains(m, id) {
-			continue
+		if ours(m, id) {
+			left = append(left, "mount "+m)
 		}
-		left = append(left, "mount "+m)
 	}
 	if now.Iptables != before.Iptables {
 		left = append(left, "host iptables changed:\n"+now.Iptables)
@@ -173,4 +172,19 @@ func (c *Cluster) StartedPids() []int {
 		}
 	}
 	return out
+}
+
+// ours reports whether a mount ("<point> <fstype> <source>") belongs to
+// cluster id or to a container runtime, kubelet or CNI.
+func ours(m, id string) bool {
+	if strings.Contains(m, id) || strings.Contains(m, "containerd") || strings.Contains(m, "kubelet") ||
+		strings.HasPrefix(m, "/run/netns/cni-") || strings.Contains(m, " overlay ") {
+		return true
+	}
+	for _, p := range fixedPaths {
+		if strings.HasPrefix(m, p+"/") || strings.HasPrefix(m, p+" ") {
+			return true
+		}
+	}
+	return false
 }
