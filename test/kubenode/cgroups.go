@@ -128,6 +128,7 @@ func (t *CgroupTree) Pids() []int {
 // every hierarchy. It gives up after timeout and says what is left.
 func (t *CgroupTree) Destroy(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	killed := map[int]bool{}
 	for {
 		t.thaw()
 		pids := t.Pids()
@@ -140,9 +141,16 @@ func (t *CgroupTree) Destroy(timeout time.Duration) error {
 		for _, pid := range pids {
 			if pid != os.Getpid() {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
+				killed[pid] = true
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	// A killed process leaves its cgroups at once but stays a zombie until
+	// its parent reaps it; orphans (shims, containers) are reaped by PID 1,
+	// which may take a moment. Wait, so that "nothing left" means gone.
+	if err := waitGone(killed, deadline); err != nil {
+		return fmt.Errorf("cgroup %s: %w", t.Path, err)
 	}
 	var errs []error
 	for _, h := range t.hierarchies {
@@ -202,4 +210,48 @@ func LeftoverCgroups(prefix string) []string {
 		out = append(out, m...)
 	}
 	return out
+}
+
+// PodPids lists the processes of the pod with this UID: kubelet's cgroupfs
+// driver keeps each pod in a cgroup named pod<uid> below cgroupRoot.
+func (t *CgroupTree) PodPids(uid string) []int {
+	for _, h := range t.hierarchies {
+		var pids []int
+		_ = filepath.WalkDir(filepath.Join(h, t.Path), func(p string, d fs.DirEntry, err error) error {
+			if err != nil || !d.IsDir() || !strings.Contains(p, "/pod"+uid) {
+				return nil
+			}
+			data, _ := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+			for _, s := range strings.Fields(string(data)) {
+				if pid, err := strconv.Atoi(s); err == nil {
+					pids = append(pids, pid)
+				}
+			}
+			return nil
+		})
+		if len(pids) > 0 {
+			return pids
+		}
+	}
+	return nil
+}
+
+// waitGone waits until none of pids is in the process table.
+func waitGone(pids map[int]bool, deadline time.Time) error {
+	for {
+		var alive []int
+		for pid := range pids {
+			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
+				alive = append(alive, pid)
+			}
+		}
+		if len(alive) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			sort.Ints(alive)
+			return fmt.Errorf("killed processes %v are not reaped", alive)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -189,9 +189,28 @@ func checkEndpointSlices(ctx context.Context, t *testing.T, c *Cluster, ns strin
 	}
 }
 
-// checkPodRouting sends a request from every node to every pod, and from
-// the control-plane namespace (outside the nodes) to every pod.
+// checkPodRouting sends a request from every pod to every pod, from every
+// node to every pod, and from the control-plane namespace (outside the
+// nodes) to every pod.
 func checkPodRouting(ctx context.Context, t *testing.T, c *Cluster, pods map[string]*corev1.Pod) {
+	for _, n := range c.Nodes {
+		src := pods[n.Name]
+		from, err := n.PodNetNS(string(src.UID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for node, p := range pods {
+			body, err := from.HTTPGet(ctx, fmt.Sprintf("http://%s:8080/", p.Status.PodIP))
+			if err != nil {
+				t.Errorf("pod %s -> pod %s on %s: %v", src.Name, p.Name, node, err)
+				continue
+			}
+			// The server sees the client pod's own address: no NAT between pods.
+			if want := fmt.Sprintf("pod=%s node=%s client=%s:", p.Name, node, src.Status.PodIP); !strings.HasPrefix(body, want) {
+				t.Errorf("pod %s -> pod %s: answer %q, want %q...", src.Name, p.Name, body, want)
+			}
+		}
+	}
 	for _, from := range append(nodeNS(c), c.ControlPlane.NS) {
 		for node, p := range pods {
 			body, err := from.HTTPGet(ctx, fmt.Sprintf("http://%s:8080/", p.Status.PodIP))

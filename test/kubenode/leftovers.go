@@ -129,8 +129,8 @@ func (before *HostState) Leftovers(id string, startedPids []int) ([]string, erro
 	}
 	for _, pid := range startedPids {
 		if pid > 0 {
-			if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
-				left = append(left, fmt.Sprintf("started process %d is alive", pid))
+			if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
+				left = append(left, fmt.Sprintf("started process %d is still there: %s", pid, st))
 			}
 		}
 	}

@@ -7,10 +7,13 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	vnetns "github.com/vishvananda/netns"
 
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
@@ -118,4 +121,53 @@ func deleteNamespace(name string) error {
 		return fmt.Errorf("ip netns del %s: %w: %s", name, err, out)
 	}
 	return nil
+}
+
+// NetNSPath is a network namespace by file, such as /proc/<pid>/ns/net of a
+// pod's process, for HTTPGet from inside a pod.
+type NetNSPath string
+
+// HTTPGet sends one GET from inside the namespace and returns the body.
+func (p NetNSPath) HTTPGet(ctx context.Context, url string) (string, error) {
+	return httpGet(ctx, string(p), p.Dial, url)
+}
+
+// Dial opens a connection from inside the namespace.
+func (p NetNSPath) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := inPath(string(p), func() error {
+		var d net.Dialer
+		var err error
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// inPath is netns.In for a namespace named by a file rather than by its
+// "ip netns" name (the lead may fold it into test/netns).
+func inPath(path string, fn func() error) error {
+	runtime.LockOSThread()
+	orig, err := vnetns.Get()
+	if err != nil {
+		runtime.UnlockOSThread()
+		return err
+	}
+	defer orig.Close()
+	target, err := vnetns.GetFromPath(path)
+	if err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("open netns %s: %w", path, err)
+	}
+	defer target.Close()
+	if err := vnetns.Set(target); err != nil {
+		runtime.UnlockOSThread()
+		return fmt.Errorf("enter netns %s: %w", path, err)
+	}
+	fnErr := fn()
+	if err := vnetns.Set(orig); err != nil {
+		return fmt.Errorf("return from netns %s: %w", path, err) // thread stays locked and is discarded
+	}
+	runtime.UnlockOSThread()
+	return fnErr
 }

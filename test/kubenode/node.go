@@ -197,3 +197,13 @@ func waitFile(ctx context.Context, path string, proc *Process) error {
 		}
 	}
 }
+
+// PodNetNS is the network namespace of a pod running on this node, found
+// through the pod's cgroup.
+func (n *Node) PodNetNS(uid string) (NetNSPath, error) {
+	pids := n.Cgroups.PodPids(uid)
+	if len(pids) == 0 {
+		return "", fmt.Errorf("node %s: no process of pod %s in %s", n.Name, uid, n.CgroupPath)
+	}
+	return NetNSPath(fmt.Sprintf("/proc/%d/ns/net", pids[0])), nil
+}
