@@ -126,7 +126,7 @@ func (cp *ControlPlane) startControllers(ctx context.Context) error {
 		return err
 	}
 	cp.ControllerManager = cp.process("kube-controller-manager",
-		"--kubeconfig="+kcm, "--authentication-kubeconfig="+kcm, "--authorization-kubeconfig="+kcm,
+		"--kubeconfig="+kcm,
 		"--bind-address=127.0.0.1", "--secure-port=10257", "--leader-elect=false",
 		"--controllers=*", "--use-service-account-credentials=true",
 		"--service-account-private-key-file="+p.SAKey, "--root-ca-file="+p.CACert,
@@ -134,7 +134,7 @@ func (cp *ControlPlane) startControllers(ctx context.Context) error {
 		"--service-cluster-ip-range="+ServiceCIDR, "--cluster-cidr="+ClusterCIDR,
 		"--allocate-node-cidrs=false", "--cluster-name=synx", "--profiling=false", "--v=1")
 	cp.Scheduler = cp.process("kube-scheduler",
-		"--kubeconfig="+sched, "--authentication-kubeconfig="+sched, "--authorization-kubeconfig="+sched,
+		"--kubeconfig="+sched,
 		"--bind-address=127.0.0.1", "--secure-port=10259", "--leader-elect=false", "--profiling=false", "--v=1")
 	for _, proc := range []*Process{cp.ControllerManager, cp.Scheduler} {
 		if err := proc.Start(); err != nil {

@@ -95,23 +95,27 @@ func TestTwoNodes(t *testing.T) {
 // teardown runs Down and fails the test if anything of the cluster is left
 // on the host; the folder (logs) is kept when the test failed.
 func teardown(t *testing.T, c *Cluster, before *HostState) {
-	pids := c.StartedPids()
+	fp := CaptureFootprint(c.ID)
+	if len(fp.Pids) == 0 || len(fp.NetNS) == 0 {
+		t.Errorf("the footprint of the running cluster is empty: %+v", fp)
+	}
 	downStart := time.Now()
 	if err := c.Down(); err != nil {
 		t.Errorf("down: %v", err)
 	}
 	t.Logf("TIMING teardown: %s", time.Since(downStart).Round(time.Millisecond))
-	if t.Failed() {
+	keep := t.Failed() || os.Getenv("KEEP_LOGS") != ""
+	if keep {
 		t.Logf("logs kept in %s", c.Dir)
 	} else if err := c.RemoveDir(); err != nil {
 		t.Error(err)
 	}
-	left, err := before.Leftovers(c.ID, pids)
+	left, err := before.Leftovers(c.ID, fp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, l := range left {
-		if t.Failed() && strings.HasPrefix(l, "folder ") {
+		if keep && strings.HasPrefix(l, "folder ") {
 			continue // kept for its logs on purpose
 		}
 		t.Errorf("left on the host: %s", l)
@@ -315,8 +319,7 @@ func checkIsolation(t *testing.T, c *Cluster, pods map[string]*corev1.Pod) {
 		if strings.Contains(l, " /run/netns/"+c.ID+"-") && strings.Contains(l, " nsfs ") {
 			continue
 		}
-		if strings.Contains(l, c.ID) || strings.Contains(l, " overlay ") || strings.Contains(l, "containerd") ||
-			strings.Contains(l, "kubelet") || strings.Contains(l, "/run/netns/cni-") {
+		if OwnMount(l, c.ID) {
 			t.Errorf("node mount visible on the host: %s", l)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // HostState is what the host's namespaces hold that a cluster could leave
@@ -19,7 +20,7 @@ type HostState struct {
 	Mounts   map[string]bool
 	Iptables string
 	Nft      string
-	Procs    map[int]string
+	Procs    map[int]bool
 	Paths    map[string]bool
 }
 
@@ -30,14 +31,10 @@ var fixedPaths = []string{
 	"/var/log/pods", "/var/log/containers", "/etc/cni", "/opt/cni", "/etc/kubernetes",
 }
 
-// runtimeComms are process names that no test of this project runs on the
-// host except through this package.
-var runtimeComms = map[string]bool{"containerd": true, "containerd-shim": true, "kubelet": true, "runc": true, "standin": true}
-
 // TakeHostState reads the host's state from this process's namespaces,
 // which must be the host's.
 func TakeHostState() (*HostState, error) {
-	s := &HostState{Mounts: map[string]bool{}, Procs: map[int]string{}, Paths: map[string]bool{}}
+	s := &HostState{Mounts: map[string]bool{}, Procs: map[int]bool{}, Paths: map[string]bool{}}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -61,11 +58,9 @@ func TakeHostState() (*HostState, error) {
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
 	for _, p := range procs {
-		pid, _ := strconv.Atoi(filepath.Base(p))
-		cmd, _ := os.ReadFile(filepath.Join(p, "cmdline"))
-		comm, _ := os.ReadFile(filepath.Join(p, "comm"))
-		cg, _ := os.ReadFile(filepath.Join(p, "cgroup"))
-		s.Procs[pid] = strings.TrimSpace(string(comm)) + "\x00" + string(cmd) + "\x00" + string(cg)
+		if pid, err := strconv.Atoi(filepath.Base(p)); err == nil {
+			s.Procs[pid] = true
+		}
 	}
 	for _, p := range fixedPaths {
 		if _, err := os.Lstat(p); err == nil {
@@ -92,22 +87,73 @@ func ruleset(args ...string) (string, error) {
 	return strings.Join(keep, "\n"), nil
 }
 
-// Leftovers compares the host now with before and lists what the cluster
-// id left: mounts that are its or a runtime's (others come and go on a
-// shared machine: other tests' network namespaces, image builds), rule changes,
-// processes of the runtime or naming id, pids the cluster started, fixed
-// paths, cgroups, namespaces and its folder.
-func (before *HostState) Leftovers(id string, startedPids []int) ([]string, error) {
+// Footprint is what a running cluster owns that outlives a plain "is the
+// folder gone" check: its processes and its network namespaces (by inode,
+// as a deleted namespace lives on while a process is in it).
+type Footprint struct {
+	Pids  map[int]string
+	NetNS map[uint64]string
+}
+
+// CaptureFootprint records, while cluster id runs, every process in one of
+// its network namespaces or cgroups, and the namespaces' inodes. Call it
+// before Down (or before a run is killed) and give it to Leftovers.
+func CaptureFootprint(id string) Footprint {
+	f := Footprint{Pids: map[int]string{}, NetNS: map[uint64]string{}}
+	for _, name := range listNamespaces(id + "-") {
+		if ino, err := nsInode("/run/netns/" + name); err == nil {
+			f.NetNS[ino] = name
+		}
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, p := range procs {
+		pid, _ := strconv.Atoi(filepath.Base(p))
+		if why := f.owns(pid, id); why != "" {
+			f.Pids[pid] = why
+		}
+	}
+	return f
+}
+
+// owns says why process pid is the cluster's, or "" when it is not: it is
+// in one of the cluster's network namespaces or cgroups, or names the
+// cluster on its command line.
+func (f Footprint) owns(pid int, id string) string {
+	p := "/proc/" + strconv.Itoa(pid)
+	if ino, err := nsInode(p + "/ns/net"); err == nil && f.NetNS[ino] != "" {
+		return "in network namespace " + f.NetNS[ino]
+	}
+	if cg, _ := os.ReadFile(p + "/cgroup"); strings.Contains(string(cg), "/"+id+"-") {
+		return "in a cgroup of " + id
+	}
+	if cmd, _ := os.ReadFile(p + "/cmdline"); strings.Contains(string(cmd), id) {
+		return "names " + id + ": " + strings.ReplaceAll(string(cmd), "\x00", " ")
+	}
+	return ""
+}
+
+func nsInode(path string) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return st.Ino, nil
+}
+
+// Leftovers compares the host now with before and lists what cluster id
+// left: its mounts (others come and go on a shared machine: other tests'
+// network namespaces, image builds, other containerds), firewall rule
+// changes, processes of its footprint still there and any process now in
+// its namespaces or cgroups, fixed runtime paths, cgroups, namespaces and
+// its folder.
+func (before *HostState) Leftovers(id string, fp Footprint) ([]string, error) {
 	now, err := TakeHostState()
 	if err != nil {
 		return nil, err
 	}
 	var left []string
 	for m := range now.Mounts {
-		if before.Mounts[m] {
-			continue
-		}
-		if ours(m, id) {
+		if !before.Mounts[m] && OwnMount(m, id) {
 			left = append(left, "mount "+m)
 		}
 	}
@@ -117,21 +163,14 @@ func (before *HostState) Leftovers(id string, startedPids []int) ([]string, erro
 	if now.Nft != before.Nft {
 		left = append(left, "host nft ruleset changed:\n"+now.Nft)
 	}
-	for pid, desc := range now.Procs {
-		if pid == os.Getpid() {
-			continue
+	for pid := range now.Procs {
+		why := fp.owns(pid, id)
+		if why == "" && fp.Pids[pid] != "" {
+			why = "was " + fp.Pids[pid]
 		}
-		comm := strings.SplitN(desc, "\x00", 2)[0]
-		_, old := before.Procs[pid]
-		if (!old && runtimeComms[comm]) || strings.Contains(desc, id) {
-			left = append(left, fmt.Sprintf("process %d %s", pid, strings.ReplaceAll(desc, "\x00", " ")))
-		}
-	}
-	for _, pid := range startedPids {
-		if pid > 0 {
-			if st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat"); err == nil {
-				left = append(left, fmt.Sprintf("started process %d is still there: %s", pid, st))
-			}
+		if why != "" && pid != os.Getpid() {
+			stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+			left = append(left, fmt.Sprintf("process %d (%s): %s", pid, why, strings.TrimSpace(string(stat))))
 		}
 	}
 	for _, p := range fixedPaths {
@@ -152,37 +191,15 @@ func (before *HostState) Leftovers(id string, startedPids []int) ([]string, erro
 	return left, nil
 }
 
-// StartedPids lists the pids of every process the cluster started (zero for
-// those not running), for Leftovers to check after Down.
-func (c *Cluster) StartedPids() []int {
-	var out []int
-	if c.ControlPlane != nil {
-		for _, p := range c.ControlPlane.procs() {
-			out = append(out, p.Pid())
-		}
-	}
-	for _, n := range c.Nodes {
-		for _, p := range []*Process{n.Holder, n.Containerd, n.Kubelet} {
-			if p != nil {
-				out = append(out, p.Pid())
-			}
-		}
-		if n.Cgroups != nil {
-			out = append(out, n.Cgroups.Pids()...)
-		}
-	}
-	return out
-}
-
-// ours reports whether a mount ("<point> <fstype> <source>") belongs to
-// cluster id or to a container runtime, kubelet or CNI.
-func ours(m, id string) bool {
-	if strings.Contains(m, id) || strings.Contains(m, "containerd") || strings.Contains(m, "kubelet") ||
-		strings.HasPrefix(m, "/run/netns/cni-") || strings.Contains(m, " overlay ") {
+// OwnMount reports whether a mount (a mountinfo line, or "<point> <fstype>
+// <source>") is cluster id's or sits at a fixed path of containerd, kubelet
+// or CNI, where no mount of any node may show on the host.
+func OwnMount(m, id string) bool {
+	if strings.Contains(m, id) || strings.Contains(m, "/run/netns/cni-") {
 		return true
 	}
 	for _, p := range fixedPaths {
-		if strings.HasPrefix(m, p+"/") || strings.HasPrefix(m, p+" ") {
+		if strings.Contains(m, " "+p+"/") || strings.HasPrefix(m, p+"/") || strings.Contains(m, " "+p+" ") || strings.HasPrefix(m, p+" ") {
 			return true
 		}
 	}

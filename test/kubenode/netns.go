@@ -1,8 +1,8 @@
 package kubenode
 
 import (
-	"errors"
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
