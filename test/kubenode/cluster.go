@@ -288,8 +288,11 @@ func (c *Cluster) buildNetwork() error {
 		if n.NS, err = attach(n.Name, n.IP); err != nil {
 			return err
 		}
+		// bridge-nf-call-iptables: a Service proxy's rules must see pod
+		// traffic that stays on the node's bridge (built into this kernel).
 		if err := n.NS.sysctls("net.ipv4.ip_forward", "1", "net.ipv4.conf.all.rp_filter", "0",
-			"net.ipv4.conf.default.rp_filter", "0", "net.ipv4.conf.eth0.rp_filter", "0"); err != nil {
+			"net.ipv4.conf.default.rp_filter", "0", "net.ipv4.conf.eth0.rp_filter", "0",
+			"net.bridge.bridge-nf-call-iptables", "1"); err != nil {
 			return err
 		}
 		if err := c.Hub.run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"}); err != nil {

@@ -262,10 +262,13 @@ func checkHostNetwork(ctx context.Context, t *testing.T, c *Cluster, ns string) 
 	}
 }
 
-// checkDaemonSet creates a DaemonSet and waits until it runs one ready pod
-// on every node.
+// checkDaemonSet creates a DaemonSet shaped like the agent's (host
+// network, privileged, tolerating every taint) and waits until it runs one
+// ready pod on every node, answering on each node's address.
 func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 	labels := map[string]string{"app": "echo-ds"}
+	ctr := echoContainer(18081)
+	ctr.SecurityContext = &corev1.SecurityContext{Privileged: new(true)}
 	ds := &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo-ds"},
 		Spec: appsv1.DaemonSetSpec{
@@ -273,8 +276,10 @@ func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
 				Spec: corev1.PodSpec{
+					HostNetwork:                   true,
+					Tolerations:                   []corev1.Toleration{{Operator: corev1.TolerationOpExists}},
 					TerminationGracePeriodSeconds: new(int64),
-					Containers:                    []corev1.Container{echoContainer(8081)},
+					Containers:                    []corev1.Container{ctr},
 				},
 			},
 		},
@@ -303,6 +308,14 @@ func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		body, err := c.ControlPlane.NS.HTTPGet(ctx, fmt.Sprintf("http://%s:18081/", n.IP))
+		if err != nil {
+			t.Errorf("DaemonSet pod on %s: %v", n.Name, err)
+		} else if want := "node=" + n.Name + " "; !strings.Contains(body, want) {
+			t.Errorf("DaemonSet pod on %s answered %q, want %q", n.Name, body, want)
+		}
 	}
 }
 
