@@ -2,7 +2,10 @@ package kubenode
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
 	"testing"
@@ -90,6 +93,7 @@ func TestTwoNodes(t *testing.T) {
 	t.Run("HostNetworkPod", func(t *testing.T) { checkHostNetwork(ctx, t, c, ns) })
 	t.Run("DaemonSet", func(t *testing.T) { checkDaemonSet(ctx, t, c, ns) })
 	t.Run("IsolatedFromHost", func(t *testing.T) { checkIsolation(t, c, pods) })
+	t.Run("APIServerByRealAddressOnly", func(t *testing.T) { checkAPIFromPod(ctx, t, c, pods[c.Nodes[0].Name]) })
 }
 
 // teardown runs Down and fails the test if anything of the cluster is left
@@ -352,5 +356,59 @@ func checkIsolation(t *testing.T, c *Cluster, pods map[string]*corev1.Pod) {
 			t.Fatal(err)
 		}
 		t.Logf("%s tasks:\n%s", n.Name, out)
+	}
+}
+
+// checkAPIFromPod shows what a kube-proxy-less cluster gives a pod before a
+// Service proxy runs: kubelet points it at the "kubernetes" ClusterIP, which
+// nothing serves, while the API server's real address works with the pod's
+// own ServiceAccount token (issued by TokenRequest, projected by kubelet,
+// CA from the root-CA publisher).
+func checkAPIFromPod(ctx context.Context, t *testing.T, c *Cluster, p *corev1.Pod) {
+	n := c.Nodes[0]
+	from, err := n.PodNetNS(string(p.UID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const sa = "/var/run/secrets/kubernetes.io/serviceaccount/"
+	var token, ca []byte
+	var environ string
+	for _, pid := range n.Cgroups.PodPids(string(p.UID)) {
+		root := fmt.Sprintf("/proc/%d/root", pid)
+		if token, err = os.ReadFile(root + sa + "token"); err == nil {
+			ca, _ = os.ReadFile(root + sa + "ca.crt")
+			env, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+			environ = strings.ReplaceAll(string(env), "\x00", " ")
+			break
+		}
+	}
+	if len(token) == 0 || len(ca) == 0 {
+		t.Fatalf("pod %s: no ServiceAccount token and CA in any of its containers", p.Name)
+	}
+	if !strings.Contains(environ, "KUBERNETES_SERVICE_HOST=10.96.0.1 ") {
+		t.Errorf("pod %s environment %q: want kubelet's KUBERNETES_SERVICE_HOST=10.96.0.1", p.Name, environ)
+	}
+	if conn, err := from.Dial(ctx, "tcp", "10.96.0.1:443"); err == nil {
+		conn.Close()
+		t.Errorf("pod %s reached the kubernetes ClusterIP with no Service proxy running", p.Name)
+	} else {
+		t.Logf("as expected without a Service proxy: %v", err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DialContext: from.Dial, TLSClientConfig: &tls.Config{RootCAs: pool},
+	}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, APIServerURL+"/api/v1/namespaces/demo/pods/"+p.Name, nil)
+	req.Header.Set("Authorization", "Bearer "+string(token))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	// The default ServiceAccount may not read pods: 403 proves the token
+	// was authenticated (an unknown token gets 401).
+	if resp.StatusCode != http.StatusForbidden {
+		t.Errorf("GET with the pod's token at %s: %s, want 403 Forbidden for an authenticated ServiceAccount", APIServerURL, resp.Status)
 	}
 }
