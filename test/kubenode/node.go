@@ -49,7 +49,10 @@ type Node struct {
 // whatever their config says (shim sockets in /run/containerd/s, pod netns
 // files in /var/run/netns, CNI results in /var/lib/cni, container log links
 // in /var/log/containers). Inside the node's mount namespace each is the
-// node's own: a tmpfs, or a folder of Dir bound over it.
+// node's own: a tmpfs, or a folder of Dir bound over it. The copy of the
+// host's /run/netns is detached first: its nsfs mounts would keep every
+// network namespace that existed then (the cluster's, other programs')
+// alive after "ip netns del" until the node stops.
 const holderScript = `set -e
 umount --recursive --lazy /run/netns 2>/dev/null || true
 mount -t tmpfs -o mode=0755,size=64m synx-run /run
@@ -59,7 +62,8 @@ touch "$1/holder.ready"
 exec sleep infinity`
 
 // Start brings the node up: cgroups, the mount namespace, containerd with
-// the images, then kubelet. The node registers itself; call WaitReady.
+// the images, then kubelet. The node registers itself; see
+// Cluster.WaitNodesReady.
 func (n *Node) Start(ctx context.Context) error {
 	for _, d := range []string{"var-lib", "var-log", "containerd", "kubelet", "cni/net.d", "cni/ipam", "logs"} {
 		if err := os.MkdirAll(filepath.Join(n.Dir, d), 0o755); err != nil {
