@@ -1,0 +1,487 @@
+// Package kubenode runs a real Kubernetes cluster on one Linux machine: etcd,
+// kube-apiserver, kube-controller-manager and kube-scheduler in a
+// control-plane network namespace, and nodes that are each a kubelet with
+// its own containerd, in the node's own network and mount namespaces. No
+// kube-proxy runs: Service ClusterIPs work only once a Service proxy (the
+// project's agent) does; kubelets reach the API server by its real address.
+//
+// Topology (the addresses of test/cluster):
+//
+//	                 hub (bridge br0, 10.77.0.1/24; routes podCIDRs to nodes)
+//	┌──────────────────┼──────────────────────┐
+//	cp 10.77.0.2       node-1 10.77.0.11      node-N 10.77.0.1N
+//	etcd, apiserver,   containerd, kubelet    ...
+//	controller-manager └ cni0 10.244.1.1/24
+//	scheduler            └ pods 10.244.1.x
+//
+// Isolation: each node's processes enter its network namespace and a mount
+// namespace held by a "holder" process, with a private /run, and its own
+// folders bound over /var/lib and /var/log, so no mount of containerd,
+// kubelet or a pod shows in the host's mount table. Each node's processes
+// and containers live in the cgroup /<cluster-id>-node-<i> of every
+// hierarchy (kubelet's cgroupRoot). Down kills by cgroup, which also ends
+// the mount namespaces, removes the cgroups and deletes the network
+// namespaces; Leftovers proves nothing is left.
+package kubenode
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/testenv"
+)
+
+// Prefix starts the name of every namespace, folder and cgroup of every
+// cluster this package makes.
+const Prefix = "synx-kn-"
+
+// Options configure a cluster.
+type Options struct {
+	// Nodes is how many nodes; default 2, at most 9.
+	Nodes int
+	// Progress receives one line per step; nil discards them.
+	Progress io.Writer
+	// RepoRoot is the repository root; default: found from the working
+	// directory.
+	RepoRoot string
+	// K8sBin holds the Kubernetes binaries; default bin/k8s/<version>.
+	K8sBin string
+	// CNIBin holds the CNI plugins; default /usr/lib/cni (Debian's
+	// containernetworking-plugins).
+	CNIBin string
+	// Images are OCI archives imported into every node, and SandboxImage
+	// is the pause image among them. Default: the stand-in images (see
+	// images.go).
+	Images       []string
+	SandboxImage string
+}
+
+// Cluster is a running cluster.
+type Cluster struct {
+	ID, Dir string
+	Hub     *NS
+	*ControlPlane
+	Nodes []*Node
+	// Timings records how long each step of Up took, in order.
+	Timings []Timing
+
+	opts     Options
+	mu       sync.Mutex
+	nsNames  []string
+	downOnce sync.Once
+	downErr  error
+}
+
+// Timing is one step of Up and how long it took.
+type Timing struct {
+	Step string
+	Took time.Duration
+}
+
+func (c *Cluster) progress(format string, args ...any) {
+	if c.opts.Progress != nil {
+		fmt.Fprintf(c.opts.Progress, "==> "+format+"\n", args...)
+	}
+}
+
+// step runs fn, records its duration and wraps its error with the step.
+func (c *Cluster) step(name string, fn func() error) error {
+	c.progress("%s", name)
+	start := time.Now()
+	err := fn()
+	c.Timings = append(c.Timings, Timing{Step: name, Took: time.Since(start)})
+	if err != nil {
+		return fmt.Errorf("%s: %w", name, err)
+	}
+	return nil
+}
+
+// Up sweeps clusters left by dead runs, then builds a new one and returns
+// when every node is Ready. On error it tears down what it built; the
+// caller calls Down in every other case.
+func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
+	if err := checkTools(); err != nil {
+		return nil, err
+	}
+	if err := defaults(&opts); err != nil {
+		return nil, err
+	}
+	if n := SweepStale(); n > 0 && opts.Progress != nil {
+		fmt.Fprintf(opts.Progress, "==> Removed %d stale kubenode cluster(s)\n", n)
+	}
+	c := &Cluster{opts: opts}
+	if err := c.claimID(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			_ = c.Down()
+		}
+	}()
+	if len(opts.Images) == 0 {
+		err := c.step("Building the stand-in pause and echo images", func() error {
+			arc, err := BuildStandinImages(opts.RepoRoot, c.Dir)
+			c.opts.Images, c.opts.SandboxImage = []string{arc}, StandinPauseImage
+			return err
+		})
+		if err != nil {
+			return c, err
+		}
+	}
+	if err := c.step(fmt.Sprintf("Creating namespaces and links for %s (%d nodes)", c.ID, opts.Nodes), c.buildNetwork); err != nil {
+		return c, err
+	}
+	if err := c.step("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler "+testenv.K8sVersion, func() error {
+		return c.startControlPlane(ctx)
+	}); err != nil {
+		return c, err
+	}
+	if err := c.step(fmt.Sprintf("Starting containerd and kubelet on %d nodes", len(c.Nodes)), func() error {
+		return c.startNodes(ctx)
+	}); err != nil {
+		return c, err
+	}
+	if err := c.step("Waiting for every Node to register and be Ready", func() error {
+		return c.WaitNodesReady(ctx, 3*time.Minute)
+	}); err != nil {
+		return c, err
+	}
+	return c, nil
+}
+
+func checkTools() error {
+	if os.Geteuid() != 0 {
+		return errors.New("kubenode needs root: it creates namespaces, mounts and cgroups")
+	}
+	for _, b := range []string{"ip", "nsenter", "unshare", "iptables", "containerd", "containerd-shim-runc-v2", "ctr", "runc"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return fmt.Errorf("%s not found on PATH: install iproute2, util-linux, iptables, containerd and runc", b)
+		}
+	}
+	return nil
+}
+
+func defaults(opts *Options) error {
+	var err error
+	if opts.Nodes <= 0 {
+		opts.Nodes = 2
+	}
+	if opts.Nodes > 9 {
+		return fmt.Errorf("at most 9 nodes, got %d", opts.Nodes)
+	}
+	if opts.RepoRoot == "" {
+		if opts.RepoRoot, err = testenv.RepoRoot(); err != nil {
+			return err
+		}
+	}
+	if opts.K8sBin == "" {
+		opts.K8sBin = filepath.Join(opts.RepoRoot, "bin", "k8s", testenv.K8sVersion)
+	}
+	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"} {
+		if _, err := os.Stat(filepath.Join(opts.K8sBin, b)); err != nil {
+			return fmt.Errorf("%s is missing from %s: run 'hack/build-k8s.sh %s'", b, opts.K8sBin, b)
+		}
+	}
+	if opts.CNIBin == "" {
+		opts.CNIBin = "/usr/lib/cni"
+	}
+	for _, p := range []string{"bridge", "host-local", "loopback", "portmap"} {
+		if _, err := os.Stat(filepath.Join(opts.CNIBin, p)); err != nil {
+			return fmt.Errorf("CNI plugin %s is missing from %s: install containernetworking-plugins", p, opts.CNIBin)
+		}
+	}
+	if len(opts.Images) > 0 && opts.SandboxImage == "" {
+		return errors.New("Options.Images needs Options.SandboxImage")
+	}
+	return nil
+}
+
+// claimID picks a free cluster ID and makes its folder, owned by this
+// process (SweepStale spares clusters whose owner lives).
+func (c *Cluster) claimID() error {
+	for {
+		suffix := make([]byte, 2)
+		_, _ = rand.Read(suffix)
+		c.ID = Prefix + hex.EncodeToString(suffix)
+		c.Dir = filepath.Join(os.TempDir(), c.ID)
+		if err := os.Mkdir(c.Dir, 0o755); err == nil {
+			break
+		} else if !errors.Is(err, os.ErrExist) {
+			return err
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(c.Dir, "logs"), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(c.Dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644)
+}
+
+func (c *Cluster) addNS(label string) (*NS, error) {
+	name := c.ID + "-" + label
+	c.mu.Lock()
+	c.nsNames = append(c.nsNames, name)
+	c.mu.Unlock()
+	return addNS(name)
+}
+
+// buildNetwork creates the hub (a bridge and the routes to every podCIDR),
+// the control-plane namespace and the nodes' namespaces; nodes route each
+// other's podCIDRs through their addresses, as a host-gateway CNI would.
+func (c *Cluster) buildNetwork() error {
+	var err error
+	if c.Hub, err = c.addNS("hub"); err != nil {
+		return err
+	}
+	if err := c.Hub.run(
+		[]string{"ip", "link", "add", "br0", "type", "bridge"},
+		[]string{"ip", "link", "set", "br0", "up"},
+		[]string{"ip", "addr", "add", HubIP + "/24", "dev", "br0"},
+		[]string{"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
+	); err != nil {
+		return err
+	}
+	attach := func(label, ip string) (*NS, error) {
+		ns, err := c.addNS(label)
+		if err != nil {
+			return nil, err
+		}
+		if err := veth(c.Hub, label, ns, "eth0"); err != nil {
+			return nil, err
+		}
+		return ns, errors.Join(
+			c.Hub.run([]string{"ip", "link", "set", label, "master", "br0"}),
+			ns.run([]string{"ip", "addr", "add", ip + "/24", "dev", "eth0"},
+				[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"}))
+	}
+	cpNS, err := attach("cp", APIServerIP)
+	if err != nil {
+		return err
+	}
+	c.ControlPlane = &ControlPlane{Dir: filepath.Join(c.Dir, "cp"), LogDir: filepath.Join(c.Dir, "logs"), Bin: c.opts.K8sBin, NS: cpNS}
+	for i := 1; i <= c.opts.Nodes; i++ {
+		n := &Node{
+			Name:         fmt.Sprintf("node-%d", i),
+			IP:           fmt.Sprintf("10.77.0.%d", 10+i),
+			PodCIDR:      fmt.Sprintf("10.244.%d.0/24", i),
+			Zone:         fmt.Sprintf("zone-%c", 'a'+(i-1)%3),
+			CgroupPath:   fmt.Sprintf("/%s-node-%d", c.ID, i),
+			Dir:          filepath.Join(c.Dir, fmt.Sprintf("node-%d", i)),
+			Bin:          c.opts.K8sBin,
+			CNIBin:       c.opts.CNIBin,
+			Images:       c.opts.Images,
+			SandboxImage: c.opts.SandboxImage,
+		}
+		if n.NS, err = attach(n.Name, n.IP); err != nil {
+			return err
+		}
+		// bridge-nf-call-iptables: a Service proxy's rules must see pod
+		// traffic that stays on the node's bridge (built into this kernel).
+		if err := n.NS.sysctls("net.ipv4.ip_forward", "1", "net.ipv4.conf.all.rp_filter", "0",
+			"net.ipv4.conf.default.rp_filter", "0", "net.ipv4.conf.eth0.rp_filter", "0",
+			"net.bridge.bridge-nf-call-iptables", "1"); err != nil {
+			return err
+		}
+		if err := c.Hub.run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"}); err != nil {
+			return err
+		}
+		for _, m := range c.Nodes {
+			if err := errors.Join(
+				n.NS.run([]string{"ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"}),
+				m.NS.run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "eth0"})); err != nil {
+				return err
+			}
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	return nil
+}
+
+func (c *Cluster) startControlPlane(ctx context.Context) error {
+	if err := os.MkdirAll(c.ControlPlane.Dir, 0o755); err != nil {
+		return err
+	}
+	pki, err := NewPKI(filepath.Join(c.Dir, "pki"))
+	if err != nil {
+		return err
+	}
+	c.PKI = pki
+	for _, n := range c.Nodes {
+		n.PKI = pki
+	}
+	return c.ControlPlane.Start(ctx)
+}
+
+// startNodes starts every node at once.
+func (c *Cluster) startNodes(ctx context.Context) error {
+	errs := make([]error, len(c.Nodes))
+	var wg sync.WaitGroup
+	for i, n := range c.Nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := n.Start(ctx); err != nil {
+				errs[i] = fmt.Errorf("node %s: %w", n.Name, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// Kubectl runs kubectl as the admin in the control-plane namespace.
+func (c *Cluster) Kubectl(args ...string) (string, error) {
+	return c.ControlPlane.NS.Exec(append([]string{filepath.Join(c.opts.K8sBin, "kubectl"), "--kubeconfig", c.AdminKubeconfig}, args...)...)
+}
+
+// Down stops every node (killing by cgroup, which also ends each node's
+// mount namespace) and the control plane, and deletes the namespaces. The
+// folder stays for its logs until RemoveDir. Safe to call more than once,
+// and from a signal handler.
+func (c *Cluster) Down() error {
+	c.downOnce.Do(func() {
+		var errs []error
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for _, n := range c.Nodes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := n.Stop(); err != nil {
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("node %s: %w", n.Name, err))
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if c.ControlPlane != nil {
+			c.ControlPlane.Stop()
+		}
+		c.mu.Lock()
+		names := append([]string(nil), c.nsNames...)
+		c.mu.Unlock()
+		for i := len(names) - 1; i >= 0; i-- {
+			if err := deleteNamespace(names[i]); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if c.ControlPlane != nil {
+			_ = os.RemoveAll(filepath.Join(c.ControlPlane.Dir, "etcd"))
+		}
+		_ = os.Remove(filepath.Join(c.Dir, "owner"))
+		c.downErr = errors.Join(errs...)
+	})
+	return c.downErr
+}
+
+// RemoveDir deletes the cluster's folder, logs included. Call it after a
+// successful run; after a failure keep the logs for the reader.
+func (c *Cluster) RemoveDir() error { return os.RemoveAll(c.Dir) }
+
+// DownOnSignal tears the cluster down, folder included, and exits when the
+// process gets SIGINT or SIGTERM (Ctrl-C). Call the returned function to
+// stop listening.
+func (c *Cluster) DownOnSignal() (stop func()) {
+	sigs := make(chan os.Signal, 1)
+	done := make(chan struct{})
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	go func() {
+		select {
+		case s := <-sigs:
+			fmt.Fprintf(os.Stderr, "==> %v: tearing %s down\n", s, c.ID)
+			err := c.Down()
+			if err == nil {
+				err = c.RemoveDir()
+			}
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "==> teardown: %v\n", err)
+			}
+			os.Exit(130)
+		case <-done:
+		}
+	}()
+	return func() {
+		signal.Stop(sigs)
+		close(done)
+	}
+}
+
+// SweepStale removes every cluster whose owning process is gone: its
+// processes and cgroups, namespaces and folder. It returns how many.
+func SweepStale() int {
+	removed := 0
+	for _, id := range ListClusters() {
+		dir := filepath.Join(os.TempDir(), id)
+		if data, err := os.ReadFile(filepath.Join(dir, "owner")); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(data))); err == nil && pid != os.Getpid() && syscall.Kill(pid, 0) == nil {
+				continue // a live run owns it
+			}
+		}
+		_ = TearDown(id)
+		removed++
+	}
+	return removed
+}
+
+// TearDown removes everything of the cluster named id without its Cluster
+// value: processes (by cgroup, then by network namespace), cgroups,
+// namespaces, folder.
+func TearDown(id string) error {
+	var errs []error
+	for _, cg := range LeftoverCgroups(id + "-") {
+		t, err := OpenCgroupTree("/" + filepath.Base(cg))
+		if err == nil {
+			err = t.Destroy(30 * time.Second)
+		}
+		errs = append(errs, err)
+	}
+	names := listNamespaces(id + "-")
+	for i := len(names) - 1; i >= 0; i-- {
+		errs = append(errs, deleteNamespace(names[i]))
+	}
+	errs = append(errs, os.RemoveAll(filepath.Join(os.TempDir(), id)))
+	return errors.Join(errs...)
+}
+
+// ListClusters returns the IDs of every cluster with a namespace, a cgroup
+// or a folder on this machine.
+func ListClusters() []string {
+	ids := map[string]bool{}
+	add := func(name string) {
+		if m := idPattern.FindString(name); m != "" {
+			ids[m] = true
+		}
+	}
+	for _, ns := range listNamespaces(Prefix) {
+		add(ns)
+	}
+	for _, cg := range LeftoverCgroups(Prefix) {
+		add(filepath.Base(cg))
+	}
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), Prefix+"*"))
+	for _, d := range dirs {
+		add(filepath.Base(d))
+	}
+	var out []string
+	for id := range ids {
+		out = append(out, id)
+	}
+	return out
+}
+
+// idPattern is the shape of a cluster ID; nothing else is ever swept.
+var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}`)
