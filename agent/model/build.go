@@ -346,168 +346,201 @@ func (b *builder) handled(svc *corev1.Service) bool {
 	return b.cfg.ServiceProxyName != "" && v == b.cfg.ServiceProxyName
 }
 
+// svcShape is what every port of one Service shares: its addresses of the
+// builder's family, traffic policies, affinity and source ranges.
+type svcShape struct {
+	svc                *corev1.Service
+	ref                ServiceRef
+	obj                string
+	vips, ext, lb      []netip.Addr
+	ranges             []netip.Prefix
+	isLB, nodePorts    bool
+	etpLocal, itpLocal bool
+	affinity           Affinity
+}
+
+// service builds the service ports of one Service: nothing for a Service
+// this agent does not handle, an ExternalName, a headless Service or one
+// with no ClusterIP of the family yet.
 func (b *builder) service(svc *corev1.Service) []*Service {
 	if svc == nil || !b.handled(svc) || svc.Spec.Type == corev1.ServiceTypeExternalName {
 		return nil
 	}
-	obj := svcObject(svc)
-	ref := ServiceRef{Namespace: svc.Namespace, Name: svc.Name}
+	sh, ok := b.shape(svc)
+	if !ok {
+		return nil
+	}
+	var out []*Service
+	for i, sp := range svc.Spec.Ports {
+		if i >= MaxPortsPerService {
+			b.problem(sh.obj, "has %d ports, only the first %d are proxied", len(svc.Spec.Ports), MaxPortsPerService)
+			break
+		}
+		if s := b.servicePort(sh, sp); s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// shape reads what the ports of a Service share; ok is false when the
+// Service has no ClusterIP of the builder's family (headless, not allocated
+// yet, or single-stack of the other family).
+func (b *builder) shape(svc *corev1.Service) (*svcShape, bool) {
+	sh := &svcShape{svc: svc, ref: ServiceRef{Namespace: svc.Namespace, Name: svc.Name}, obj: svcObject(svc),
+		isLB: svc.Spec.Type == corev1.ServiceTypeLoadBalancer}
 	clusterIPs := svc.Spec.ClusterIPs
 	if len(clusterIPs) == 0 && svc.Spec.ClusterIP != "" {
 		clusterIPs = []string{svc.Spec.ClusterIP}
 	}
-	var vips []netip.Addr
 	for _, s := range clusterIPs {
 		if s == corev1.ClusterIPNone {
-			return nil // headless
-		}
-		a, ok := parseIP(s)
-		if !ok {
-			b.problem(obj, "invalid clusterIP %q skipped", s)
-			continue
-		}
-		if b.familyOf(a) {
-			vips = append(vips, a)
+			return nil, false
 		}
 	}
-	if len(vips) == 0 {
-		return nil // not allocated yet, or single-stack of the other family
+	sh.vips = b.addrs(sh.obj, "clusterIP", clusterIPs)
+	if len(sh.vips) == 0 {
+		return nil, false
 	}
-
-	var extIPs, lbIPs []netip.Addr
-	for _, s := range svc.Spec.ExternalIPs {
-		a, ok := parseIP(s)
-		if !ok {
-			b.problem(obj, "invalid externalIP %q skipped", s)
-			continue
-		}
-		if b.familyOf(a) {
-			extIPs = append(extIPs, a)
-		}
+	sh.ext = b.addrs(sh.obj, "externalIP", svc.Spec.ExternalIPs)
+	if sh.isLB {
+		sh.lb = b.addrs(sh.obj, "load balancer ingress IP", b.ingressIPs(svc))
 	}
-	isLB := svc.Spec.Type == corev1.ServiceTypeLoadBalancer
-	if isLB {
-		for _, ing := range svc.Status.LoadBalancer.Ingress {
-			if ing.IP == "" {
-				continue // hostname-only ingress
-			}
-			if ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy {
-				continue // the load balancer proxies; the node must not capture the IP
-			}
-			a, ok := parseIP(ing.IP)
-			if !ok {
-				b.problem(obj, "invalid load balancer ingress IP %q skipped", ing.IP)
-				continue
-			}
-			if b.familyOf(a) {
-				lbIPs = append(lbIPs, a)
-			}
-		}
-	}
-	ranges := b.prefixes(obj, "loadBalancerSourceRanges", svc.Spec.LoadBalancerSourceRanges)
-
-	etpLocal := (isLB || svc.Spec.Type == corev1.ServiceTypeNodePort || len(extIPs) > 0) &&
+	sh.ranges = b.prefixes(sh.obj, "loadBalancerSourceRanges", svc.Spec.LoadBalancerSourceRanges)
+	sh.nodePorts = sh.isLB || svc.Spec.Type == corev1.ServiceTypeNodePort
+	sh.etpLocal = (sh.nodePorts || len(sh.ext) > 0) &&
 		svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal
-	itpLocal := svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	sh.itpLocal = svc.Spec.InternalTrafficPolicy != nil && *svc.Spec.InternalTrafficPolicy == corev1.ServiceInternalTrafficPolicyLocal
+	sh.affinity = b.affinity(sh.obj, svc)
+	return sh, true
+}
 
-	affinity := Affinity{}
-	if svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP {
-		affinity = Affinity{ClientIP: true, Timeout: DefaultAffinityTimeout}
-		if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
-			t := *c.ClientIP.TimeoutSeconds
-			if t > 0 && t <= 86400 {
-				affinity.Timeout = time.Duration(t) * time.Second
-			} else {
-				b.problem(obj, "session affinity timeout %d out of range 1-86400, using default", t)
-			}
-		}
-	}
-
-	var out []*Service
-	for i, sp := range svc.Spec.Ports {
-		if i >= MaxPortsPerService {
-			b.problem(obj, "has %d ports, only the first %d are proxied", len(svc.Spec.Ports), MaxPortsPerService)
-			break
-		}
-		proto, ok := protocol(sp.Protocol)
+// addrs parses addresses, reporting invalid ones, and keeps those of the
+// builder's family.
+func (b *builder) addrs(obj, field string, in []string) []netip.Addr {
+	var out []netip.Addr
+	for _, s := range in {
+		a, ok := parseIP(s)
 		if !ok {
-			b.problem(obj, "port %q has unsupported protocol %q, skipped", portLabel(sp), sp.Protocol)
+			b.problem(obj, "invalid %s %q skipped", field, s)
 			continue
 		}
-		if sp.Port < 1 || sp.Port > 65535 {
-			b.problem(obj, "port %q number %d out of range, skipped", portLabel(sp), sp.Port)
-			continue
+		if b.familyOf(a) {
+			out = append(out, a)
 		}
-		if sp.NodePort < 0 || sp.NodePort > 65535 {
-			b.problem(obj, "port %q nodePort %d out of range, skipped", portLabel(sp), sp.NodePort)
-			continue
-		}
-		s := &Service{
-			Key:           fmt.Sprintf("%s/%s:%s/%s", svc.Namespace, svc.Name, sp.Name, proto),
-			Namespace:     svc.Namespace,
-			Name:          svc.Name,
-			PortName:      sp.Name,
-			Protocol:      proto,
-			InternalLocal: itpLocal,
-			ExternalLocal: etpLocal,
-			Affinity:      affinity,
-		}
-		if isLB && etpLocal {
-			s.HealthCheckNodePort = svc.Spec.HealthCheckNodePort
-		}
-		srcRanges := ranges
-		if p := b.policyFor(ref, sp); p != nil {
-			s.Policy = p.String()
-			s.Algorithm = p.Algorithm
-			if p.Affinity != nil {
-				s.Affinity = *p.Affinity
-			}
-			if p.SourceRanges != nil {
-				srcRanges = b.prefixes("Policy "+p.String(), "sourceRanges", p.SourceRanges)
-			}
-		}
-		if !s.Affinity.ClientIP {
-			s.Affinity.Timeout = 0
-		}
-
-		clusterMasq := MasqueradeOffCluster
-		if b.cfg.MasqueradeAll {
-			clusterMasq = MasqueradeAlways
-		}
-		extMasq := MasqueradeAlways
-		if etpLocal {
-			extMasq = MasqueradeNever
-		}
-		fe := func(k FrontendKind, a netip.Addr, port int32, m Masquerade) Frontend {
-			return Frontend{Kind: k, Addr: a, Port: port, Protocol: proto, Masquerade: m}
-		}
-		for _, a := range vips {
-			s.Frontends = append(s.Frontends, fe(KindClusterIP, a, sp.Port, clusterMasq))
-		}
-		if sp.NodePort != 0 && (isLB || svc.Spec.Type == corev1.ServiceTypeNodePort) {
-			for _, a := range b.npAddrs {
-				s.Frontends = append(s.Frontends, fe(KindNodePort, a, sp.NodePort, extMasq))
-			}
-			if b.localhost {
-				f := fe(KindNodePort, netip.MustParseAddr("127.0.0.1"), sp.NodePort, MasqueradeAlways)
-				f.Localhost = true
-				s.Frontends = append(s.Frontends, f)
-			}
-		}
-		for _, a := range lbIPs {
-			f := fe(KindLoadBalancer, a, sp.Port, extMasq)
-			f.SourceRanges = srcRanges
-			s.Frontends = append(s.Frontends, f)
-		}
-		for _, a := range extIPs {
-			s.Frontends = append(s.Frontends, fe(KindExternalIP, a, sp.Port, extMasq))
-		}
-		sortFrontends(s.Frontends)
-
-		eps := b.endpoints(ref, sp, proto)
-		b.categorize(s, svc, eps)
-		out = append(out, s)
 	}
+	return out
+}
+
+// ingressIPs lists the load balancer's IPs the node captures: not the
+// hostname-only ones, nor those of a load balancer that proxies (ipMode
+// Proxy), whose traffic must reach the load balancer itself.
+func (b *builder) ingressIPs(svc *corev1.Service) []string {
+	var out []string
+	for _, ing := range svc.Status.LoadBalancer.Ingress {
+		if ing.IP == "" || (ing.IPMode != nil && *ing.IPMode == corev1.LoadBalancerIPModeProxy) {
+			continue
+		}
+		out = append(out, ing.IP)
+	}
+	return out
+}
+
+// affinity is the Service's session affinity, with its timeout checked.
+func (b *builder) affinity(obj string, svc *corev1.Service) Affinity {
+	if svc.Spec.SessionAffinity != corev1.ServiceAffinityClientIP {
+		return Affinity{}
+	}
+	a := Affinity{ClientIP: true, Timeout: DefaultAffinityTimeout}
+	if c := svc.Spec.SessionAffinityConfig; c != nil && c.ClientIP != nil && c.ClientIP.TimeoutSeconds != nil {
+		t := *c.ClientIP.TimeoutSeconds
+		if t > 0 && t <= 86400 {
+			a.Timeout = time.Duration(t) * time.Second
+		} else {
+			b.problem(obj, "session affinity timeout %d out of range 1-86400, using default", t)
+		}
+	}
+	return a
+}
+
+// servicePort builds one service port, or nil when the port is invalid.
+func (b *builder) servicePort(sh *svcShape, sp corev1.ServicePort) *Service {
+	proto, ok := protocol(sp.Protocol)
+	switch {
+	case !ok:
+		b.problem(sh.obj, "port %q has unsupported protocol %q, skipped", portLabel(sp), sp.Protocol)
+		return nil
+	case sp.Port < 1 || sp.Port > 65535:
+		b.problem(sh.obj, "port %q number %d out of range, skipped", portLabel(sp), sp.Port)
+		return nil
+	case sp.NodePort < 0 || sp.NodePort > 65535:
+		b.problem(sh.obj, "port %q nodePort %d out of range, skipped", portLabel(sp), sp.NodePort)
+		return nil
+	}
+	s := &Service{
+		Key:       fmt.Sprintf("%s/%s:%s/%s", sh.svc.Namespace, sh.svc.Name, sp.Name, proto),
+		Namespace: sh.svc.Namespace, Name: sh.svc.Name, PortName: sp.Name, Protocol: proto,
+		InternalLocal: sh.itpLocal, ExternalLocal: sh.etpLocal, Affinity: sh.affinity,
+	}
+	if sh.isLB && sh.etpLocal {
+		s.HealthCheckNodePort = sh.svc.Spec.HealthCheckNodePort
+	}
+	srcRanges := sh.ranges
+	if p := b.policyFor(sh.ref, sp); p != nil {
+		s.Policy, s.Algorithm = p.String(), p.Algorithm
+		if p.Affinity != nil {
+			s.Affinity = *p.Affinity
+		}
+		if p.SourceRanges != nil {
+			srcRanges = b.prefixes("Policy "+p.String(), "sourceRanges", p.SourceRanges)
+		}
+	}
+	if !s.Affinity.ClientIP {
+		s.Affinity.Timeout = 0
+	}
+	s.Frontends = b.frontends(sh, sp, proto, srcRanges)
+	b.categorize(s, sh.svc, b.endpoints(sh.ref, sp, proto))
+	return s
+}
+
+// frontends lists where a service port is reachable on this node, each
+// with its masquerade rule: off-cluster (or all) for ClusterIPs, always for
+// external frontends unless externalTrafficPolicy is Local, which keeps
+// the client's address.
+func (b *builder) frontends(sh *svcShape, sp corev1.ServicePort, proto Protocol, srcRanges []netip.Prefix) []Frontend {
+	clusterMasq, extMasq := MasqueradeOffCluster, MasqueradeAlways
+	if b.cfg.MasqueradeAll {
+		clusterMasq = MasqueradeAlways
+	}
+	if sh.etpLocal {
+		extMasq = MasqueradeNever
+	}
+	fe := func(k FrontendKind, a netip.Addr, port int32, m Masquerade) Frontend {
+		return Frontend{Kind: k, Addr: a, Port: port, Protocol: proto, Masquerade: m}
+	}
+	var out []Frontend
+	for _, a := range sh.vips {
+		out = append(out, fe(KindClusterIP, a, sp.Port, clusterMasq))
+	}
+	if sp.NodePort != 0 && sh.nodePorts {
+		for _, a := range b.npAddrs {
+			out = append(out, fe(KindNodePort, a, sp.NodePort, extMasq))
+		}
+		if b.localhost {
+			f := fe(KindNodePort, netip.MustParseAddr("127.0.0.1"), sp.NodePort, MasqueradeAlways)
+			f.Localhost = true
+			out = append(out, f)
+		}
+	}
+	for _, a := range sh.lb {
+		f := fe(KindLoadBalancer, a, sp.Port, extMasq)
+		f.SourceRanges = srcRanges
+		out = append(out, f)
+	}
+	for _, a := range sh.ext {
+		out = append(out, fe(KindExternalIP, a, sp.Port, extMasq))
+	}
+	sortFrontends(out)
 	return out
 }
 

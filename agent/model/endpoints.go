@@ -1,6 +1,7 @@
 package model
 
 import (
+	"net/netip"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -16,7 +17,6 @@ func (b *builder) endpoints(ref ServiceRef, sp corev1.ServicePort, proto Protoco
 	}
 	clear(b.hints)
 	clear(b.index)
-	index := b.index // key: Addr+Port only
 	slices := b.slicesOf(ref)
 	// Size the result once: the State keeps it (see usable).
 	n := 0
@@ -28,78 +28,97 @@ func (b *builder) endpoints(ref ServiceRef, sp corev1.ServicePort, proto Protoco
 		out = make([]Endpoint, 0, n)
 	}
 	for _, es := range slices {
-		obj := sliceObject(es)
 		for _, p := range es.Ports {
-			name := ""
-			if p.Name != nil {
-				name = *p.Name
-			}
-			pp := TCP
-			if p.Protocol != nil {
-				var ok bool
-				if pp, ok = protocol(*p.Protocol); !ok {
-					continue
-				}
-			}
-			if name != sp.Name || pp != proto {
-				continue
-			}
-			if p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
-				port := "<nil>"
-				if p.Port != nil {
-					port = strconv.Itoa(int(*p.Port))
-				}
-				b.problem(obj, "port %q number %s out of range, skipped", name, port)
-				continue
-			}
-			bad, firstBad := 0, ""
-			for _, e := range es.Endpoints {
-				if len(e.Addresses) == 0 {
-					continue
-				}
-				a, ok := parseIP(e.Addresses[0])
-				if !ok || !b.familyOf(a) {
-					if bad == 0 {
-						firstBad = e.Addresses[0]
-					}
-					bad++
-					continue
-				}
-				ep := Endpoint{Addr: a, Port: *p.Port}
-				ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
-				ep.Serving = ep.Ready
-				if e.Conditions.Serving != nil {
-					ep.Serving = *e.Conditions.Serving
-				}
-				ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
-				if e.NodeName != nil {
-					ep.NodeName = *e.NodeName
-				}
-				if e.Zone != nil {
-					ep.Zone = *e.Zone
-				}
-				ep.Local = ep.NodeName != "" && ep.NodeName == b.cfg.NodeName
-				k := Endpoint{Addr: a, Port: *p.Port}
-				if i, dup := index[k]; dup {
-					// The same address can briefly sit in two slices; the
-					// ready copy wins.
-					if !out[i].Ready && ep.Ready {
-						out[i] = ep
-						b.hints[k] = e.Hints
-					}
-					continue
-				}
-				index[k] = len(out)
-				out = append(out, ep)
-				b.hints[k] = e.Hints
-			}
-			if bad > 0 {
-				b.problem(obj, "skipped %d endpoint(s) with an invalid address (first %q)", bad, firstBad)
+			if port, ok := b.slicePort(es, p, sp.Name, proto); ok {
+				out = b.addEndpoints(out, es, port)
 			}
 		}
 	}
 	sortEndpoints(out)
 	return out
+}
+
+// slicePort returns the port number of a slice's port entry when it is the
+// service port's (same name and protocol), reporting an invalid number.
+func (b *builder) slicePort(es *discoveryv1.EndpointSlice, p discoveryv1.EndpointPort, name string, proto Protocol) (int32, bool) {
+	pname := ""
+	if p.Name != nil {
+		pname = *p.Name
+	}
+	pp := TCP
+	if p.Protocol != nil {
+		var ok bool
+		if pp, ok = protocol(*p.Protocol); !ok {
+			return 0, false
+		}
+	}
+	if pname != name || pp != proto {
+		return 0, false
+	}
+	if p.Port == nil || *p.Port < 1 || *p.Port > 65535 {
+		port := "<nil>"
+		if p.Port != nil {
+			port = strconv.Itoa(int(*p.Port))
+		}
+		b.problem(sliceObject(es), "port %q number %s out of range, skipped", pname, port)
+		return 0, false
+	}
+	return *p.Port, true
+}
+
+// addEndpoints appends the slice's endpoints at port to out. An address
+// already there (the same endpoint can briefly sit in two slices) is kept
+// once, the ready copy winning.
+func (b *builder) addEndpoints(out []Endpoint, es *discoveryv1.EndpointSlice, port int32) []Endpoint {
+	bad, firstBad := 0, ""
+	for _, e := range es.Endpoints {
+		if len(e.Addresses) == 0 {
+			continue
+		}
+		a, ok := parseIP(e.Addresses[0])
+		if !ok || !b.familyOf(a) {
+			if bad == 0 {
+				firstBad = e.Addresses[0]
+			}
+			bad++
+			continue
+		}
+		ep := b.endpoint(a, port, e)
+		k := Endpoint{Addr: a, Port: port}
+		if i, dup := b.index[k]; dup {
+			if !out[i].Ready && ep.Ready {
+				out[i] = ep
+				b.hints[k] = e.Hints
+			}
+			continue
+		}
+		b.index[k] = len(out)
+		out = append(out, ep)
+		b.hints[k] = e.Hints
+	}
+	if bad > 0 {
+		b.problem(sliceObject(es), "skipped %d endpoint(s) with an invalid address (first %q)", bad, firstBad)
+	}
+	return out
+}
+
+// endpoint reads one endpoint's conditions and placement.
+func (b *builder) endpoint(a netip.Addr, port int32, e discoveryv1.Endpoint) Endpoint {
+	ep := Endpoint{Addr: a, Port: port}
+	ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
+	ep.Serving = ep.Ready
+	if e.Conditions.Serving != nil {
+		ep.Serving = *e.Conditions.Serving
+	}
+	ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
+	if e.NodeName != nil {
+		ep.NodeName = *e.NodeName
+	}
+	if e.Zone != nil {
+		ep.Zone = *e.Zone
+	}
+	ep.Local = ep.NodeName != "" && ep.NodeName == b.cfg.NodeName
+	return ep
 }
 
 // usable picks ready endpoints, or when there are none the endpoints that are
