@@ -205,7 +205,8 @@ func (a *Agent) recordMetrics(revisionName string, st *model.State, res dataplan
 	}
 	m.Services.Set(float64(len(st.Services)))
 	m.Endpoints.Set(float64(endpoints))
-	m.Rules.Set(float64(res.Owned))
+	m.Rules.Set(float64(res.Rules))
+	m.Owned.Set(float64(res.Owned))
 	m.Problems.Set(float64(len(st.Problems)))
 	m.FailedPolicies.Set(float64(len(failed)))
 	m.Backend.Reset()

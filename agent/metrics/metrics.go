@@ -31,6 +31,7 @@ type Metrics struct {
 	SyncFailures           *prometheus.CounterVec
 	Services               prometheus.Gauge
 	Endpoints              prometheus.Gauge
+	Owned                  prometheus.Gauge
 	Rules                  prometheus.Gauge
 	Problems               prometheus.Gauge
 	FailedPolicies         prometheus.Gauge
@@ -40,11 +41,22 @@ type Metrics struct {
 	HealthCheckNodePorts   prometheus.Gauge
 }
 
+func gauge(name, help string) prometheus.Gauge {
+	return prometheus.NewGauge(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help})
+}
+
+func counter(name, help string) prometheus.Counter {
+	return prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help})
+}
+
+func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
+	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+}
+
 // New creates and registers the metrics, with the Go and process collectors.
 func New() *Metrics {
-	r := prometheus.NewRegistry()
 	m := &Metrics{
-		Registry: r,
+		Registry: prometheus.NewRegistry(),
 		SyncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "sync_proxy_rules_duration_seconds",
 			Help:    "How long a sync of the kernel rules took, by sync type (full or partial).",
@@ -55,82 +67,31 @@ func New() *Metrics {
 			Help:    "Time from a change of a Service's endpoints (the EndpointSlice's last-change-trigger-time annotation, or the time the agent saw the change) to the rules in the kernel.",
 			Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 7.5, 10, 15, 20, 30, 45, 60, 120, 300},
 		}),
-		LastSync: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_last_timestamp_seconds",
-			Help: "Unix time of the last successful sync of the kernel rules.",
-		}),
-		LastQueued: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_last_queued_timestamp_seconds",
-			Help: "Unix time of the oldest change not yet in the kernel; 0 when none is pending.",
-		}),
-		EndpointChangesPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_endpoint_changes_pending",
-			Help: "EndpointSlice changes seen and not yet in the kernel.",
-		}),
-		EndpointChangesTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_endpoint_changes_total",
-			Help: "EndpointSlice changes seen.",
-		}),
-		ServiceChangesPending: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_service_changes_pending",
-			Help: "Service, policy, node and configuration changes seen and not yet in the kernel.",
-		}),
-		ServiceChangesTotal: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_service_changes_total",
-			Help: "Service, policy, node and configuration changes seen.",
-		}),
-		SyncFull: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "sync_full_total",
-			Help: "Successful full syncs (kernel re-read and every rule compared).",
-		}),
-		SyncPartial: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "sync_partial_total",
-			Help: "Successful partial syncs (only changed services rewritten).",
-		}),
-		SyncFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_failures_total",
-			Help: "Failed syncs of the kernel rules (for the iptables backend: failed iptables-restore runs), by backend.",
-		}, []string{"backend"}),
-		Services: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "programmed_services",
-			Help: "Service ports in the kernel after the last successful sync.",
-		}),
-		Endpoints: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "programmed_endpoints",
-			Help: "Endpoints in the kernel after the last successful sync.",
-		}),
-		Rules: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "sync_proxy_rules_written",
-			Help: "Rules (or kernel objects) written by the last successful sync.",
-		}),
-		Problems: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "skipped_objects",
-			Help: "Pieces of input (Services, EndpointSlices, ports, addresses) skipped as invalid by the last sync.",
-		}),
-		FailedPolicies: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "failed_policies",
-			Help: "ProxyPolicies the agent could not program.",
-		}),
-		Backend: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "backend_info",
-			Help: "1 for the backend the agent runs and the revision in the kernel.",
-		}, []string{"backend", "revision"}),
-		RevisionErrors: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "revision_errors_total",
-			Help: "Config revisions the agent refused (undecodable, or asking for a backend the node cannot run).",
-		}),
-		StatusWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: Namespace, Name: "status_writes_total",
-			Help: "Writes of the ProxyNode status, by result (ok, conflict, error).",
-		}, []string{"result"}),
-		HealthCheckNodePorts: prometheus.NewGauge(prometheus.GaugeOpts{
-			Namespace: Namespace, Name: "health_check_node_ports",
-			Help: "HealthCheckNodePort servers the agent runs.",
-		}),
+		LastSync:               gauge("sync_proxy_rules_last_timestamp_seconds", "Unix time of the last successful sync of the kernel rules."),
+		LastQueued:             gauge("sync_proxy_rules_last_queued_timestamp_seconds", "Unix time of the oldest change not yet in the kernel; 0 when none is pending."),
+		EndpointChangesPending: gauge("sync_proxy_rules_endpoint_changes_pending", "EndpointSlice changes seen and not yet in the kernel."),
+		EndpointChangesTotal:   counter("sync_proxy_rules_endpoint_changes_total", "EndpointSlice changes seen."),
+		ServiceChangesPending:  gauge("sync_proxy_rules_service_changes_pending", "Services with a change (of their own, their slices or their policies) seen and not yet in the kernel."),
+		ServiceChangesTotal:    counter("sync_proxy_rules_service_changes_total", "Service changes seen."),
+		SyncFull:               counter("sync_full_total", "Successful full syncs (kernel re-read and every rule compared)."),
+		SyncPartial:            counter("sync_partial_total", "Successful partial syncs (only changed services rewritten)."),
+		SyncFailures: counterVec("sync_proxy_rules_failures_total",
+			"Failed syncs of the kernel rules (for the iptables backend: failed iptables-restore runs), by backend.", "backend"),
+		Services:       gauge("programmed_services", "Service ports in the kernel after the last successful sync."),
+		Endpoints:      gauge("programmed_endpoints", "(Service port, endpoint) pairs in the kernel after the last successful sync, counted the same way on every backend."),
+		Owned:          gauge("programmed_rules", "Rules (or kernel objects) the agent owns in the kernel after the last successful sync."),
+		Rules:          gauge("sync_proxy_rules_written", "Rules (or kernel objects) written by the last successful sync."),
+		Problems:       gauge("skipped_objects", "Pieces of input (Services, EndpointSlices, ports, addresses) skipped as invalid by the last sync."),
+		FailedPolicies: gauge("failed_policies", "ProxyPolicies the agent could not program."),
+		Backend: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "backend_info",
+			Help: "1 for the backend the agent runs and the revision in the kernel."}, []string{"backend", "revision"}),
+		RevisionErrors:       counter("revision_errors_total", "Config revisions the agent refused (undecodable, or asking for a backend the node cannot run)."),
+		StatusWrites:         counterVec("status_writes_total", "Writes of the ProxyNode status, by result (ok, conflict, error).", "result"),
+		HealthCheckNodePorts: gauge("health_check_node_ports", "HealthCheckNodePort servers the agent runs."),
 	}
-	r.MustRegister(m.SyncDuration, m.NetworkProgramming, m.LastSync, m.LastQueued,
+	m.Registry.MustRegister(m.SyncDuration, m.NetworkProgramming, m.LastSync, m.LastQueued,
 		m.EndpointChangesPending, m.EndpointChangesTotal, m.ServiceChangesPending, m.ServiceChangesTotal,
-		m.SyncFull, m.SyncPartial, m.SyncFailures, m.Services, m.Endpoints, m.Rules, m.Problems,
+		m.SyncFull, m.SyncPartial, m.SyncFailures, m.Services, m.Endpoints, m.Owned, m.Rules, m.Problems,
 		m.FailedPolicies, m.Backend, m.RevisionErrors, m.StatusWrites, m.HealthCheckNodePorts,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
