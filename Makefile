@@ -123,10 +123,9 @@ uninstall: ## Remove the CRDs from the cluster of the current kubeconfig.
 	kubectl delete -k config/crd --ignore-not-found
 
 .PHONY: deploy
-deploy: manifests ## Deploy the operator to the cluster of the current kubeconfig.
-	cd config/manager && kubectl kustomize . >/dev/null
-	kubectl apply -k config/default
+deploy: manifests ## Deploy the operator to the cluster of the current kubeconfig, with IMG as its image and AGENT_IMG as the agents' default.
+	IMG=$(IMG) AGENT_IMG=$(AGENT_IMG) hack/deploy.sh
 
 .PHONY: undeploy
-undeploy: ## Remove the operator from the cluster of the current kubeconfig.
-	kubectl delete -k config/default --ignore-not-found
+undeploy: ## Remove everything in order: GatewayConfigs and ProxyPolicies (finalizers released), then the operator, then the CRDs.
+	hack/undeploy.sh

@@ -180,6 +180,7 @@ func agentPodSpec(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpe
 			{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/xtables.lock", Type: &hostPathFile}}},
 			{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules", Type: &hostPathDir}}},
 			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
+			{Name: "proc-sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &hostPathDir}}},
 		},
 	}
 }
@@ -193,6 +194,7 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 	}
 	args := []string{
 		"--node-name=$(NODE_NAME)",
+		"--sysctl-root=" + agentSysctlRoot,
 		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
 		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
 	}
@@ -213,6 +215,13 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
 		},
+		// On a node without kube-proxy the kubernetes Service's ClusterIP
+		// works only once this agent has programmed it: the optional
+		// ConfigMap gives the API server's real address
+		// (KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT), as it does
+		// to the operator.
+		EnvFrom: []corev1.EnvFromSource{{ConfigMapRef: &corev1.ConfigMapEnvSource{
+			LocalObjectReference: corev1.LocalObjectReference{Name: APIServerConfigMap}, Optional: ptr.To(true)}}},
 		Ports: []corev1.ContainerPort{
 			{Name: "health", ContainerPort: o.HealthPort, Protocol: corev1.ProtocolTCP},
 			{Name: "metrics", ContainerPort: o.MetricsPort, Protocol: corev1.ProtocolTCP},
@@ -236,6 +245,19 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 			{Name: "xtables-lock", MountPath: "/run/xtables.lock"},
 			{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
 			{Name: "tmp", MountPath: "/tmp"},
+			// The net.* sysctls the backends write (IPVS, route_localnet,
+			// conntrack): /proc/sys is read-only in a container that is not
+			// privileged, so only the host's /proc/sys/net is mounted
+			// writable.
+			{Name: "proc-sys-net", MountPath: agentSysctlRoot + "/net"},
 		},
 	}
 }
+
+// agentSysctlRoot is where the agent container sees the host's sysctls.
+const agentSysctlRoot = "/host/proc/sys"
+
+// APIServerConfigMap, in the operator's namespace, holds the API server's
+// address for the operator and the agents, for clusters whose kubernetes
+// Service is not reachable before the agent runs (no kube-proxy).
+const APIServerConfigMap = "synterix-apiserver"

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 )
 
 // Tuning is the size and the timeouts of the conntrack table. A zero field
@@ -35,9 +35,6 @@ const (
 // this network namespace: the kernel lets only the initial network
 // namespace set nf_conntrack_max.
 var ErrReadOnly = errors.New("read-only in this network namespace")
-
-// procSys is the sysctl root.
-const procSys = "/proc/sys"
 
 // Max returns the nf_conntrack_max that t asks for on a node with cpus
 // CPUs, or 0 when t keeps the kernel's limit.
@@ -93,22 +90,21 @@ func Tune(t Tuning) (applied []string, err error) {
 
 // setIfDiffers writes val to key unless it already holds it.
 func setIfDiffers(key string, val int64) (bool, error) {
-	path := filepath.Join(procSys, key)
-	raw, err := os.ReadFile(path)
+	raw, err := sysctl.Read(key)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return false, fmt.Errorf("%s not applied: no such sysctl (is the nf_conntrack module loaded?)", key)
 		}
 		return false, fmt.Errorf("%s not applied: %w", key, err)
 	}
-	cur, err := strconv.ParseInt(strings.TrimSpace(string(raw)), 10, 64)
+	cur, err := strconv.ParseInt(raw, 10, 64)
 	if err != nil {
 		return false, fmt.Errorf("%s not applied: cannot parse the current value %q: %w", key, raw, err)
 	}
 	if cur == val {
 		return false, nil
 	}
-	if err := os.WriteFile(path, []byte(strconv.FormatInt(val, 10)), 0); err != nil {
+	if err := sysctl.Write(key, strconv.FormatInt(val, 10)); err != nil {
 		if errors.Is(err, os.ErrPermission) {
 			return false, fmt.Errorf("%s=%d not applied (kernel keeps %d): %w", key, val, cur, ErrReadOnly)
 		}

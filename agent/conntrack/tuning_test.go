@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -38,7 +39,7 @@ func readSysctls(t *testing.T, ns *netns.NS, keys ...string) map[string]string {
 	out := map[string]string{}
 	if err := ns.Do(func() error {
 		for _, k := range keys {
-			b, err := os.ReadFile(filepath.Join(procSys, k))
+			b, err := os.ReadFile(filepath.Join(sysctl.DefaultRoot, k))
 			if err != nil {
 				return err
 			}
@@ -64,7 +65,7 @@ func tuneIn(t *testing.T, ns *netns.NS, tu Tuning) (applied []string, err error)
 // never written.
 func TestTuneWritesTimeoutsInTheNamespace(t *testing.T) {
 	netns.Require(t)
-	if _, err := os.Stat(filepath.Join(procSys, keyTCPEstablished)); err != nil {
+	if _, err := os.Stat(filepath.Join(sysctl.DefaultRoot, keyTCPEstablished)); err != nil {
 		t.Skipf("SKIPPING KERNEL TEST: nf_conntrack is not loaded: %v", err)
 	}
 	ns := netns.New(t, "ct-tune")
@@ -104,7 +105,7 @@ func readHost(t *testing.T, keys ...string) map[string]string {
 	t.Helper()
 	out := map[string]string{}
 	for _, k := range keys {
-		b, err := os.ReadFile(filepath.Join(procSys, k))
+		b, err := os.ReadFile(filepath.Join(sysctl.DefaultRoot, k))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -117,7 +118,7 @@ func readHost(t *testing.T, keys ...string) map[string]string {
 // read-only: Tune names it as not applied and still applies the rest.
 func TestTuneReportsReadOnlyMaxAndAppliesTheRest(t *testing.T) {
 	netns.Require(t)
-	if _, err := os.Stat(filepath.Join(procSys, keyMax)); err != nil {
+	if _, err := os.Stat(filepath.Join(sysctl.DefaultRoot, keyMax)); err != nil {
 		t.Skipf("SKIPPING KERNEL TEST: nf_conntrack is not loaded: %v", err)
 	}
 	ns := netns.New(t, "ct-max")

@@ -20,7 +20,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -29,6 +28,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 )
 
@@ -339,7 +339,9 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		return res, err
 	}
 	if st.LocalhostNodePorts {
-		b.enableRouteLocalnet()
+		if err := b.enableRouteLocalnet(); err != nil {
+			return res, fmt.Errorf("rules in place, but localhost NodePorts cannot work: %w", err)
+		}
 	}
 	return res, nil
 }
@@ -463,26 +465,20 @@ func (b *Backend) canaryIntact(ctx context.Context, table string) (bool, error) 
 	return bytes.Contains(out, []byte("-A "+chainCanary+" -j RETURN")), nil
 }
 
-const routeLocalnet = "/proc/sys/net/ipv4/conf/all/route_localnet"
+const routeLocalnet = "net/ipv4/conf/all/route_localnet"
 
 // enableRouteLocalnet lets DNAT send 127.0.0.1 NodePort traffic off the
-// host. The previous value is restored by Cleanup.
-func (b *Backend) enableRouteLocalnet() {
-	old, err := os.ReadFile(routeLocalnet)
+// host. The previous value is restored by Cleanup. A failure is returned:
+// the revision asks for localhost NodePorts and this node cannot give them.
+func (b *Backend) enableRouteLocalnet() error {
+	old, changed, err := sysctl.Ensure(routeLocalnet, "1")
 	if err != nil {
-		klog.ErrorS(err, "Cannot read route_localnet; localhost NodePorts will not work")
-		return
+		return err
 	}
-	if strings.TrimSpace(string(old)) == "1" {
-		return
+	if changed && !b.localnetSet {
+		b.localnetSet, b.localnetWas = true, old
 	}
-	if err := os.WriteFile(routeLocalnet, []byte("1"), 0o644); err != nil {
-		klog.ErrorS(err, "Cannot enable route_localnet; localhost NodePorts will not work")
-		return
-	}
-	if !b.localnetSet {
-		b.localnetSet, b.localnetWas = true, strings.TrimSpace(string(old))
-	}
+	return nil
 }
 
 // Cleanup implements backend.Backend: it removes every jump into our chains
@@ -500,7 +496,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		}
 	}
 	if b.localnetSet {
-		if err := os.WriteFile(routeLocalnet, []byte(b.localnetWas), 0o644); err != nil {
+		if err := sysctl.Write(routeLocalnet, b.localnetWas); err != nil {
 			errs = append(errs, err)
 		}
 		b.localnetSet = false

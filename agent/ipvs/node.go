@@ -5,11 +5,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
 	"strings"
 
+	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
@@ -286,13 +285,7 @@ func entryFromNetlink(typ string, ne netlink.IPSetEntry) setEntry {
 
 func (n *linuxNode) Sysctl(key, value string) error {
 	return n.do(func() error {
-		p := filepath.Join("/proc/sys", strings.ReplaceAll(key, ".", "/"))
-		if cur, err := os.ReadFile(p); err == nil && strings.TrimSpace(string(cur)) == value {
-			return nil
-		}
-		if err := os.WriteFile(p, []byte(value), 0o644); err != nil {
-			return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
-		}
-		return nil
+		_, _, err := sysctl.Ensure(key, value)
+		return err
 	})
 }

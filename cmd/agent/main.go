@@ -27,6 +27,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
+	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -53,12 +54,15 @@ func run() error {
 	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
 	operatorNS := fs.String("operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
 		"Namespace of the config revisions (default $POD_NAMESPACE, else synterix-system).")
+	sysctlRoot := fs.String("sysctl-root", sysctl.DefaultRoot,
+		"Where the kernel's sysctls are; the agent pod mounts the host's /proc/sys/net at /host/proc/sys/net.")
 	profiling := fs.Bool("profiling", false, "Serve Go runtime profiles under /debug/pprof/ on the metrics address.")
 	cleanup := fs.Bool("cleanup", false, "Remove every rule the agent installs (iptables and IPVS) and exit.")
 	showVersion := fs.Bool("version", false, "Print the version and exit.")
 	// Only -v and the flags above are meant for users; klog's other flags
 	// stay available for debugging.
 	_ = fs.Parse(os.Args[1:])
+	sysctl.SetRoot(*sysctlRoot)
 	if *showVersion {
 		fmt.Println(version)
 		return nil
