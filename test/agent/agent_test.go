@@ -13,7 +13,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/synterix/synterix-kube-proxy/agent/daemon"
 	"github.com/synterix/synterix-kube-proxy/agent/health"
@@ -64,30 +63,19 @@ func (p *inProcess) stop() {
 // histogram, summed over label sets.
 func (p *inProcess) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	mfs, err := p.m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			switch mf.GetType() {
-			case dto.MetricType_COUNTER:
-				v += m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				v += m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				v += float64(m.GetHistogram().GetSampleCount())
-			}
-		}
-	}
-	return v
+	return p.sum(t, name, func(m *dto.Metric) float64 {
+		return m.GetCounter().GetValue() + m.GetGauge().GetValue() + float64(m.GetHistogram().GetSampleCount())
+	})
 }
 
+// histogramSum returns the sum of a histogram's samples over label sets.
 func (p *inProcess) histogramSum(t *testing.T, name string) float64 {
+	t.Helper()
+	return p.sum(t, name, func(m *dto.Metric) float64 { return m.GetHistogram().GetSampleSum() })
+}
+
+// sum adds value over the label sets of the metric called name.
+func (p *inProcess) sum(t *testing.T, name string, value func(*dto.Metric) float64) float64 {
 	t.Helper()
 	mfs, err := p.m.Registry.Gather()
 	if err != nil {
@@ -97,7 +85,7 @@ func (p *inProcess) histogramSum(t *testing.T, name string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				v += m.GetHistogram().GetSampleSum()
+				v += value(m)
 			}
 		}
 	}
@@ -121,15 +109,9 @@ func (w *world) iptablesSave() string {
 // its latency is reported; status, events and health follow.
 func TestAgentProgramsNamespace(t *testing.T) {
 	requireKernel(t)
-	w := startAPI(t)
-	w.topology()
-	w.revision("rev-1", baseSpec())
-	w.nodeObjects("rev-1")
-	w.service("web", "10.0.0.10", "10.211.1.2")
+	w := startWeb(t, "rev-1", baseSpec())
 	p := w.startAgent()
-
-	pn := w.waitReady("rev-1")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2")
+	pn := w.waitServing("rev-1")
 	if pn.Status.Backend != v1alpha1.BackendIPTables || pn.Status.BackendReason == "" {
 		t.Errorf("backend %q reason %q, want IPTables with a reason", pn.Status.Backend, pn.Status.BackendReason)
 	}
@@ -155,7 +137,7 @@ func TestAgentProgramsNamespace(t *testing.T) {
 	// An EndpointSlice change reaches the kernel, with its latency.
 	before := p.metric(t, "synterix_network_programming_duration_seconds")
 	w.setEndpoints("web", "10.211.2.2")
-	w.waitAnswer("10.0.0.10:80", "10.211.2.2")
+	w.waitAnswer(webVIP, "10.211.2.2")
 	if save := w.iptablesSave(); !strings.Contains(save, "10.211.2.2:8080") || strings.Contains(save, "10.211.1.2:8080") {
 		t.Errorf("iptables-save in the node namespace does not show the new endpoint only:\n%s", save)
 	}
@@ -177,17 +159,8 @@ func TestAgentProgramsNamespace(t *testing.T) {
 	w.waitAnswer("10.0.0.11:80", "10.211.1.3")
 
 	// Events were posted on the ProxyNode.
-	eventually(t, "RevisionApplied event", func() (bool, string) {
-		evs, err := w.cs.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, e := range evs.Items {
-			if e.Reason == v1alpha1.ReasonRevisionApplied && e.InvolvedObject.Name == nodeName {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("%d events, none RevisionApplied", len(evs.Items))
+	w.waitEvent("RevisionApplied event", func(e corev1.Event) bool {
+		return e.Reason == v1alpha1.ReasonRevisionApplied && e.InvolvedObject.Name == nodeName
 	})
 
 	// SIGTERM-like stop leaves the rules in place.
@@ -195,7 +168,7 @@ func TestAgentProgramsNamespace(t *testing.T) {
 	if save := w.iptablesSave(); !strings.Contains(save, "SYNX-") {
 		t.Error("rules removed when the agent stopped")
 	}
-	if got := w.answers("10.0.0.10:80"); got != "10.211.2.2" {
+	if got := w.answers(webVIP); got != "10.211.2.2" {
 		t.Errorf("after the agent stopped, service answered by %q", got)
 	}
 }
@@ -205,15 +178,11 @@ func TestAgentProgramsNamespace(t *testing.T) {
 // current revision stay.
 func TestExplicitIPVSWithoutIPVS(t *testing.T) {
 	requireKernel(t)
-	w := startAPI(t)
-	w.topology()
-	w.revision("rev-1", baseSpec())
+	w := startWeb(t, "rev-1", baseSpec())
 	ipvsSpec := baseSpec()
 	ipvsSpec.Mode = v1alpha1.BackendModeIPVS
 	w.revision("rev-ipvs", ipvsSpec)
 	w.revisionRaw("rev-garbage", []byte(`{"spec": 42}`))
-	w.nodeObjects("rev-1")
-	w.service("web", "10.0.0.10", "10.211.1.2")
 	p := w.startAgent()
 	w.waitReady("rev-1")
 	if p.agentCapsIPVS(w) {
@@ -246,7 +215,7 @@ func TestExplicitIPVSWithoutIPVS(t *testing.T) {
 		pn := w.getProxyNode()
 		d := meta.FindStatusCondition(pn.Status.Conditions, v1alpha1.ConditionDegraded)
 		t.Logf("%s: Degraded %s: %s", tc.rev, d.Reason, d.Message)
-		if got := w.answers("10.0.0.10:80"); got != "10.211.1.2" {
+		if got := w.answers(webVIP); got != webBackend {
 			t.Errorf("rules of rev-1 not kept: service answered by %q", got)
 		}
 	}
@@ -267,14 +236,9 @@ func (p *inProcess) agentCapsIPVS(w *world) bool {
 // leave a half-programmed node, and they are reported.
 func TestHostileInput(t *testing.T) {
 	requireKernel(t)
-	w := startAPI(t)
-	w.topology()
-	w.revision("rev-1", baseSpec())
-	w.nodeObjects("rev-1")
-	w.service("web", "10.0.0.10", "10.211.1.2")
+	w := startWeb(t, "rev-1", baseSpec())
 	p := w.startAgent()
-	w.waitReady("rev-1")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2")
+	w.waitServing("rev-1")
 	ctx := context.Background()
 
 	// EndpointSlices with addresses the model cannot use. The API server
@@ -313,7 +277,7 @@ func TestHostileInput(t *testing.T) {
 			LoadBalancing: &v1alpha1.LoadBalancingSpec{Algorithm: v1alpha1.AlgorithmMaglev}}})
 
 	// The good endpoint of the bad slice is programmed; the node stays whole.
-	w.waitAnswer("10.0.0.10:80", "10.211.1.3")
+	w.waitAnswer(webVIP, "10.211.1.3")
 	eventually(t, "failed policy reported", func() (bool, string) {
 		pn := w.getProxyNode()
 		if pn == nil {
@@ -327,28 +291,20 @@ func TestHostileInput(t *testing.T) {
 		n := p.metric(t, "synterix_skipped_objects")
 		return n > 0, fmt.Sprintf("skipped_objects %v", n)
 	})
-	eventually(t, "InvalidInput event", func() (bool, string) {
-		evs, _ := w.cs.CoreV1().Events("").List(ctx, metav1.ListOptions{})
-		for _, e := range evs.Items {
-			if e.Reason == v1alpha1.ReasonInvalidInput {
-				return true, e.Message
-			}
-		}
-		return false, "none"
-	})
+	w.waitEvent("InvalidInput event", func(e corev1.Event) bool { return e.Reason == v1alpha1.ReasonInvalidInput })
 	pn := w.getProxyNode()
 	t.Logf("status: counts %+v failedPolicies %+v", pn.Status.Counts, pn.Status.FailedPolicies)
 
 	// Someone flushes our chains: the agent notices and repairs them.
 	w.node.MustExec("iptables", "-t", "nat", "-F")
-	if got := w.answers("10.0.0.10:80"); strings.HasPrefix(got, "10.211.") {
+	if got := w.answers(webVIP); strings.HasPrefix(got, "10.211.") {
 		t.Logf("flush left service answering (%s)", got)
 	}
 	full := p.metric(t, "synterix_sync_full_total")
 	// A change triggers a partial sync whose canary check finds the flush,
 	// or the periodic full sync repairs it.
-	w.setEndpoints("web", "10.211.1.2")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2")
+	w.setEndpoints("web", webBackend)
+	w.waitAnswer(webVIP, webBackend)
 	eventually(t, "full sync after the flush", func() (bool, string) {
 		n := p.metric(t, "synterix_sync_full_total")
 		return n > full, fmt.Sprintf("full syncs %v (was %v)", n, full)
@@ -360,5 +316,4 @@ func TestHostileInput(t *testing.T) {
 	if c := meta.FindStatusCondition(pn.Status.Conditions, v1alpha1.ConditionReady); c == nil || c.Status != metav1.ConditionTrue {
 		t.Errorf("not Ready after hostile input: %+v", c)
 	}
-	_ = client.ObjectKey{}
 }

@@ -14,14 +14,9 @@ func TestAPIServerDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("SKIPPING: takes more than 30 s (-short)")
 	}
-	w := startAPI(t)
-	w.topology()
-	w.revision("rev-1", baseSpec())
-	w.nodeObjects("rev-1")
-	w.service("web", "10.0.0.10", "10.211.1.2")
+	w := startWeb(t, "rev-1", baseSpec())
 	p := w.startAgent()
-	w.waitReady("rev-1")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2")
+	w.waitServing("rev-1")
 	api := w.env.ControlPlane.GetAPIServer()
 	port := api.SecureServing.Port
 	syncsBefore := p.metric(t, "synterix_sync_full_total") + p.metric(t, "synterix_sync_partial_total")
@@ -33,7 +28,7 @@ func TestAPIServerDown(t *testing.T) {
 	stopped := time.Now()
 	answered, failed := 0, 0
 	for time.Since(stopped) < 30*time.Second {
-		if w.answers("10.0.0.10:80") == "10.211.1.2" {
+		if w.answers(webVIP) == webBackend {
 			answered++
 		} else {
 			failed++
@@ -63,7 +58,7 @@ func TestAPIServerDown(t *testing.T) {
 	}
 	t.Logf("kube-apiserver restarted on the same port %s", port)
 	w.setEndpoints("web", "10.211.2.2")
-	w.waitAnswer("10.0.0.10:80", "10.211.2.2")
+	w.waitAnswer(webVIP, "10.211.2.2")
 	w.service("late", "10.0.0.12", "10.211.1.3")
 	w.waitAnswer("10.0.0.12:80", "10.211.1.3")
 	w.waitReady("rev-1")

@@ -1,13 +1,12 @@
 package agent
 
 import (
-	"context"
-	"fmt"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
@@ -22,20 +21,15 @@ func TestConntrackTuningApplied(t *testing.T) {
 	if _, err := os.Stat("/proc/sys/net/netfilter/nf_conntrack_tcp_timeout_established"); err != nil {
 		t.Skipf("SKIPPING KERNEL TEST: nf_conntrack is not loaded: %v", err)
 	}
-	w := startAPI(t)
-	w.topology()
 	spec := baseSpec()
 	spec.Conntrack = &v1alpha1.ConntrackConfig{
 		MaxPerCore:            ptr(int32(1 << 22)),
 		TCPEstablishedTimeout: &metav1.Duration{Duration: 3*time.Hour + 3*time.Second},
 		UDPStreamTimeout:      &metav1.Duration{Duration: 117 * time.Second},
 	}
-	w.revision("rev-ct", spec)
-	w.nodeObjects("rev-ct")
-	w.service("web", "10.0.0.10", "10.211.1.2")
+	w := startWeb(t, "rev-ct", spec)
 	w.startAgent()
-	w.waitReady("rev-ct")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2")
+	w.waitServing("rev-ct")
 
 	read := func(key string) string {
 		var v []byte
@@ -53,17 +47,8 @@ func TestConntrackTuningApplied(t *testing.T) {
 	if got := read("nf_conntrack_udp_timeout_stream"); got != "117" {
 		t.Errorf("node namespace udp stream timeout = %s, want 117", got)
 	}
-	eventually(t, "ConntrackTuningFailed event naming nf_conntrack_max", func() (bool, string) {
-		evs, err := w.cs.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
-		if err != nil {
-			return false, err.Error()
-		}
-		for _, e := range evs.Items {
-			if e.Reason == v1alpha1.ReasonConntrackTuningFailed && e.InvolvedObject.Name == nodeName &&
-				strings.Contains(e.Message, "nf_conntrack_max") && strings.Contains(e.Message, "not applied") {
-				return true, ""
-			}
-		}
-		return false, fmt.Sprintf("%d events, none ConntrackTuningFailed", len(evs.Items))
+	w.waitEvent("ConntrackTuningFailed event naming nf_conntrack_max", func(e corev1.Event) bool {
+		return e.Reason == v1alpha1.ReasonConntrackTuningFailed && e.InvolvedObject.Name == nodeName &&
+			strings.Contains(e.Message, "nf_conntrack_max") && strings.Contains(e.Message, "not applied")
 	})
 }

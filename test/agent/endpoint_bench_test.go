@@ -1,10 +1,8 @@
 package agent
 
 import (
-	"net/url"
 	"os"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,13 +34,12 @@ func BenchmarkEndpointChange(b *testing.B) {
 	w.service("probe", probeIP, "10.211.1.2")
 	logf(b, "created %d Services and EndpointSlices in %s", n+1, time.Since(start).Round(time.Second))
 
-	u, _ := url.Parse(w.cfg.Host)
-	newForwarder(b, w.node, "127.0.0.1:6443", u.Host)
+	kc := w.nodeKubeconfig(b)
 	bin := os.Getenv("SYNX_BENCH_AGENT") // a prebuilt agent, to compare versions
 	if bin == "" {
 		bin = buildAgent(b)
 	}
-	p := w.runAgent(bin, kubeconfig(b, w.cfg, "https://127.0.0.1:6443"))
+	p := w.runAgent(bin, kc)
 	w.waitReadyzTB(b, 10*time.Minute)
 	target := probeIP + ":80"
 	eventuallyFor(b, 5*time.Minute, "probe Service answers", func() (bool, string) {
@@ -69,18 +66,13 @@ func BenchmarkEndpointChange(b *testing.B) {
 		medianOf(lat).Round(time.Millisecond), maxOf(lat).Round(time.Millisecond))
 	b.ReportMetric(medianOf(lat).Seconds()*1000, "change-ms/median")
 	b.ReportMetric(maxOf(lat).Seconds()*1000, "change-ms/max")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	<-p.done
+	p.Stop(time.Minute)
 }
 
 // answersFrom returns who answers one TCP request from ns to target, with a
 // short timeout so that a poll loop samples often.
 func (w *world) answersFrom(ns *netns.NS, target string) string {
-	r, err := ns.Request("tcp", target, netns.RequestOptions{Timeout: 200 * time.Millisecond})
-	if err != nil {
-		return "error: " + netns.Outcome(err)
-	}
-	return r.Server
+	return answer(ns, target, 200*time.Millisecond)
 }
 
 func envInt(name string, def int) int {

@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -119,6 +119,56 @@ func (w *world) topology() {
 		w.b1.Serve(t, "tcp", ip+":8080", ip)
 	}
 	w.b2.Serve(t, "tcp", "10.211.2.2:8080", "10.211.2.2")
+}
+
+// Service web, the one most tests program: 10.0.0.10:80, one endpoint.
+const (
+	webVIP     = "10.0.0.10:80"
+	webBackend = "10.211.1.2"
+)
+
+// startWeb is the start the agent tests share: the API server and the
+// topology, revision rev of spec stored and assigned to the node, and
+// Service web with its endpoint webBackend. Start the agent next, then
+// waitServing.
+func startWeb(t *testing.T, rev string, spec v1alpha1.GatewayConfigSpec) *world {
+	t.Helper()
+	w := startAPI(t)
+	w.topology()
+	w.revision(rev, spec)
+	w.nodeObjects(rev)
+	w.service("web", "10.0.0.10", webBackend)
+	return w
+}
+
+// waitServing waits until the agent reports Ready at rev and web answers
+// from its backend.
+func (w *world) waitServing(rev string) *v1alpha1.ProxyNode {
+	w.t.Helper()
+	pn := w.waitReady(rev)
+	w.waitAnswer(webVIP, webBackend)
+	return pn
+}
+
+// waitEvent waits until an Event that match accepts is posted, and returns
+// it.
+func (w *world) waitEvent(what string, match func(corev1.Event) bool) corev1.Event {
+	w.t.Helper()
+	var found corev1.Event
+	eventually(w.t, what, func() (bool, string) {
+		evs, err := w.cs.CoreV1().Events("").List(context.Background(), metav1.ListOptions{})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, e := range evs.Items {
+			if match(e) {
+				found = e
+				return true, ""
+			}
+		}
+		return false, fmt.Sprintf("%d events, none matches", len(evs.Items))
+	})
+	return found
 }
 
 func (w *world) create(obj client.Object) {
@@ -277,14 +327,18 @@ func (w *world) waitReady(rev string) *v1alpha1.ProxyNode {
 	return pn
 }
 
-// answers returns who answers a TCP request from the client to target.
-func (w *world) answers(target string) string {
-	r, err := w.client.Request("tcp", target, netns.RequestOptions{Timeout: time.Second})
+// answer returns who answers one TCP request from ns to target within
+// timeout, or "error: " and the outcome.
+func answer(ns *netns.NS, target string, timeout time.Duration) string {
+	r, err := ns.Request("tcp", target, netns.RequestOptions{Timeout: timeout})
 	if err != nil {
 		return "error: " + netns.Outcome(err)
 	}
 	return r.Server
 }
+
+// answers returns who answers a TCP request from the client to target.
+func (w *world) answers(target string) string { return answer(w.client, target, time.Second) }
 
 // waitOnlyAnswer waits until n requests in a row are answered by id: once
 // the old endpoints are gone from the kernel, not merely when a random pick
@@ -317,17 +371,7 @@ func (w *world) waitAnswer(target string, ids ...string) {
 
 // httpGet fetches a URL from inside a namespace.
 func httpGet(ns *netns.NS, url string) (int, string, error) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		var c net.Conn
-		err := ns.Do(func() error {
-			var err error
-			c, err = (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, network, addr)
-			return err
-		})
-		return c, err
-	}, DisableKeepAlives: true}
-	hc := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-	resp, err := hc.Get(url)
+	resp, err := ns.HTTPClient(5 * time.Second).Get(url)
 	if err != nil {
 		return 0, "", err
 	}
@@ -403,6 +447,19 @@ func (f *forwarder) stop() {
 		c.Close()
 	}
 	f.conns = map[net.Conn]bool{}
+}
+
+// nodeKubeconfig lets processes in the node namespace reach the API server,
+// which listens on the host's loopback, through a forwarder on the node's
+// loopback, and returns a kubeconfig that points there.
+func (w *world) nodeKubeconfig(t testing.TB) string {
+	t.Helper()
+	u, err := url.Parse(w.cfg.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newForwarder(t, w.node, "127.0.0.1:6443", u.Host)
+	return kubeconfig(t, w.cfg, "https://127.0.0.1:6443")
 }
 
 // kubeconfig writes a kubeconfig for cfg with the server replaced.

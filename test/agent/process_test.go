@@ -1,18 +1,12 @@
 package agent
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
-	"net"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -42,56 +36,31 @@ func buildAgent(t testing.TB) string {
 }
 
 // agentProcess is cmd/agent running inside the node namespace, the way the
-// local-cluster harness runs it.
-type agentProcess struct {
-	t    testing.TB
-	cmd  *exec.Cmd
-	log  *bytes.Buffer
-	lw   *lockedWriter
-	done chan struct{}
-}
+// local-cluster harness runs it. The test kills it when it ends and shows
+// its log when it failed.
+type agentProcess struct{ *netns.Process }
 
 func (w *world) runAgent(bin, kubeconfig string, extra ...string) *agentProcess {
 	w.t.Helper()
-	args := append([]string{"netns", "exec", w.node.Name, bin, "--node-name=" + nodeName, "--kubeconfig=" + kubeconfig,
-		"--health-addr=127.0.0.1:10256", "--metrics-addr=127.0.0.1:10249", "--operator-namespace=" + operatorNS, "-v=2"}, extra...)
-	cmd := exec.Command("ip", args...)
-	p := &agentProcess{t: w.t, cmd: cmd, log: &bytes.Buffer{}, done: make(chan struct{})}
-	p.lw = &lockedWriter{w: p.log}
-	cmd.Stdout, cmd.Stderr = p.lw, p.lw
-	if err := cmd.Start(); err != nil {
+	p := &agentProcess{&netns.Process{Name: "agent", NS: w.node,
+		Args: append([]string{bin, "--node-name=" + nodeName, "--kubeconfig=" + kubeconfig,
+			"--health-addr=127.0.0.1:10256", "--metrics-addr=127.0.0.1:10249", "--operator-namespace=" + operatorNS, "-v=2"}, extra...),
+		LogPath: filepath.Join(w.t.TempDir(), "agent.log")}}
+	if err := p.Start(); err != nil {
 		w.t.Fatal(err)
 	}
-	go func() { _ = cmd.Wait(); close(p.done) }()
 	w.t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = cmd.Process.Kill()
-			<-p.done
-		}
+		_ = p.Kill()
 		if w.t.Failed() {
-			w.t.Logf("agent log:\n%s", p.log.String())
+			w.t.Logf("agent log:\n%s", p.logText())
 		}
 	})
 	return p
 }
 
 func (p *agentProcess) logText() string {
-	p.lw.mu.Lock()
-	defer p.lw.mu.Unlock()
-	return p.log.String()
-}
-
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(b)
+	data, _ := os.ReadFile(p.LogPath)
+	return string(data)
 }
 
 // waitReadyz waits for the agent's /readyz in the node namespace.
@@ -108,106 +77,25 @@ func (w *world) waitReadyzTB(t testing.TB, d time.Duration) {
 	})
 }
 
-// echoServer echoes every line back, inside a namespace.
-func echoServer(t *testing.T, ns *netns.NS, addr string) {
-	var ln net.Listener
-	if err := ns.Do(func() (err error) { ln, err = net.Listen("tcp4", addr); return }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				for {
-					line, err := r.ReadBytes('\n')
-					if err != nil {
-						return
-					}
-					if _, err := c.Write(line); err != nil {
-						return
-					}
-				}
-			}()
-		}
-	}()
-}
-
-// traffic runs a long-lived TCP stream and a stream of new connections
-// from the client namespace until stop closes.
-type traffic struct {
-	streamed, streamErrs atomic.Int64
-	conns, connErrs      atomic.Int64
-	firstErr             atomic.Value
-	wg                   sync.WaitGroup
-	stop                 chan struct{}
-}
-
-func (w *world) startTraffic(t *testing.T, streamTarget, connTarget string) *traffic {
-	tr := &traffic{stop: make(chan struct{})}
-	var c net.Conn
-	if err := w.client.Do(func() (err error) { c, err = net.DialTimeout("tcp4", streamTarget, 5*time.Second); return }); err != nil {
+// startTraffic runs a long-lived TCP stream to streamTarget and a stream of
+// new connections to connTarget from the client namespace, until Stop.
+func (w *world) startTraffic(t *testing.T, streamTarget, connTarget string) *netns.Load {
+	opts := netns.RequestOptions{Timeout: 5 * time.Second}
+	stream, err := w.client.OpenStream(streamTarget, opts)
+	if err != nil {
 		t.Fatalf("open the long-lived stream: %v", err)
 	}
-	tr.wg.Add(2)
-	go func() {
-		defer tr.wg.Done()
-		defer c.Close()
-		r := bufio.NewReader(c)
-		for i := 0; ; i++ {
-			select {
-			case <-tr.stop:
-				return
-			default:
-			}
-			msg := fmt.Sprintf("message %d\n", i)
-			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-			if _, err := c.Write([]byte(msg)); err != nil {
-				tr.fail(&tr.streamErrs, err)
-				return
-			}
-			got, err := r.ReadString('\n')
-			if err != nil || got != msg {
-				tr.fail(&tr.streamErrs, fmt.Errorf("echo %q: %v", got, err))
-				return
-			}
-			tr.streamed.Add(1)
-			time.Sleep(10 * time.Millisecond)
+	t.Cleanup(func() { stream.Close() })
+	load := netns.NewLoad()
+	load.Run("stream", "stream ping "+streamTarget, 10*time.Millisecond, stream.Ping)
+	load.Run("conns", "new connection to "+connTarget, 20*time.Millisecond, func() error {
+		r, err := w.client.Request("tcp", connTarget, opts)
+		if err == nil && !strings.HasPrefix(r.Server, "10.211.") {
+			err = fmt.Errorf("answered by %q", r.Server)
 		}
-	}()
-	go func() {
-		defer tr.wg.Done()
-		for {
-			select {
-			case <-tr.stop:
-				return
-			default:
-			}
-			r, err := w.client.Request("tcp", connTarget, netns.RequestOptions{Timeout: 5 * time.Second})
-			if err != nil || !strings.HasPrefix(r.Server, "10.211.") {
-				tr.fail(&tr.connErrs, fmt.Errorf("%v %q", err, r.Server))
-			} else {
-				tr.conns.Add(1)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}()
-	return tr
-}
-
-func (tr *traffic) fail(n *atomic.Int64, err error) {
-	n.Add(1)
-	tr.firstErr.CompareAndSwap(nil, err.Error())
-}
-
-func (tr *traffic) end() {
-	close(tr.stop)
-	tr.wg.Wait()
+		return err
+	})
+	return load
 }
 
 // TestKillAgent: cmd/agent runs as a real process in the node namespace;
@@ -217,12 +105,9 @@ func (tr *traffic) end() {
 func TestKillAgent(t *testing.T) {
 	requireKernel(t)
 	bin := buildAgent(t)
-	w := startAPI(t)
-	w.topology()
-	echoServer(t, w.b1, "10.211.1.2:9090")
-	w.revision("rev-1", baseSpec())
-	w.nodeObjects("rev-1")
-	w.service("web", "10.0.0.10", "10.211.1.2", "10.211.1.3", "10.211.2.2")
+	w := startWeb(t, "rev-1", baseSpec())
+	w.setEndpoints("web", "10.211.1.2", "10.211.1.3", "10.211.2.2")
+	w.b1.Serve(t, "tcp", "10.211.1.2:9090", "stream")
 	stream := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: "stream"},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.0.0.30", ClusterIPs: []string{"10.0.0.30"},
 			Ports: []corev1.ServicePort{{Name: "http", Port: 90, Protocol: corev1.ProtocolTCP}}}}
@@ -232,48 +117,44 @@ func TestKillAgent(t *testing.T) {
 	es.Ports[0].Port = &port
 	w.create(es)
 
-	// The API server listens on the host's loopback; the agent reaches it
-	// through a forwarder listening on the node namespace's loopback.
-	u, err := url.Parse(w.cfg.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	apiHost := u.Host
-	newForwarder(t, w.node, "127.0.0.1:6443", apiHost)
-	kc := kubeconfig(t, w.cfg, "https://127.0.0.1:6443")
-
+	kc := w.nodeKubeconfig(t)
 	a1 := w.runAgent(bin, kc)
 	w.waitReadyz()
 	w.waitReady("rev-1")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2", "10.211.1.3", "10.211.2.2")
+	w.waitAnswer(webVIP, "10.211.1.2", "10.211.1.3", "10.211.2.2")
 	rulesBefore := w.iptablesSave()
 
-	tr := w.startTraffic(t, "10.0.0.30:90", "10.0.0.10:80")
+	tr := w.startTraffic(t, "10.0.0.30:90", webVIP)
 	time.Sleep(2 * time.Second)
-	if err := a1.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	pid := a1.Pid()
+	if err := a1.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	<-a1.done
+	tr.SetPhase("agent killed")
 	killed := time.Now()
-	t.Logf("agent killed with SIGKILL (pid %d)", a1.cmd.Process.Pid)
+	t.Logf("agent killed with SIGKILL (pid %d)", pid)
 	time.Sleep(2 * time.Second)
 	if save := w.iptablesSave(); !strings.Contains(save, "SYNX-") {
 		t.Fatal("rules gone after kill -9")
 	}
 	restarted := time.Now()
+	tr.SetPhase("agent restarted")
 	a2 := w.runAgent(bin, kc)
 	w.waitReadyz()
 	converged := time.Since(restarted)
+	tr.SetPhase("agent ready")
 	time.Sleep(2 * time.Second)
-	tr.end()
+	tr.Stop()
+	streamed, streamErrs := tr.Count("stream")
+	conns, connErrs := tr.Count("conns")
 	t.Logf("kill -9 and restart: agent down %s, restarted agent Ready after %s; long-lived stream: %d echoes, %d errors; new connections: %d ok, %d failed; first error: %v",
-		restarted.Sub(killed).Round(time.Millisecond), converged.Round(time.Millisecond), tr.streamed.Load(), tr.streamErrs.Load(),
-		tr.conns.Load(), tr.connErrs.Load(), tr.firstErr.Load())
-	if tr.streamErrs.Load() != 0 || tr.connErrs.Load() != 0 {
-		t.Errorf("traffic dropped across the restart: stream errors %d, connection errors %d (%v)",
-			tr.streamErrs.Load(), tr.connErrs.Load(), tr.firstErr.Load())
+		restarted.Sub(killed).Round(time.Millisecond), converged.Round(time.Millisecond), streamed, streamErrs,
+		conns, connErrs, tr.FirstError())
+	if streamErrs != 0 || connErrs != 0 {
+		t.Errorf("traffic dropped across the restart: stream errors %d, connection errors %d; failures (UTC):\n%s",
+			streamErrs, connErrs, strings.Join(tr.Failures(), "\n"))
 	}
-	if tr.streamed.Load() == 0 || tr.conns.Load() == 0 {
+	if streamed == 0 || conns == 0 {
 		t.Error("no traffic flowed")
 	}
 	if after := w.iptablesSave(); chainsOf(after) != chainsOf(rulesBefore) {
@@ -281,21 +162,20 @@ func TestKillAgent(t *testing.T) {
 	}
 	// The restarted agent still follows changes.
 	w.setEndpoints("web", "10.211.2.2")
-	w.waitOnlyAnswer("10.0.0.10:80", "10.211.2.2", 10)
+	w.waitOnlyAnswer(webVIP, "10.211.2.2", 10)
 	code, body, err := httpGet(w.node, "http://127.0.0.1:10249/metrics")
 	if err != nil || code != 200 || !strings.Contains(body, "synterix_network_programming_duration_seconds_count") {
 		t.Errorf("metrics: %d %v", code, err)
 	}
 
-	// SIGTERM: the agent exits and leaves the rules.
-	if err := a2.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	// SIGTERM: the agent exits with code 0 and leaves the rules.
+	if err := a2.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	<-a2.done
-	if code := a2.cmd.ProcessState.ExitCode(); code != 0 {
-		t.Errorf("agent exit code %d after SIGTERM", code)
+	if err := a2.Wait(); err != nil {
+		t.Errorf("agent ended with %v after SIGTERM, want exit code 0", err)
 	}
-	if got := w.answers("10.0.0.10:80"); got != "10.211.2.2" {
+	if got := w.answers(webVIP); got != "10.211.2.2" {
 		t.Errorf("after SIGTERM the service is answered by %q", got)
 	}
 

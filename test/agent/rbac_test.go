@@ -22,7 +22,7 @@ import (
 // writes and the Events.
 func TestAgentRBAC(t *testing.T) {
 	requireKernel(t)
-	w := startAPI(t)
+	w := startWeb(t, "rev-1", baseSpec())
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -51,13 +51,8 @@ func TestAgentRBAC(t *testing.T) {
 	cfg := &rest.Config{Host: w.cfg.Host, BearerToken: tok.Status.Token,
 		TLSClientConfig: rest.TLSClientConfig{CAData: w.cfg.CAData}}
 
-	w.topology()
-	w.revision("rev-1", baseSpec())
-	w.nodeObjects("rev-1")
-	w.service("web", "10.0.0.10", "10.211.1.2")
 	p := w.startAgentAs(cfg)
-	w.waitReady("rev-1")
-	w.waitAnswer("10.0.0.10:80", "10.211.1.2")
+	w.waitServing("rev-1")
 	if n := p.metric(t, "synterix_status_writes_total"); n == 0 {
 		t.Error("no status write counted")
 	}

@@ -4,13 +4,11 @@ import (
 	"cmp"
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -61,9 +59,7 @@ func BenchmarkAgentRestart(b *testing.B) {
 	} else {
 		bins = append(bins, buildAgent(b))
 	}
-	u, _ := url.Parse(w.cfg.Host)
-	newForwarder(b, w.node, "127.0.0.1:6443", u.Host)
-	kc := kubeconfig(b, w.cfg, "https://127.0.0.1:6443")
+	kc := w.nodeKubeconfig(b)
 
 	// SYNX_BENCH_PROFILE_DIR saves a heap profile of each restarted agent
 	// there (the agents must support --profiling).
@@ -75,7 +71,7 @@ func BenchmarkAgentRestart(b *testing.B) {
 	start = time.Now()
 	p := w.runAgent(bins[0], kc, extra...)
 	w.waitReadyzTB(b, 10*time.Minute)
-	first := vmHWM(p.cmd.Process.Pid)
+	first := vmHWM(p.Pid())
 	logf(b, "first start on an empty kernel: Ready after %s, peak RSS %d MiB", time.Since(start).Round(time.Millisecond), first/1024)
 	peak := first
 
@@ -84,8 +80,7 @@ func BenchmarkAgentRestart(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < restarts*len(bins)*b.N; i++ {
 		k := i % len(bins)
-		_ = p.cmd.Process.Signal(syscall.SIGKILL)
-		<-p.done
+		_ = p.Kill()
 		start := time.Now()
 		p = w.runAgent(bins[k], kc, extra...)
 		w.waitReadyzTB(b, 10*time.Minute)
@@ -97,7 +92,7 @@ func BenchmarkAgentRestart(b *testing.B) {
 			w.node.MustExec("curl", "-sf", "-o", path, "http://127.0.0.1:10249/debug/pprof/heap?gc=1")
 		}
 		times[k] = append(times[k], d)
-		m := vmHWM(p.cmd.Process.Pid)
+		m := vmHWM(p.Pid())
 		peaks[k] = append(peaks[k], m)
 		if m > peak {
 			peak = m
@@ -124,8 +119,7 @@ func BenchmarkAgentRestart(b *testing.B) {
 	}
 	b.ReportMetric(float64(first)/1024, "first-start-peak-RSS-MiB")
 	b.ReportMetric(float64(peak)/1024, "peak-RSS-MiB")
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	<-p.done
+	p.Stop(time.Minute)
 	b.Logf("rules in the node namespace: %s lines of iptables-save", strings.TrimSpace(w.node.MustExec("sh", "-c", "iptables-save | grep -c .")))
 }
 

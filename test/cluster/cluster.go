@@ -47,6 +47,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
 
@@ -83,7 +84,7 @@ type Cluster struct {
 	LogDir string
 	// Hub, CP and ClientNS are the bridge, control-plane and client
 	// namespaces.
-	Hub, CP, ClientNS *NS
+	Hub, CP, ClientNS *netns.NS
 	// Nodes are the nodes, in order.
 	Nodes []*Node
 	// Kubeconfig is the admin kubeconfig; it works from inside the cluster's
@@ -94,12 +95,12 @@ type Cluster struct {
 	Kube       kubernetes.Interface
 	Client     client.Client
 	// Etcd, APIServer and Manager are the control-plane processes.
-	Etcd, APIServer, Manager *Process
+	Etcd, APIServer, Manager *netns.Process
 
 	opts       Options
 	pki        *pki
 	mu         sync.Mutex
-	procs      []*Process
+	procs      []*netns.Process
 	pods       map[string]*Pod
 	podCount   int
 	nsNames    []string
@@ -115,9 +116,9 @@ type Node struct {
 	IP      string
 	PodCIDR string
 	Zone    string
-	NS      *NS
+	NS      *netns.NS
 	// Agent is the agent process, once StartAgents ran.
-	Agent     *Process
+	Agent     *netns.Process
 	pods      int
 	healthURL string
 }
@@ -173,7 +174,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		_, _ = rand.Read(suffix)
 		c.ID = Prefix + hex.EncodeToString(suffix)
 		c.Dir = filepath.Join(os.TempDir(), c.ID)
-		if _, err := os.Stat(c.Dir); os.IsNotExist(err) && len(listNamespaces(c.ID+"-")) == 0 {
+		if _, err := os.Stat(c.Dir); os.IsNotExist(err) && len(netns.List(c.ID+"-")) == 0 {
 			break // not taken by a live cluster
 		}
 	}
@@ -225,42 +226,23 @@ func (c *Cluster) buildNetwork() error {
 	if c.Hub, err = c.addNS("hub"); err != nil {
 		return err
 	}
-	if err := c.Hub.run(
+	if err := c.Hub.Run(
 		[]string{"ip", "link", "add", "br0", "type", "bridge"},
 		[]string{"ip", "link", "set", "br0", "up"},
 		[]string{"ip", "addr", "add", HubIP + "/24", "dev", "br0"},
 	); err != nil {
 		return err
 	}
-	if err := c.Hub.sysctls("net.ipv4.ip_forward", "1"); err != nil {
+	if err := c.Hub.SetSysctls("net.ipv4.ip_forward", "1"); err != nil {
 		return err
 	}
-	if err := c.Hub.noRedirects("br0"); err != nil {
-		return err
-	}
-	attach := func(ns *NS, hubIf, cidr string) error {
-		if err := veth(c.Hub, hubIf, ns, "eth0"); err != nil {
-			return err
-		}
-		if err := ns.run(
-			[]string{"ip", "addr", "add", cidr, "dev", "eth0"},
-			[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
-		); err != nil {
-			return err
-		}
-		return ns.noRedirects("eth0")
-	}
-	enslave := func(hubIf string) error {
-		_, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0")
+	if err := c.Hub.NoRedirects("br0"); err != nil {
 		return err
 	}
 	if c.CP, err = c.addNS("cp"); err != nil {
 		return err
 	}
-	if err := attach(c.CP, "cp", APIServerIP+"/24"); err != nil {
-		return err
-	}
-	if err := enslave("cp"); err != nil {
+	if err := c.attachToHub(c.CP, "cp", APIServerIP+"/24"); err != nil {
 		return err
 	}
 	for i := 1; i <= c.opts.Nodes; i++ {
@@ -271,10 +253,7 @@ func (c *Cluster) buildNetwork() error {
 	if c.ClientNS, err = c.addNS("client"); err != nil {
 		return err
 	}
-	if err := attach(c.ClientNS, "cl", ClientIP+"/24"); err != nil {
-		return err
-	}
-	if err := enslave("cl"); err != nil {
+	if err := c.attachToHub(c.ClientNS, "cl", ClientIP+"/24"); err != nil {
 		return err
 	}
 	// The client reaches LoadBalancer addresses through node 1 and external
@@ -283,10 +262,29 @@ func (c *Cluster) buildNetwork() error {
 	if len(c.Nodes) > 1 {
 		ext = c.Nodes[1]
 	}
-	return c.ClientNS.run(
+	return c.ClientNS.Run(
 		[]string{"ip", "route", "add", LoadBalancerCIDR, "via", c.Nodes[0].IP, "dev", "eth0"},
 		[]string{"ip", "route", "add", ExternalIPCIDR, "via", ext.IP, "dev", "eth0"},
 	)
+}
+
+// attachToHub plugs ns into the hub's bridge: a veth pair hubIf (enslaved
+// to br0) and eth0 (with address cidr and the default route via the hub),
+// and no ICMP redirects.
+func (c *Cluster) attachToHub(ns *netns.NS, hubIf, cidr string) error {
+	if err := netns.AddVeth(c.Hub, hubIf, ns, "eth0"); err != nil {
+		return err
+	}
+	if err := ns.Run(
+		[]string{"ip", "addr", "add", cidr, "dev", "eth0"},
+		[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
+	); err != nil {
+		return err
+	}
+	if _, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0"); err != nil {
+		return err
+	}
+	return ns.NoRedirects("eth0")
 }
 
 // addNodeNetwork creates node i's namespace, links it to the hub and
@@ -303,23 +301,10 @@ func (c *Cluster) addNodeNetwork(i int) (*Node, error) {
 	if n.NS, err = c.addNS(n.Name); err != nil {
 		return nil, err
 	}
-	hubIf := fmt.Sprintf("n%d", i)
-	if err := veth(c.Hub, hubIf, n.NS, "eth0"); err != nil {
+	if err := c.attachToHub(n.NS, fmt.Sprintf("n%d", i), n.IP+"/24"); err != nil {
 		return nil, err
 	}
-	if err := n.NS.run(
-		[]string{"ip", "addr", "add", n.IP + "/24", "dev", "eth0"},
-		[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
-	); err != nil {
-		return nil, err
-	}
-	if _, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0"); err != nil {
-		return nil, err
-	}
-	if err := n.NS.noRedirects("eth0"); err != nil {
-		return nil, err
-	}
-	if err := n.NS.sysctls(
+	if err := n.NS.SetSysctls(
 		"net.ipv4.ip_forward", "1",
 		"net.ipv4.conf.all.rp_filter", "0",
 		"net.ipv4.conf.default.rp_filter", "0",
@@ -369,22 +354,22 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 }
 
 // addNS creates a namespace named after the cluster and records it for Down.
-func (c *Cluster) addNS(label string) (*NS, error) {
+func (c *Cluster) addNS(label string) (*netns.NS, error) {
 	name := c.ID + "-" + label
 	c.mu.Lock()
 	c.nsNames = append(c.nsNames, name)
 	c.mu.Unlock()
-	return nsAdd(name)
+	return netns.Create(name)
 }
 
 // newProcess records a process for Down; its log goes to LogDir/<name>.log.
-func (c *Cluster) newProcess(name string, ns *NS, args ...string) *Process {
-	p := &Process{
+func (c *Cluster) newProcess(name string, ns *netns.NS, args ...string) *netns.Process {
+	p := &netns.Process{
 		Name:    name,
 		NS:      ns,
 		Args:    args,
 		LogPath: filepath.Join(c.LogDir, name+".log"),
-		detach:  c.opts.Keep,
+		Detach:  c.opts.Keep,
 	}
 	c.mu.Lock()
 	c.procs = append(c.procs, p)
@@ -469,7 +454,7 @@ func (c *Cluster) Down() error {
 	var errs []error
 	c.downOnce.Do(func() {
 		c.mu.Lock()
-		procs := append([]*Process(nil), c.procs...)
+		procs := append([]*netns.Process(nil), c.procs...)
 		names := append([]string(nil), c.nsNames...)
 		c.mu.Unlock()
 		// Agents and the manager first, the API server and etcd last.
@@ -477,7 +462,7 @@ func (c *Cluster) Down() error {
 			procs[i].Stop(5 * time.Second)
 		}
 		for i := len(names) - 1; i >= 0; i-- {
-			if err := deleteNamespace(names[i]); err != nil {
+			if err := netns.Delete(names[i]); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -514,10 +499,10 @@ func SweepStale() int {
 // TearDown removes everything of the cluster named id: processes (by
 // killing what runs in its namespaces), namespaces and folder.
 func TearDown(id string) {
-	names := listNamespaces(id + "-")
+	names := netns.List(id + "-")
 	// Nodes and pods first, so agents die before the API server.
 	for i := len(names) - 1; i >= 0; i-- {
-		_ = deleteNamespace(names[i])
+		_ = netns.Delete(names[i])
 	}
 	_ = os.RemoveAll(filepath.Join(os.TempDir(), id))
 }
@@ -526,7 +511,7 @@ func TearDown(id string) {
 // on this machine.
 func ListClusters() []string {
 	ids := map[string]bool{}
-	for _, ns := range listNamespaces(Prefix) {
+	for _, ns := range netns.List(Prefix) {
 		rest := strings.TrimPrefix(ns, Prefix)
 		if i := strings.IndexByte(rest, '-'); i > 0 {
 			ids[Prefix+rest[:i]] = true
@@ -550,4 +535,4 @@ var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}$`)
 
 // Leftovers lists the namespaces of the cluster that still exist; empty
 // after a clean Down.
-func (c *Cluster) Leftovers() []string { return listNamespaces(c.ID + "-") }
+func (c *Cluster) Leftovers() []string { return netns.List(c.ID + "-") }

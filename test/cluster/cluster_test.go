@@ -8,6 +8,8 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 func TestMain(m *testing.M) {
@@ -53,19 +55,19 @@ func TestHarnessNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, from := range []*NS{c.Nodes[0].NS, c.Nodes[1].NS, p1.NS} {
+	for _, from := range []*netns.NS{c.Nodes[0].NS, c.Nodes[1].NS, p1.NS} {
 		for _, proto := range []string{"tcp", "udp"} {
 			port := 8080
 			if proto == "udp" {
 				port = 5353
 			}
-			r, err := from.Request(proto, fmt.Sprintf("%s:%d", p2.IP, port))
-			if err != nil || r.Pod != "b" {
+			r, err := from.Request(proto, fmt.Sprintf("%s:%d", p2.IP, port), netns.RequestOptions{})
+			if err != nil || r.Server != "b" {
 				t.Errorf("%s %s -> pod b: %+v %v", from.Name, proto, r, err)
 			}
 		}
 	}
-	if r, err := p2.NS.Request("tcp", p1.IP+":8080"); err != nil || r.Pod != "a" || r.ClientIP() != p2.IP {
+	if r, err := p2.NS.Request("tcp", p1.IP+":8080", netns.RequestOptions{}); err != nil || r.Server != "a" || r.ClientIP() != p2.IP {
 		t.Errorf("pod b -> pod a: %+v %v", r, err)
 	}
 	if out, err := c.Kubectl("get", "nodes", "-o", "wide"); err != nil {

@@ -4,11 +4,9 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 )
 
@@ -90,36 +88,8 @@ func (c *Cluster) waitAPIServer(ctx context.Context) error {
 		Timeout: 3 * time.Second,
 		Transport: &http.Transport{
 			TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{cert}},
-			DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-				return c.CP.Dial(ctx, network, addr)
-			},
+			DialContext:     c.CP.Dial,
 		},
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	var last string
-	for time.Now().Before(deadline) {
-		for _, p := range []*Process{c.Etcd, c.APIServer} {
-			if !p.Running() {
-				return fmt.Errorf("%s exited during start-up: see %s", p.Name, p.LogPath)
-			}
-		}
-		resp, err := hc.Get(APIServerURL + "/readyz")
-		if err == nil {
-			body := make([]byte, 512)
-			n, _ := resp.Body.Read(body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("HTTP %d: %s", resp.StatusCode, strings.TrimSpace(string(body[:n])))
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(300 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("kube-apiserver not ready after 2m (%s): see %s", last, c.APIServer.LogPath)
+	return waitHealthy(ctx, hc, APIServerURL+"/readyz", 2*time.Minute, c.Etcd, c.APIServer)
 }

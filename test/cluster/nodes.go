@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // installCRDs applies config/crd/bases with kubectl and waits until every
@@ -109,7 +111,7 @@ func (c *Cluster) DeleteNode(ctx context.Context, name string) error {
 			return err
 		}
 	}
-	if err := deleteNamespace(n.NS.Name); err != nil {
+	if err := netns.Delete(n.NS.Name); err != nil {
 		return err
 	}
 	for _, m := range c.Nodes {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +24,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // MissingError says a piece of the product the harness needs is not in the
@@ -181,36 +181,8 @@ func probeURL(ctr corev1.Container, host string) string {
 
 // waitProcessHealthy waits until url answers 200 from inside ns (or, with no
 // url, until the process has stayed up for two seconds).
-func (c *Cluster) waitProcessHealthy(ctx context.Context, p *Process, ns *NS, url string) error {
-	hc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: ns.Dial}}
-	deadline := time.Now().Add(90 * time.Second)
-	start := time.Now()
-	last := "no answer yet"
-	for time.Now().Before(deadline) {
-		if !p.Running() {
-			return fmt.Errorf("%s exited: see %s", p.Name, p.LogPath)
-		}
-		if url == "" {
-			if time.Since(start) > 2*time.Second {
-				return nil
-			}
-		} else if resp, err := hc.Get(url); err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(string(body)))
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s not healthy at %s after 90s (%s): see %s", p.Name, url, last, p.LogPath)
+func (c *Cluster) waitProcessHealthy(ctx context.Context, p *netns.Process, ns *netns.NS, url string) error {
+	return waitHealthy(ctx, ns.HTTPClient(2*time.Second), url, 90*time.Second, p)
 }
 
 // kustomize renders a kustomization with kubectl.

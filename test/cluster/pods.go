@@ -7,17 +7,35 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
+// roleEnv makes the harness's own executable a pod's echo server; see
+// RunHelperIfRequested.
+const roleEnv = "SYNX_CLUSTER_ROLE"
+
+// RunHelperIfRequested runs the echo server (netns.EchoMain) and exits when
+// this process was started by the harness as a pod's server; otherwise it
+// returns at once. Call it at the start of main (or TestMain) of every
+// program that uses the harness.
+func RunHelperIfRequested() {
+	if os.Getenv(roleEnv) != "echo" {
+		return
+	}
+	os.Exit(netns.EchoMain(os.Args[1:]))
+}
+
 // Pod is a backend: a namespace behind its node, with an address in the
-// node's podCIDR, running the echo server as a process.
+// node's podCIDR, running the echo server as a process. Its server answers
+// with the pod's name as its ID.
 type Pod struct {
 	Name string
 	Node *Node
 	IP   string
-	NS   *NS
+	NS   *netns.NS
 	// Server is the echo server process; Stop and Start it to cycle it.
-	Server *Process
+	Server *netns.Process
 	// TCP and UDP are the ports it serves.
 	TCP, UDP []int
 	ifName   string
@@ -91,25 +109,24 @@ func (c *Cluster) AddPod(ctx context.Context, node *Node, name string, tcp, udp 
 		return nil, err
 	}
 	gw := fmt.Sprintf("10.244.%d.1", node.Index)
-	if err := veth(node.NS, p.ifName, p.NS, "eth0"); err != nil {
+	if err := netns.AddVeth(node.NS, p.ifName, p.NS, "eth0"); err != nil {
 		return nil, err
 	}
-	if err := node.NS.run(
+	if err := node.NS.Run(
 		[]string{"ip", "addr", "add", gw + "/32", "dev", p.ifName},
 		[]string{"ip", "route", "add", p.IP + "/32", "dev", p.ifName},
 		[]string{"sysctl", "-q", "-w", "net.ipv4.conf." + p.ifName + ".rp_filter=0"},
 	); err != nil {
 		return nil, err
 	}
-	if err := p.NS.run(
+	if err := p.NS.Run(
 		[]string{"ip", "addr", "add", p.IP + "/32", "dev", "eth0"},
 		[]string{"ip", "route", "add", gw, "dev", "eth0", "scope", "link"},
 		[]string{"ip", "route", "add", "default", "via", gw, "dev", "eth0"},
 	); err != nil {
 		return nil, err
 	}
-	p.Server = c.newProcess("pod-"+name, p.NS, bin,
-		"-pod="+name, "-node="+node.Name, "-ip="+p.IP, "-tcp="+joinPorts(tcp), "-udp="+joinPorts(udp))
+	p.Server = c.newProcess("pod-"+name, p.NS, append([]string{bin}, netns.EchoArgs(name, tcp, udp)...)...)
 	p.Server.Env = []string{roleEnv + "=echo"}
 	if err := p.Server.Start(); err != nil {
 		return nil, err
@@ -140,8 +157,8 @@ func (p *Pod) WaitServing(ctx context.Context) error {
 		if !p.Server.Running() {
 			return fmt.Errorf("pod %s: server exited: see %s", p.Name, p.Server.LogPath)
 		}
-		r, err := p.Node.NS.RequestTimeout(proto, addr, 500*time.Millisecond)
-		if err == nil && r.Pod == p.Name {
+		r, err := p.Node.NS.Request(proto, addr, netns.RequestOptions{Timeout: 500 * time.Millisecond})
+		if err == nil && r.Server == p.Name {
 			return nil
 		}
 		last = err
@@ -164,7 +181,7 @@ func (c *Cluster) Pod(name string) *Pod {
 // DeletePod stops the pod's server and deletes its namespace.
 func (c *Cluster) DeletePod(p *Pod) error {
 	p.Server.Stop(2 * time.Second)
-	if err := deleteNamespace(p.NS.Name); err != nil {
+	if err := netns.Delete(p.NS.Name); err != nil {
 		return err
 	}
 	c.mu.Lock()

@@ -3,12 +3,16 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // Poll calls cond every interval until it returns true, an error, or
@@ -32,6 +36,32 @@ func Poll(ctx context.Context, timeout time.Duration, what string, cond func(ctx
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
+}
+
+// waitHealthy polls url with hc until it answers 200 OK, for at most
+// timeout; with no url, until the processes have stayed up for two seconds.
+// It fails at once when one of procs exits. The last of procs is the one
+// waited for; the error names its log.
+func waitHealthy(ctx context.Context, hc *http.Client, url string, timeout time.Duration, procs ...*netns.Process) error {
+	p := procs[len(procs)-1]
+	start := time.Now()
+	return Poll(ctx, timeout, fmt.Sprintf("%s healthy at %q (log %s)", p.Name, url, p.LogPath), func(context.Context) (bool, string, error) {
+		for _, q := range procs {
+			if !q.Running() {
+				return false, "", fmt.Errorf("%s exited: see %s", q.Name, q.LogPath)
+			}
+		}
+		if url == "" {
+			return time.Since(start) > 2*time.Second, "running", nil
+		}
+		resp, err := hc.Get(url)
+		if err != nil {
+			return false, err.Error(), nil
+		}
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK, fmt.Sprintf("HTTP %d %s", resp.StatusCode, strings.TrimSpace(string(body))), nil
+	})
 }
 
 // WaitGatewayConfigRolledOut waits until the GatewayConfig is Ready at its

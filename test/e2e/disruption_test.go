@@ -3,8 +3,6 @@ package e2e
 import (
 	"fmt"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -12,6 +10,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 var _ = Describe("Disruption", func() {
@@ -28,49 +27,24 @@ var _ = Describe("Disruption", func() {
 		expectReachesAll(node.NS, "tcp", vip, pods)
 		expectReachesAll(c.ClientNS, "tcp", nodePort, pods)
 
-		stream, err := node.NS.OpenStream(vip)
+		stream, err := node.NS.OpenStream(vip, netns.RequestOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		defer stream.Close()
 
-		var pings, pingFails, conns, connFails atomic.Int64
-		var firstErr atomic.Value
 		// Every failure is kept with its time and the phase it fell in, to
 		// be matched against the agents' logs when this spec fails.
-		var phase atomic.Value
-		phase.Store("agent running")
-		var failMu sync.Mutex
-		var failures []string
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		loop := func(name string, fn func() error, ok, bad *atomic.Int64) {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				if err := fn(); err != nil {
-					bad.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-					failMu.Lock()
-					failures = append(failures, fmt.Sprintf("%s %s (%s): %v",
-						time.Now().UTC().Format("15:04:05.000000"), name, phase.Load(), err))
-					failMu.Unlock()
-				} else {
-					ok.Add(1)
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
+		load := netns.NewLoad()
+		request := func(from *netns.NS, target string) func() error {
+			return func() error { _, err := from.Request("tcp", target, netns.RequestOptions{}); return err }
 		}
 		setPhase := func(p string) {
-			phase.Store(p)
+			load.SetPhase(p)
 			fmt.Fprintf(GinkgoWriter, "%s phase: %s\n", time.Now().UTC().Format("15:04:05.000000"), p)
 		}
-		wg.Add(3)
-		go loop("stream ping "+vip, stream.Ping, &pings, &pingFails)
-		go loop("new connection to "+vip+" from "+node.Name, func() error { _, err := node.NS.Request("tcp", vip); return err }, &conns, &connFails)
-		go loop("new connection to "+nodePort+" from the client", func() error { _, err := c.ClientNS.Request("tcp", nodePort); return err }, &conns, &connFails)
+		setPhase("agent running")
+		load.Run("pings", "stream ping "+vip, 20*time.Millisecond, stream.Ping)
+		load.Run("conns", "new connection to "+vip+" from "+node.Name, 20*time.Millisecond, request(node.NS, vip))
+		load.Run("conns", "new connection to "+nodePort+" from the client", 20*time.Millisecond, request(c.ClientNS, nodePort))
 
 		time.Sleep(time.Second)
 		By("SIGKILL the agent of " + node.Name)
@@ -88,17 +62,16 @@ var _ = Describe("Disruption", func() {
 		setEndpoints(svc, cluster.Ready(append(pods, extra...)...), 1)
 		setPhase("endpoint added")
 		expectReachesAll(node.NS, "tcp", vip, append(pods, extra...))
-		close(stop)
-		wg.Wait()
-		failMu.Lock()
-		detail := strings.Join(failures, "\n")
-		failMu.Unlock()
+		load.Stop()
+		pings, pingFails := load.Count("pings")
+		conns, connFails := load.Count("conns")
+		detail := strings.Join(load.Failures(), "\n")
 		fmt.Fprintf(GinkgoWriter, "agent restart: ready again in %s; stream pings ok=%d failed=%d; new connections ok=%d failed=%d\n",
-			ready.Round(time.Millisecond), pings.Load(), pingFails.Load(), conns.Load(), connFails.Load())
+			ready.Round(time.Millisecond), pings, pingFails, conns, connFails)
 		AddReportEntry("agent SIGKILL figures", fmt.Sprintf("stream pings ok=%d failed=%d, new connections ok=%d failed=%d, agent ready after restart in %s",
-			pings.Load(), pingFails.Load(), conns.Load(), connFails.Load(), ready.Round(time.Millisecond)))
-		Expect(pingFails.Load()).To(BeZero(), "first error: %v; failures (UTC):\n%s", firstErr.Load(), detail)
-		Expect(connFails.Load()).To(BeZero(), "first error: %v; failures (UTC):\n%s", firstErr.Load(), detail)
-		Expect(pings.Load()).To(BeNumerically(">", 0))
+			pings, pingFails, conns, connFails, ready.Round(time.Millisecond)))
+		Expect(pingFails).To(BeZero(), "first error: %v; failures (UTC):\n%s", load.FirstError(), detail)
+		Expect(connFails).To(BeZero(), "first error: %v; failures (UTC):\n%s", load.FirstError(), detail)
+		Expect(pings).To(BeNumerically(">", 0))
 	})
 })

@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // Every pod serves these ports.
@@ -101,15 +102,21 @@ func setEndpoints(svc *corev1.Service, eps []cluster.Endpoint, slices int) {
 
 func addr(ip string, port int32) string { return fmt.Sprintf("%s:%d", ip, port) }
 
+// answering returns the pods that answer count TCP requests from ns to
+// target, sorted.
+func answering(ns *netns.NS, target string, count int) []string {
+	return ns.Spread("tcp", target, count, netns.RequestOptions{}).Names()
+}
+
 // expectReachesAll waits until requests from ns to target are all answered
-// and every one of pods answers; it returns the last tally.
-func expectReachesAll(ns *cluster.NS, proto, target string, pods []*cluster.Pod) cluster.Tally {
+// and every one of pods answers; it returns the last answers.
+func expectReachesAll(ns *netns.NS, proto, target string, pods []*cluster.Pod) netns.Answers {
 	GinkgoHelper()
-	var t cluster.Tally
+	var t netns.Answers
 	Eventually(func(g Gomega) {
-		t = ns.Spread(proto, target, 4*len(pods)+8)
+		t = ns.Spread(proto, target, 4*len(pods)+8, netns.RequestOptions{})
 		g.Expect(t.Failures).To(BeZero(), "%s %s from %s: %s: %v", proto, target, ns.Name, t, t.LastError)
-		g.Expect(t.PodNames()).To(ConsistOf(names(pods)), "%s %s from %s", proto, target, ns.Name)
+		g.Expect(t.Names()).To(ConsistOf(names(pods)), "%s %s from %s", proto, target, ns.Name)
 	}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
 	fmt.Fprintf(GinkgoWriter, "%s %s from %s: %s\n", proto, target, ns.Name, t)
 	return t
@@ -117,16 +124,17 @@ func expectReachesAll(ns *cluster.NS, proto, target string, pods []*cluster.Pod)
 
 // expectNoAnswer waits until requests from ns to target get no answer, then
 // checks that several more get none either; it returns the last error.
-func expectNoAnswer(ns *cluster.NS, proto, target string) error {
+func expectNoAnswer(ns *netns.NS, proto, target string) error {
 	GinkgoHelper()
 	var last error
+	opts := netns.RequestOptions{Timeout: time.Second}
 	Eventually(func() error {
-		_, last = ns.RequestTimeout(proto, target, time.Second)
+		_, last = ns.Request(proto, target, opts)
 		return last
 	}).WithTimeout(converge).WithPolling(poll).Should(HaveOccurred(), "%s %s from %s still answered", proto, target, ns.Name)
 	for i := 0; i < 3; i++ {
-		r, err := ns.RequestTimeout(proto, target, time.Second)
-		Expect(err).To(HaveOccurred(), "%s %s from %s answered by %s", proto, target, ns.Name, r.Pod)
+		r, err := ns.Request(proto, target, opts)
+		Expect(err).To(HaveOccurred(), "%s %s from %s answered by %s", proto, target, ns.Name, r.Server)
 		last = err
 	}
 	return last
@@ -134,12 +142,12 @@ func expectNoAnswer(ns *cluster.NS, proto, target string) error {
 
 // expectRefused waits until requests from ns to target are refused (the
 // proxy rejects them with ICMP port unreachable / TCP RST).
-func expectRefused(ns *cluster.NS, proto, target string) {
+func expectRefused(ns *netns.NS, proto, target string) {
 	GinkgoHelper()
 	// A SYN rejected by a local rule is retried once before connect gives
 	// up with ECONNREFUSED, about a second later: allow for it.
 	Eventually(func() error {
-		_, err := ns.RequestTimeout(proto, target, 5*time.Second)
+		_, err := ns.Request(proto, target, netns.RequestOptions{Timeout: 5 * time.Second})
 		return err
 	}).WithTimeout(converge).WithPolling(poll).Should(MatchError(isRefused, "ECONNREFUSED"), "%s %s from %s", proto, target, ns.Name)
 }

@@ -14,6 +14,7 @@ import (
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 const gcName = "e2e"
@@ -64,6 +65,17 @@ func webService(prefix string) (string, string, string, []*cluster.Pod) {
 		expectReachesAll(n.NS, "tcp", target, pods)
 	}
 	return ns, svc.Name, target, pods
+}
+
+// createPolicy creates a ProxyPolicy with spec that targets Service service,
+// and deletes it when the spec ends.
+func createPolicy(ns, name, service string, spec proxyv1alpha1.ProxyPolicySpec) *proxyv1alpha1.ProxyPolicy {
+	GinkgoHelper()
+	spec.TargetRefs = []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: service}}
+	p := &proxyv1alpha1.ProxyPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
+	Expect(c.Client.Create(background, p)).To(Succeed())
+	DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, p))).To(Succeed()) })
+	return p
 }
 
 // getPolicy reads a ProxyPolicy.
@@ -153,15 +165,8 @@ var _ = Describe("Operator", func() {
 
 	It("reports a ProxyPolicy Programmed on every node with its effect on traffic, and one its backend cannot run as failed", func() {
 		ns, name, target, pods := webService("pol")
-		sticky := &proxyv1alpha1.ProxyPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "sticky"},
-			Spec: proxyv1alpha1.ProxyPolicySpec{
-				TargetRefs:      []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name}},
-				SessionAffinity: &proxyv1alpha1.SessionAffinitySpec{Type: "ClientIP"},
-			},
-		}
-		Expect(c.Client.Create(background, sticky)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, sticky))).To(Succeed()) })
+		sticky := createPolicy(ns, "sticky", name, proxyv1alpha1.ProxyPolicySpec{
+			SessionAffinity: &proxyv1alpha1.SessionAffinitySpec{Type: "ClientIP"}})
 		Eventually(func(g Gomega) {
 			p := getPolicy(ns, "sticky")
 			g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
@@ -171,40 +176,26 @@ var _ = Describe("Operator", func() {
 			g.Expect(p.Status.Nodes.Total).To(BeEquivalentTo(len(c.Nodes)))
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
 		for _, n := range c.Nodes {
-			Eventually(func() []string { return n.NS.Spread("tcp", target, 20).PodNames() }).
+			Eventually(func() []string { return answering(n.NS, target, 20) }).
 				WithTimeout(converge).WithPolling(poll).Should(HaveLen(1), "node %s sticks to one of %d pods", n.Name, len(pods))
 		}
 
 		By("RoundRobin (iptables: statistic nth) rotates strictly: from one node every pod answers equally often")
 		Expect(c.Client.Delete(background, sticky)).To(Succeed())
-		rotate := &proxyv1alpha1.ProxyPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "rotate"},
-			Spec: proxyv1alpha1.ProxyPolicySpec{
-				TargetRefs:    []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name}},
-				LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmRoundRobin},
-			},
-		}
-		Expect(c.Client.Create(background, rotate)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, rotate))).To(Succeed()) })
+		createPolicy(ns, "rotate", name, proxyv1alpha1.ProxyPolicySpec{
+			LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmRoundRobin}})
 		Eventually(func(g Gomega) {
-			t := c.Nodes[0].NS.Spread("tcp", target, 4*len(pods))
+			t := c.Nodes[0].NS.Spread("tcp", target, 4*len(pods), netns.RequestOptions{})
 			g.Expect(t.Failures).To(BeZero())
 			for _, p := range pods {
-				g.Expect(t.Pods).To(HaveKeyWithValue(p.Name, 4), "%s", t)
+				g.Expect(t.Servers).To(HaveKeyWithValue(p.Name, 4), "%s", t)
 			}
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
 
 		By("WeightedRoundRobin needs IPVS: the iptables nodes report it failed")
 		ns2, name2, _, _ := webService("wrr")
-		rr := &proxyv1alpha1.ProxyPolicy{
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns2, Name: "wrr"},
-			Spec: proxyv1alpha1.ProxyPolicySpec{
-				TargetRefs:    []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: name2}},
-				LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmWeightedRoundRobin},
-			},
-		}
-		Expect(c.Client.Create(background, rr)).To(Succeed())
-		DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, rr))).To(Succeed()) })
+		createPolicy(ns2, "wrr", name2, proxyv1alpha1.ProxyPolicySpec{
+			LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmWeightedRoundRobin}})
 		Eventually(func(g Gomega) {
 			p := getPolicy(ns2, "wrr")
 			prog := meta.FindStatusCondition(p.Status.Conditions, proxyv1alpha1.ConditionProgrammed)

@@ -12,6 +12,7 @@ import (
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 var _ = Describe("[sig-network] Services", func() {
@@ -76,14 +77,14 @@ var _ = Describe("[sig-network] Services", func() {
 			s.Spec.SessionAffinity = corev1.ServiceAffinityClientIP
 			s.Spec.SessionAffinityConfig = &corev1.SessionAffinityConfig{ClientIP: &corev1.ClientIPConfig{TimeoutSeconds: ptr.To[int32](3)}}
 		})).To(Succeed())
-		Eventually(func() []string { return from.Spread("tcp", target, 20).PodNames() }).
+		Eventually(func() []string { return answering(from, target, 20) }).
 			WithTimeout(converge).WithPolling(poll).Should(HaveLen(1))
-		first := from.Spread("tcp", target, 1).PodNames()
+		first := answering(from, target, 1)
 
 		By("after 3s idle the affinity expires: another pod answers sooner or later")
 		Eventually(func() []string {
 			time.Sleep(3500 * time.Millisecond)
-			return from.Spread("tcp", target, 1).PodNames()
+			return answering(from, target, 1)
 		}).WithTimeout(converge).ShouldNot(Equal(first))
 
 		By("affinity None again: every pod answers")
@@ -196,7 +197,7 @@ var _ = Describe("[sig-network] Services", func() {
 		expectReachesAll(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
 		By("one slice emptied: its endpoints leave")
 		setEndpoints(svc, cluster.Ready(pods[:4]...), 2)
-		Eventually(func() []string { return c.Nodes[0].NS.Spread("tcp", addr(svc.Spec.ClusterIP, 80), 30).PodNames() }).
+		Eventually(func() []string { return answering(c.Nodes[0].NS, addr(svc.Spec.ClusterIP, 80), 30) }).
 			WithTimeout(converge).WithPolling(poll).Should(ConsistOf(names(pods[:4])))
 	})
 
@@ -218,7 +219,7 @@ var _ = Describe("[sig-network] Services", func() {
 		expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[0].IP, port), pods[:2])
 		By("one of them ready again: only it is used")
 		setEndpoints(svc, append(append(cluster.Ready(pods[0]), cluster.Terminating(pods[1])...), cluster.Ready(pods[2])...), 1)
-		Eventually(func() []string { return c.ClientNS.Spread("tcp", addr(c.Nodes[0].IP, port), 20).PodNames() }).
+		Eventually(func() []string { return answering(c.ClientNS, addr(c.Nodes[0].IP, port), 20) }).
 			WithTimeout(converge).WithPolling(poll).Should(Equal([]string{pods[0].Name}))
 	})
 
@@ -249,12 +250,12 @@ var _ = Describe("[sig-network] Services", func() {
 		target := addr(c.Nodes[0].IP, svc.Spec.Ports[0].NodePort)
 		expectReachesAll(c.ClientNS, "udp", target, first)
 
-		flow, err := c.ClientNS.OpenUDPFlow(target)
+		flow, err := c.ClientNS.OpenUDPFlow(target, netns.RequestOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		defer flow.Close()
 		r, err := flow.Send(time.Second)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(r.Pod).To(Equal(first[0].Name))
+		Expect(r.Server).To(Equal(first[0].Name))
 
 		By("the pod is replaced by a new one at another address; the same flow must reach it")
 		second := startPods("udp", c.Nodes[2])
@@ -266,12 +267,12 @@ var _ = Describe("[sig-network] Services", func() {
 			if err != nil {
 				lost++
 			}
-			return r.Pod, err
+			return r.Server, err
 		}).WithTimeout(converge).Should(Equal(second[0].Name))
 		for i := 0; i < 5; i++ {
 			r, err := flow.Send(time.Second)
 			Expect(err).NotTo(HaveOccurred())
-			Expect(r.Pod).To(Equal(second[0].Name))
+			Expect(r.Server).To(Equal(second[0].Name))
 		}
 		fmt.Fprintf(GinkgoWriter, "UDP flow moved to %s after %d unanswered datagrams\n", second[0].Name, lost)
 	})

@@ -1,11 +1,15 @@
-// Package netns builds throw-away network topologies for kernel tests: named
-// network namespaces joined by veth pairs, addresses and routes, real Go
-// TCP and UDP servers inside them, and a client that reports which
-// server answered and which client address the server saw.
+// Package netns is the one toolkit of the tests for throw-away networks:
+// named network namespaces, the veth pairs, addresses, routes and sysctls
+// between them, programs run inside them, real Go TCP and UDP echo servers,
+// and clients that report which server answered and which client address
+// it saw.
 //
-// Every namespace is named "synx-t-<pid>-<n>-<label>" and is deleted by
-// t.Cleanup, also when the test fails or panics. Namespaces left behind by a
-// killed test process are swept by New on the next run.
+// Two kinds of callers share it. Tests call New, which names a namespace
+// "synx-t-<pid>-<n>-<label>", deletes it with t.Cleanup (also when the test
+// fails or panics) and sweeps namespaces left by killed test processes; the
+// methods that take or hold a testing.TB fail the test on error. Long-lived
+// harnesses (test/cluster) call Create and Delete and use only the methods
+// that return errors.
 //
 // The package knows nothing about iptables or IPVS; callers run their own
 // tools inside a namespace with NS.Exec or NS.Do.
@@ -13,7 +17,10 @@ package netns
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"runtime"
@@ -21,12 +28,14 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	vnetns "github.com/vishvananda/netns"
 )
 
-// Prefix starts the name of every namespace this package creates.
+// Prefix starts the name of every namespace New creates.
 const Prefix = "synx-t-"
 
 var counter atomic.Int64
@@ -45,10 +54,11 @@ func Require(t testing.TB, binaries ...string) {
 	}
 }
 
-// NS is a named network namespace owned by a test.
+// NS is a named network namespace ("ip netns" name).
 type NS struct {
 	Name string
-	t    testing.TB
+	// t is the test that owns the namespace (New); nil for Create.
+	t testing.TB
 }
 
 var sweepOnce sync.Once
@@ -59,32 +69,84 @@ func New(t testing.TB, label string) *NS {
 	t.Helper()
 	sweepOnce.Do(sweepStale)
 	name := fmt.Sprintf("%s%d-%d-%s", Prefix, os.Getpid(), counter.Add(1), label)
-	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
-		t.Fatalf("ip netns add %s: %v: %s", name, err, out)
+	n, err := Create(name)
+	if err != nil {
+		t.Fatal(err)
 	}
-	n := &NS{Name: name, t: t}
+	n.t = t
 	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v: %s", name, err, out)
+		if err := Delete(name); err != nil {
+			t.Error(err)
 		}
 	})
-	n.MustExec("ip", "link", "set", "lo", "up")
 	return n
 }
 
-// sweepStale deletes namespaces created by test processes that no longer
-// exist.
-func sweepStale() {
-	out, err := exec.Command("ip", "netns", "list").Output()
-	if err != nil {
-		return
+// Create creates the named namespace and brings its loopback up. The caller
+// deletes it with Delete; on error nothing is left behind.
+func Create(name string) (*NS, error) {
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns add %s: %w: %s", name, err, out)
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		f := strings.Fields(line)
-		if len(f) == 0 || !strings.HasPrefix(f[0], Prefix) {
-			continue
+	n := &NS{Name: name}
+	if _, err := n.Exec("ip", "link", "set", "lo", "up"); err != nil {
+		_ = Delete(name)
+		return nil, err
+	}
+	return n, nil
+}
+
+// Delete kills every process inside the named namespace, then deletes it.
+// Deleting a namespace removes its veth ends, which removes their peers. A
+// namespace that is already gone is not an error.
+func Delete(name string) error {
+	for attempt := 0; attempt < 20; attempt++ {
+		out, _ := exec.Command("ip", "netns", "pids", name).Output()
+		pids := strings.Fields(string(out))
+		if len(pids) == 0 {
+			break
 		}
-		rest := strings.TrimPrefix(f[0], Prefix)
+		for _, p := range pids {
+			if pid, err := strconv.Atoi(p); err == nil && pid > 1 && pid != os.Getpid() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
+		if !Exists(name) {
+			return nil
+		}
+		return fmt.Errorf("ip netns del %s: %w: %s", name, err, out)
+	}
+	return nil
+}
+
+// List returns the names of the namespaces whose name starts with prefix.
+func List(prefix string) []string {
+	entries, err := os.ReadDir("/run/netns")
+	if err != nil {
+		return nil
+	}
+	var names []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), prefix) {
+			names = append(names, e.Name())
+		}
+	}
+	return names
+}
+
+// Exists reports whether a namespace with this name is present.
+func Exists(name string) bool {
+	_, err := os.Stat("/run/netns/" + name)
+	return err == nil
+}
+
+// sweepStale deletes the namespaces of test processes that no longer exist.
+func sweepStale() {
+	for _, name := range List(Prefix) {
+		rest := strings.TrimPrefix(name, Prefix)
 		pid, err := strconv.Atoi(strings.SplitN(rest, "-", 2)[0])
 		if err != nil || pid == os.Getpid() {
 			continue
@@ -92,8 +154,18 @@ func sweepStale() {
 		if _, err := os.Stat("/proc/" + strconv.Itoa(pid)); err == nil {
 			continue // still running
 		}
-		_ = exec.Command("ip", "netns", "del", f[0]).Run()
+		_ = Delete(name)
 	}
+}
+
+// fail fails the owning test. A namespace made by Create has none: calling
+// a failing method on it is a programming error.
+func (n *NS) fail(err error) {
+	if n.t == nil {
+		panic(fmt.Sprintf("netns: %v (namespace %s comes from Create, so it has no test to fail: use the methods that return errors)", err, n.Name))
+	}
+	n.t.Helper()
+	n.t.Fatal(err)
 }
 
 // Exec runs a command inside the namespace and returns its combined output.
@@ -109,25 +181,31 @@ func (n *NS) ExecInput(stdin []byte, args ...string) (string, error) {
 	}
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return string(out), fmt.Errorf("in %s: %s: %w: %s", n.Name, strings.Join(args, " "), err, out)
+		return string(out), fmt.Errorf("in netns %s: %s: %w: %s", n.Name, strings.Join(args, " "), err, strings.TrimSpace(string(out)))
 	}
 	return string(out), nil
 }
 
-// MustExec is Exec that fails the test on error.
-func (n *NS) MustExec(args ...string) string {
-	n.t.Helper()
-	out, err := n.Exec(args...)
-	if err != nil {
-		n.t.Fatal(err)
+// Run is Exec for a list of commands, stopping at the first error.
+func (n *NS) Run(cmds ...[]string) error {
+	for _, c := range cmds {
+		if _, err := n.Exec(c...); err != nil {
+			return err
+		}
 	}
-	return out
+	return nil
 }
 
-// Sysctl sets a sysctl inside the namespace (dotted or slashed key).
-func (n *NS) Sysctl(key, value string) {
-	n.t.Helper()
-	n.MustExec("sysctl", "-q", "-w", key+"="+value)
+// MustExec is Exec that fails the test on error.
+func (n *NS) MustExec(args ...string) string {
+	if n.t != nil {
+		n.t.Helper()
+	}
+	out, err := n.Exec(args...)
+	if err != nil {
+		n.fail(err)
+	}
+	return out
 }
 
 // Do runs fn on an OS thread switched into the namespace. Sockets created by
@@ -137,8 +215,7 @@ func (n *NS) Do(fn func() error) error { return In(n.Name, fn) }
 
 // In runs fn on an OS thread switched into the named network namespace, and
 // switches the thread back afterwards. Sockets created by fn stay in that
-// namespace and may be used from any goroutine. It needs no testing.T, so
-// non-test code such as the local cluster harness shares it.
+// namespace and may be used from any goroutine.
 func In(name string, fn func() error) error {
 	runtime.LockOSThread()
 	orig, err := vnetns.Get()
@@ -167,62 +244,23 @@ func In(name string, fn func() error) error {
 	return fnErr
 }
 
+// Dial opens a connection from inside the namespace; it fits
+// http.Transport.DialContext and rest.Config.Dial.
+func (n *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var c net.Conn
+	err := n.Do(func() (err error) {
+		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// HTTPClient returns an HTTP client whose connections start inside the
+// namespace, one per request.
+func (n *NS) HTTPClient(timeout time.Duration) *http.Client {
+	return &http.Client{Timeout: timeout,
+		Transport: &http.Transport{DialContext: n.Dial, DisableKeepAlives: true}}
+}
+
 // Handle returns a namespace handle for netlink calls; the caller closes it.
 func (n *NS) Handle() (vnetns.NsHandle, error) { return vnetns.GetFromName(n.Name) }
-
-// Veth connects two namespaces with a veth pair named aIf in a and bIf in b
-// (at most 15 characters each) and brings both ends up.
-func Veth(t testing.TB, a *NS, aIf string, b *NS, bIf string) {
-	t.Helper()
-	out, err := exec.Command("ip", "link", "add", aIf, "netns", a.Name, "type", "veth",
-		"peer", "name", bIf, "netns", b.Name).CombinedOutput()
-	if err != nil {
-		t.Fatalf("veth %s/%s <-> %s/%s: %v: %s", a.Name, aIf, b.Name, bIf, err, out)
-	}
-	a.MustExec("ip", "link", "set", aIf, "up")
-	b.MustExec("ip", "link", "set", bIf, "up")
-}
-
-// AddAddr assigns an address in CIDR notation to an interface.
-func (n *NS) AddAddr(ifname, cidr string) {
-	n.t.Helper()
-	n.MustExec("ip", "addr", "add", cidr, "dev", ifname)
-}
-
-// AddRoute adds a route; via may be empty for an on-link route through dev.
-func (n *NS) AddRoute(dst, via, dev string) {
-	n.t.Helper()
-	args := []string{"ip", "route", "add", dst}
-	if via != "" {
-		args = append(args, "via", via)
-	}
-	if dev != "" {
-		args = append(args, "dev", dev)
-	}
-	n.MustExec(args...)
-}
-
-// Link joins a router namespace and a leaf namespace with a veth pair,
-// assigns routerCIDR/leafCIDR (e.g. "10.1.0.1/24", "10.1.0.2/24") and gives
-// the leaf a default route via the router's address. Call EnableForwarding
-// on the router to let it route between its leaves.
-func Link(t testing.TB, router *NS, routerIf, routerCIDR string, leaf *NS, leafIf, leafCIDR string) {
-	t.Helper()
-	Veth(t, router, routerIf, leaf, leafIf)
-	router.AddAddr(routerIf, routerCIDR)
-	leaf.AddAddr(leafIf, leafCIDR)
-	gw := strings.SplitN(routerCIDR, "/", 2)[0]
-	leaf.AddRoute("default", gw, leafIf)
-}
-
-// EnableForwarding turns on IPv4 forwarding in the namespace.
-func (n *NS) EnableForwarding() {
-	n.t.Helper()
-	n.Sysctl("net.ipv4.ip_forward", "1")
-}
-
-// Exists reports whether a namespace with this name is present.
-func Exists(name string) bool {
-	_, err := os.Stat("/run/netns/" + name)
-	return err == nil
-}

@@ -26,6 +26,7 @@ import (
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 func main() {
@@ -294,20 +295,20 @@ const (
 func (d *demo) traffic(ctx context.Context, vip string, pods int, want expectation) error {
 	const perNode = 30
 	for _, n := range d.c.Nodes {
-		var t cluster.Tally
+		var t netns.Answers
 		err := cluster.Poll(ctx, 90*time.Second, "traffic from "+n.Name+" to "+vip, func(context.Context) (bool, string, error) {
-			t = n.NS.Spread("tcp", vip, perNode)
+			t = n.NS.Spread("tcp", vip, perNode, netns.RequestOptions{})
 			switch want {
 			case sticky:
-				return t.Failures == 0 && len(t.Pods) == 1, t.String(), nil
+				return t.Failures == 0 && len(t.Servers) == 1, t.String(), nil
 			case rotate:
-				for _, k := range t.Pods {
+				for _, k := range t.Servers {
 					if k != perNode/pods {
 						return false, t.String(), nil
 					}
 				}
 			}
-			return t.Failures == 0 && len(t.Pods) == pods, t.String(), nil
+			return t.Failures == 0 && len(t.Servers) == pods, t.String(), nil
 		})
 		fmt.Printf("    from %s: %s\n", n.Name, t)
 		if err != nil {
@@ -319,10 +320,10 @@ func (d *demo) traffic(ctx context.Context, vip string, pods int, want expectati
 	}
 	for _, n := range d.c.Nodes {
 		addr := fmt.Sprintf("%s:30080", n.IP)
-		var t cluster.Tally
+		var t netns.Answers
 		err := cluster.Poll(ctx, 60*time.Second, "NodePort "+addr+" from the client", func(context.Context) (bool, string, error) {
-			t = d.c.ClientNS.Spread("tcp", addr, perNode)
-			return t.Failures == 0 && len(t.Pods) == pods, t.String(), nil
+			t = d.c.ClientNS.Spread("tcp", addr, perNode, netns.RequestOptions{})
+			return t.Failures == 0 && len(t.Servers) == pods, t.String(), nil
 		})
 		fmt.Printf("    client -> NodePort %s: %s\n", addr, t)
 		if err != nil {

@@ -1,6 +1,7 @@
-package cluster
+package netns
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,22 +10,24 @@ import (
 	"time"
 )
 
-// Process is a program the harness runs inside a namespace, the way kubelet
-// would run a container: its output goes to a log file in the cluster's log
-// folder and it can be stopped, killed and started again.
+// Process is a program run inside a namespace, the way kubelet runs a
+// container: its output is appended to a log file, and it can be signalled,
+// stopped, killed and started again. It runs in its own process group and,
+// unless Detach, dies with the process that started it.
 type Process struct {
-	// Name names the process in messages and its log file.
+	// Name names the process in messages and in its log.
 	Name string
 	// NS is the namespace it runs in.
 	NS *NS
 	// Args is the command line.
 	Args []string
-	// Env is added to the harness's environment.
+	// Env is added to the environment of the process that starts it.
 	Env []string
 	// LogPath is where its standard output and error go (appended).
 	LogPath string
-
-	detach bool // no parent-death signal: the process outlives the harness (KEEP)
+	// Detach starts it without a parent-death signal, so that it outlives
+	// the process that started it.
+	Detach bool
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -46,11 +49,12 @@ func (p *Process) Start() error {
 	}
 	p.starts++
 	fmt.Fprintf(logf, "===== %s start #%d at %s: %v\n", p.Name, p.starts, time.Now().Format(time.RFC3339Nano), p.Args)
+	// "ip netns exec" execs the program in place: the pid is the program's.
 	cmd := exec.Command("ip", append([]string{"netns", "exec", p.NS.Name}, p.Args...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if !p.detach {
+	if !p.Detach {
 		cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
 	}
 	if err := cmd.Start(); err != nil {
@@ -92,15 +96,28 @@ func (p *Process) Signal(sig syscall.Signal) error {
 	return syscall.Kill(-pid, sig)
 }
 
+// Wait waits until the last run ends and returns how it ended: nil for
+// exit code 0, else the *exec.ExitError. It returns at once when the
+// process was never started.
+func (p *Process) Wait() error {
+	p.mu.Lock()
+	done := p.done
+	p.mu.Unlock()
+	if done == nil {
+		return errors.New(p.Name + " was never started")
+	}
+	<-done
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
 // Kill sends SIGKILL and waits for the process to end.
 func (p *Process) Kill() error {
 	if err := p.Signal(syscall.SIGKILL); err != nil {
 		return err
 	}
-	p.mu.Lock()
-	done := p.done
-	p.mu.Unlock()
-	<-done
+	_ = p.Wait()
 	return nil
 }
 
