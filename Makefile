@@ -15,8 +15,16 @@ ECHO_IMG ?= localhost/synterix/echo:test
 # Where make images writes the OCI archives, and their creation time.
 IMAGES_DIR ?= bin/images
 SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
-# Kubernetes version of the control-plane binaries the tests run.
-K8S_VERSION ?= v1.37.2
+# Kubernetes version of the binaries the tests run: the one hack/k8s/go.mod pins
+# (read by hack/k8s-version.sh), unless K8S_VERSION names another folder of bin/k8s.
+# It is exported, so test/testenv and hack/build-k8s.sh use the same one.
+ifeq ($(origin K8S_VERSION),undefined)
+K8S_VERSION := $(shell hack/k8s-version.sh)
+endif
+ifeq ($(K8S_VERSION),)
+$(error no Kubernetes version: hack/k8s-version.sh failed to read hack/k8s/go.mod)
+endif
+export K8S_VERSION
 K8S_BIN ?= $(CURDIR)/bin/k8s/$(K8S_VERSION)
 export KUBEBUILDER_ASSETS ?= $(K8S_BIN)
 
@@ -57,8 +65,8 @@ vet: ## Run go vet.
 	go vet ./...
 
 .PHONY: k8s-binaries
-k8s-binaries: ## Build kube-apiserver, etcd and kubectl from the Go module proxy into bin/k8s (reused when present).
-	K8S_VERSION=$(K8S_VERSION) hack/build-k8s.sh etcd kube-apiserver kubectl
+k8s-binaries: ## Build kube-apiserver, etcd and kubectl of the version hack/k8s/go.mod pins, from the Go module proxy into bin/k8s (reused when present).
+	hack/build-k8s.sh etcd kube-apiserver kubectl
 
 .PHONY: test
 test: verify-generated vet k8s-binaries ## Run every test: unit, CRD validation against a real kube-apiserver, operator, agent and kernel tests in network namespaces.

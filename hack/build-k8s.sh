@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds the real control-plane binaries the tests and the demo use, from the Go
 # module proxy only, into bin/k8s/<version>/. Binaries already present are reused.
+# The version is the one hack/k8s/go.mod pins (hack/k8s-version.sh); K8S_VERSION
+# may name another folder of binaries built earlier, but only the pinned version
+# can be built.
 set -euo pipefail
 
-K8S_VERSION=${K8S_VERSION:-v1.37.2}
 root=$(cd "$(dirname "$0")/.." && pwd)
+pinned=$("$root/hack/k8s-version.sh")
+K8S_VERSION=${K8S_VERSION:-$pinned}
 out="$root/bin/k8s/$K8S_VERSION"
-mkdir -p "$out"
 
 minor=${K8S_VERSION#v1.}; minor=${minor%%.*}
 ldflags=""
@@ -20,6 +23,11 @@ build() { # name package
 		echo "reusing $out/$1"
 		return
 	fi
+	if [ "$K8S_VERSION" != "$pinned" ]; then
+		echo "cannot build $1 $K8S_VERSION: hack/k8s/go.mod pins k8s.io/kubernetes $pinned; change it there to build another version" >&2
+		exit 1
+	fi
+	mkdir -p "$out"
 	echo "building $1 (first build takes minutes)"
 	local start=$SECONDS
 	(cd "$root/hack/k8s" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$1.tmp" "$2")

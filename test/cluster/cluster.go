@@ -70,7 +70,11 @@ type Options struct {
 	// ConfigDir holds the kustomizations default (the operator) and agent
 	// (the agent's RBAC); default $SYNX_CONFIG_DIR, else <RepoRoot>/config.
 	ConfigDir string
-	// K8sBin holds etcd, kube-apiserver and kubectl; default bin/k8s/<version>.
+	// K8sVersion is the Kubernetes version of the binaries, which the nodes
+	// report as their kubelet version; default testenv.K8sVersionOf(RepoRoot).
+	K8sVersion string
+	// K8sBin holds etcd, kube-apiserver and kubectl; default
+	// testenv.BinaryDirOf(RepoRoot).
 	K8sBin string
 }
 
@@ -159,10 +163,14 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.ConfigDir == "" {
 		opts.ConfigDir = filepath.Join(opts.RepoRoot, "config")
 	}
+	if opts.K8sVersion == "" {
+		if opts.K8sVersion, err = testenv.K8sVersionOf(opts.RepoRoot); err != nil {
+			return nil, err
+		}
+	}
 	if opts.K8sBin == "" {
-		opts.K8sBin = filepath.Join(opts.RepoRoot, "bin", "k8s", testenv.K8sVersion)
-		if d := os.Getenv("KUBEBUILDER_ASSETS"); d != "" {
-			opts.K8sBin = d
+		if opts.K8sBin, err = testenv.BinaryDirOf(opts.RepoRoot); err != nil {
+			return nil, err
 		}
 	}
 	if n := SweepStale(); n > 0 && opts.Progress != nil {
@@ -201,7 +209,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if c.pki, err = newPKI(filepath.Join(c.Dir, "pki"), []net.IP{net.ParseIP(APIServerIP)}); err != nil {
 		return c, fmt.Errorf("certificates: %w", err)
 	}
-	c.Progress("Starting etcd and kube-apiserver %s in %s", testenv.K8sVersion, c.CP.Name)
+	c.Progress("Starting etcd and kube-apiserver %s in %s", opts.K8sVersion, c.CP.Name)
 	if err := c.startControlPlane(ctx); err != nil {
 		return c, fmt.Errorf("control plane: %w", err)
 	}

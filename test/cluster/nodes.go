@@ -69,7 +69,7 @@ func (c *Cluster) registerNode(ctx context.Context, n *Node) error {
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "node namespace is up (synx harness)", LastHeartbeatTime: now, LastTransitionTime: now,
 		}},
-		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: "v1.37.2"},
+		NodeInfo: corev1.NodeSystemInfo{OperatingSystem: "linux", Architecture: "amd64", KubeletVersion: c.opts.K8sVersion},
 	}
 	if err := c.Client.Status().Update(ctx, node); err != nil {
 		return fmt.Errorf("write status of Node %s: %w", n.Name, err)

@@ -58,7 +58,11 @@ type Options struct {
 	// RepoRoot is the repository root; default: found from the working
 	// directory.
 	RepoRoot string
-	// K8sBin holds the Kubernetes binaries; default bin/k8s/<version>.
+	// K8sVersion is the Kubernetes version of the binaries; default
+	// testenv.K8sVersionOf(RepoRoot).
+	K8sVersion string
+	// K8sBin holds the Kubernetes binaries; default
+	// testenv.BinaryDirOf(RepoRoot).
 	K8sBin string
 	// CNIBin holds the CNI plugins; default /usr/lib/cni (Debian's
 	// containernetworking-plugins).
@@ -145,7 +149,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.step(fmt.Sprintf("Creating namespaces and links for %s (%d nodes)", c.ID, opts.Nodes), c.buildNetwork); err != nil {
 		return c, err
 	}
-	if err := c.step("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler "+testenv.K8sVersion, func() error {
+	if err := c.step("Starting etcd, kube-apiserver, kube-controller-manager and kube-scheduler "+opts.K8sVersion, func() error {
 		return c.startControlPlane(ctx)
 	}); err != nil {
 		return c, err
@@ -188,8 +192,15 @@ func defaults(opts *Options) error {
 			return err
 		}
 	}
+	if opts.K8sVersion == "" {
+		if opts.K8sVersion, err = testenv.K8sVersionOf(opts.RepoRoot); err != nil {
+			return err
+		}
+	}
 	if opts.K8sBin == "" {
-		opts.K8sBin = filepath.Join(opts.RepoRoot, "bin", "k8s", testenv.K8sVersion)
+		if opts.K8sBin, err = testenv.BinaryDirOf(opts.RepoRoot); err != nil {
+			return err
+		}
 	}
 	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kubectl"} {
 		if _, err := os.Stat(filepath.Join(opts.K8sBin, b)); err != nil {

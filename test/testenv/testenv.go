@@ -2,10 +2,14 @@
 //
 // The binaries are built from the Go module proxy by hack/build-k8s.sh (make
 // k8s-binaries) into bin/k8s/<version>/; KUBEBUILDER_ASSETS overrides where they
-// are looked for. Nothing is downloaded at test time.
+// are looked for. Nothing is downloaded at test time. The version is pinned in
+// one place, the requirement of k8s.io/kubernetes in hack/k8s/go.mod, which the
+// Makefile and hack/build-k8s.sh read through hack/k8s-version.sh.
 package testenv
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -17,9 +21,6 @@ import (
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
-
-// K8sVersion is the version of the control-plane binaries the tests run.
-const K8sVersion = "v1.37.2"
 
 // RepoRoot returns the root of this repository, found by walking up from the
 // working directory to the go.mod of the module.
@@ -41,16 +42,74 @@ func RepoRoot() (string, error) {
 	}
 }
 
-// BinaryDir returns the folder that holds etcd, kube-apiserver and kubectl.
-func BinaryDir() (string, error) {
-	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
-		return dir, nil
+// K8sVersionOf returns $K8S_VERSION when set (the Makefile exports the one
+// it builds and runs), else the version of k8s.io/kubernetes that
+// root/hack/k8s/go.mod requires: the one place the project pins it.
+func K8sVersionOf(root string) (string, error) {
+	if v := os.Getenv("K8S_VERSION"); v != "" {
+		return v, nil
 	}
+	path := filepath.Join(root, "hack", "k8s", "go.mod")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	if v := requiredVersion(data, "k8s.io/kubernetes"); v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("%s requires no version of k8s.io/kubernetes", path)
+}
+
+// requiredVersion returns the version of module that a go.mod requires, in
+// a require line or block, or "" (replace and exclude lines do not count).
+func requiredVersion(gomod []byte, module string) string {
+	block := ""
+	sc := bufio.NewScanner(bytes.NewReader(gomod))
+	for sc.Scan() {
+		line, _, _ := strings.Cut(sc.Text(), "//")
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 0:
+			continue
+		case block != "" && f[0] == ")":
+			block = ""
+			continue
+		case block == "" && len(f) == 2 && f[1] == "(":
+			block = f[0]
+			continue
+		case block == "" && f[0] == "require":
+			f = f[1:]
+		case block != "require":
+			continue
+		}
+		if len(f) == 2 && f[0] == module && strings.HasPrefix(f[1], "v") {
+			return f[1]
+		}
+	}
+	return ""
+}
+
+// BinaryDir returns the folder that holds etcd, kube-apiserver and kubectl
+// for the repository that holds the working directory; see BinaryDirOf.
+func BinaryDir() (string, error) {
 	root, err := RepoRoot()
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(root, "bin", "k8s", K8sVersion), nil
+	return BinaryDirOf(root)
+}
+
+// BinaryDirOf returns $KUBEBUILDER_ASSETS when set, else
+// root/bin/k8s/<K8sVersionOf(root)>, where make k8s-binaries builds them.
+func BinaryDirOf(root string) (string, error) {
+	if dir := os.Getenv("KUBEBUILDER_ASSETS"); dir != "" {
+		return dir, nil
+	}
+	v, err := K8sVersionOf(root)
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(root, "bin", "k8s", v), nil
 }
 
 // Scheme returns a scheme with the core Kubernetes kinds and this project's.
@@ -72,7 +131,7 @@ func New() (*envtest.Environment, error) {
 	if err != nil {
 		return nil, err
 	}
-	bin, err := BinaryDir()
+	bin, err := BinaryDirOf(root)
 	if err != nil {
 		return nil, err
 	}
