@@ -13,30 +13,8 @@ import (
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
+	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
-
-// Poll calls cond every interval until it returns true, an error, or
-// timeout passes; on timeout the error names what and the last state.
-func Poll(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
-	for {
-		ok, state, err := cond(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if ok {
-			return nil
-		}
-		last = state
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: not reached after %s (last: %s)", what, timeout, last)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
 
 // waitHealthy polls url with hc until it answers 200 OK, for at most
 // timeout; with no url, until the processes have stayed up for two seconds.
@@ -45,7 +23,7 @@ func Poll(ctx context.Context, timeout time.Duration, what string, cond func(ctx
 func waitHealthy(ctx context.Context, hc *http.Client, url string, timeout time.Duration, procs ...*netns.Process) error {
 	p := procs[len(procs)-1]
 	start := time.Now()
-	return Poll(ctx, timeout, fmt.Sprintf("%s healthy at %q (log %s)", p.Name, url, p.LogPath), func(context.Context) (bool, string, error) {
+	return poll.Until(ctx, timeout, fmt.Sprintf("%s healthy at %q (log %s)", p.Name, url, p.LogPath), func(context.Context) (bool, string, error) {
 		for _, q := range procs {
 			if !q.Running() {
 				return false, "", fmt.Errorf("%s exited: see %s", q.Name, q.LogPath)
@@ -69,7 +47,7 @@ func waitHealthy(ctx context.Context, hc *http.Client, url string, timeout time.
 // returns it.
 func (c *Cluster) WaitGatewayConfigRolledOut(ctx context.Context, name string, timeout time.Duration) (*proxyv1alpha1.GatewayConfig, error) {
 	var gc proxyv1alpha1.GatewayConfig
-	err := Poll(ctx, timeout, "GatewayConfig "+name+" rolled out", func(ctx context.Context) (bool, string, error) {
+	err := poll.Until(ctx, timeout, "GatewayConfig "+name+" rolled out", func(ctx context.Context) (bool, string, error) {
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: name}, &gc); err != nil {
 			return false, err.Error(), nil
 		}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // TestCgroupTreeDestroy puts a process that forks into a tree's runtime
@@ -23,9 +25,9 @@ func TestCgroupTreeDestroy(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tree.Destroy(10 * time.Second) })
-	p := &Process{
+	p := &netns.Process{
 		Name:    "forker",
-		Argv:    []string{"sh", "-c", "sleep 600 & exec sleep 601"},
+		Args:    []string{"sh", "-c", "sleep 600 & exec sleep 601"},
 		Cgroups: tree.ProcsFiles("runtime"),
 		LogPath: filepath.Join(t.TempDir(), "forker.log"),
 	}

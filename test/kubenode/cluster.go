@@ -42,6 +42,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
 
@@ -77,7 +78,7 @@ type Options struct {
 // Cluster is a running cluster.
 type Cluster struct {
 	ID, Dir string
-	Hub     *NS
+	Hub     *netns.NS
 	*ControlPlane
 	Nodes []*Node
 	// Timings records how long each step of Up took, in order.
@@ -241,12 +242,12 @@ func (c *Cluster) claimID() error {
 	return os.WriteFile(filepath.Join(c.Dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 }
 
-func (c *Cluster) addNS(label string) (*NS, error) {
+func (c *Cluster) addNS(label string) (*netns.NS, error) {
 	name := c.ID + "-" + label
 	c.mu.Lock()
 	c.nsNames = append(c.nsNames, name)
 	c.mu.Unlock()
-	return addNS(name)
+	return netns.Create(name)
 }
 
 // buildNetwork creates the hub (a bridge and the routes to every podCIDR),
@@ -257,7 +258,7 @@ func (c *Cluster) buildNetwork() error {
 	if c.Hub, err = c.addNS("hub"); err != nil {
 		return err
 	}
-	if err := c.Hub.run(
+	if err := c.Hub.Run(
 		[]string{"ip", "link", "add", "br0", "type", "bridge"},
 		[]string{"ip", "link", "set", "br0", "up"},
 		[]string{"ip", "addr", "add", HubIP + "/24", "dev", "br0"},
@@ -265,17 +266,17 @@ func (c *Cluster) buildNetwork() error {
 	); err != nil {
 		return err
 	}
-	attach := func(label, ip string) (*NS, error) {
+	attach := func(label, ip string) (*netns.NS, error) {
 		ns, err := c.addNS(label)
 		if err != nil {
 			return nil, err
 		}
-		if err := veth(c.Hub, label, ns, "eth0"); err != nil {
+		if err := netns.AddVeth(c.Hub, label, ns, "eth0"); err != nil {
 			return nil, err
 		}
 		return ns, errors.Join(
-			c.Hub.run([]string{"ip", "link", "set", label, "master", "br0"}),
-			ns.run([]string{"ip", "addr", "add", ip + "/24", "dev", "eth0"},
+			c.Hub.Run([]string{"ip", "link", "set", label, "master", "br0"}),
+			ns.Run([]string{"ip", "addr", "add", ip + "/24", "dev", "eth0"},
 				[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"}))
 	}
 	cpNS, err := attach("cp", APIServerIP)
@@ -301,18 +302,18 @@ func (c *Cluster) buildNetwork() error {
 		}
 		// bridge-nf-call-iptables: a Service proxy's rules must see pod
 		// traffic that stays on the node's bridge (built into this kernel).
-		if err := n.NS.sysctls("net.ipv4.ip_forward", "1", "net.ipv4.conf.all.rp_filter", "0",
+		if err := n.NS.SetSysctls("net.ipv4.ip_forward", "1", "net.ipv4.conf.all.rp_filter", "0",
 			"net.ipv4.conf.default.rp_filter", "0", "net.ipv4.conf.eth0.rp_filter", "0",
 			"net.bridge.bridge-nf-call-iptables", "1"); err != nil {
 			return err
 		}
-		if err := c.Hub.run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"}); err != nil {
+		if err := c.Hub.Run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"}); err != nil {
 			return err
 		}
 		for _, m := range c.Nodes {
 			if err := errors.Join(
-				n.NS.run([]string{"ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"}),
-				m.NS.run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "eth0"})); err != nil {
+				n.NS.Run([]string{"ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"}),
+				m.NS.Run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "eth0"})); err != nil {
 				return err
 			}
 		}
@@ -386,7 +387,7 @@ func (c *Cluster) Down() error {
 		names := append([]string(nil), c.nsNames...)
 		c.mu.Unlock()
 		for i := len(names) - 1; i >= 0; i-- {
-			if err := deleteNamespace(names[i]); err != nil {
+			if err := netns.Delete(names[i]); err != nil {
 				errs = append(errs, err)
 			}
 		}
@@ -460,9 +461,9 @@ func TearDown(id string) error {
 		}
 		errs = append(errs, err)
 	}
-	names := listNamespaces(id + "-")
+	names := netns.List(id + "-")
 	for i := len(names) - 1; i >= 0; i-- {
-		errs = append(errs, deleteNamespace(names[i]))
+		errs = append(errs, netns.Delete(names[i]))
 	}
 	errs = append(errs, os.RemoveAll(filepath.Join(os.TempDir(), id)))
 	return errors.Join(errs...)
@@ -477,7 +478,7 @@ func ListClusters() []string {
 			ids[m] = true
 		}
 	}
-	for _, ns := range listNamespaces(Prefix) {
+	for _, ns := range netns.List(Prefix) {
 		add(ns)
 	}
 	for _, cg := range LeftoverCgroups(Prefix) {

@@ -13,6 +13,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // Addresses of the cluster network. They are those of test/cluster, so that
@@ -35,20 +37,20 @@ var APIServerURL = fmt.Sprintf("https://%s:%d", APIServerIP, APIServerPort)
 // kube-scheduler, each a process in the control-plane namespace NS.
 type ControlPlane struct {
 	Dir, LogDir, Bin string
-	NS               *NS
+	NS               *netns.NS
 	PKI              *PKI
 	// AdminKubeconfig works from inside the cluster's namespaces.
 	AdminKubeconfig string
 	RESTConfig      *rest.Config
 	Kube            kubernetes.Interface
 
-	Etcd, APIServer, ControllerManager, Scheduler *Process
+	Etcd, APIServer, ControllerManager, Scheduler *netns.Process
 }
 
 // procs lists the processes in start order.
-func (cp *ControlPlane) procs() []*Process {
-	var out []*Process
-	for _, p := range []*Process{cp.Etcd, cp.APIServer, cp.ControllerManager, cp.Scheduler} {
+func (cp *ControlPlane) procs() []*netns.Process {
+	var out []*netns.Process
+	for _, p := range []*netns.Process{cp.Etcd, cp.APIServer, cp.ControllerManager, cp.Scheduler} {
 		if p != nil {
 			out = append(out, p)
 		}
@@ -56,10 +58,10 @@ func (cp *ControlPlane) procs() []*Process {
 	return out
 }
 
-func (cp *ControlPlane) process(name string, args ...string) *Process {
-	return &Process{
+func (cp *ControlPlane) process(name string, args ...string) *netns.Process {
+	return &netns.Process{
 		Name:    name,
-		Argv:    append([]string{"nsenter", "--net=" + cp.NS.Path(), "--", filepath.Join(cp.Bin, name)}, args...),
+		Args:    append([]string{"nsenter", "--net=" + cp.NS.Path(), "--", filepath.Join(cp.Bin, name)}, args...),
 		LogPath: filepath.Join(cp.LogDir, name+".log"),
 	}
 }
@@ -98,7 +100,7 @@ func (cp *ControlPlane) Start(ctx context.Context) error {
 		"--service-cluster-ip-range="+ServiceCIDR,
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true", "--profiling=false", "--v=1")
-	for _, proc := range []*Process{cp.Etcd, cp.APIServer} {
+	for _, proc := range []*netns.Process{cp.Etcd, cp.APIServer} {
 		if err := proc.Start(); err != nil {
 			return err
 		}
@@ -136,7 +138,7 @@ func (cp *ControlPlane) startControllers(ctx context.Context) error {
 	cp.Scheduler = cp.process("kube-scheduler",
 		"--kubeconfig="+sched,
 		"--bind-address=127.0.0.1", "--secure-port=10259", "--leader-elect=false", "--profiling=false", "--v=1")
-	for _, proc := range []*Process{cp.ControllerManager, cp.Scheduler} {
+	for _, proc := range []*netns.Process{cp.ControllerManager, cp.Scheduler} {
 		if err := proc.Start(); err != nil {
 			return err
 		}
@@ -182,7 +184,7 @@ func (cp *ControlPlane) connect() error {
 // waitHealthy polls url from the control-plane namespace until it answers
 // 200, failing early when proc exits. The controller manager and scheduler
 // serve self-signed certificates, so only the API server's is verified.
-func (cp *ControlPlane) waitHealthy(ctx context.Context, proc *Process, url string) error {
+func (cp *ControlPlane) waitHealthy(ctx context.Context, proc *netns.Process, url string) error {
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(cp.PKI.CAPEM)
 	tlsCfg := &tls.Config{RootCAs: pool, InsecureSkipVerify: !strings.HasPrefix(url, APIServerURL)} //nolint:gosec // self-signed component endpoints

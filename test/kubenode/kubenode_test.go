@@ -16,6 +16,9 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
+	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
 
 // TestTwoNodes brings up a real two-node cluster (kubelet and containerd in
@@ -60,7 +63,7 @@ func TestTwoNodes(t *testing.T) {
 	if _, err := kube.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Poll(ctx, time.Minute, "ServiceAccount demo/default", func(ctx context.Context) (bool, string, error) {
+	if err := poll.Until(ctx, time.Minute, "ServiceAccount demo/default", func(ctx context.Context) (bool, string, error) {
 		_, err := kube.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err), nil
 	}); err != nil {
@@ -174,7 +177,7 @@ func checkEndpointSlices(ctx context.Context, t *testing.T, c *Cluster, ns strin
 	for node, p := range pods {
 		want[p.Status.PodIP] = node
 	}
-	err := Poll(ctx, time.Minute, "EndpointSlices of demo/echo", func(ctx context.Context) (bool, string, error) {
+	err := poll.Until(ctx, time.Minute, "EndpointSlices of demo/echo", func(ctx context.Context) (bool, string, error) {
 		list, err := c.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=echo"})
 		if err != nil {
 			return false, err.Error(), nil
@@ -221,7 +224,7 @@ func checkPodRouting(ctx context.Context, t *testing.T, c *Cluster, pods map[str
 	}
 	for _, from := range append(nodeNS(c), c.ControlPlane.NS) {
 		for node, p := range pods {
-			body, err := from.HTTPGet(ctx, fmt.Sprintf("http://%s:8080/", p.Status.PodIP))
+			body, err := HTTPGet(ctx, from, fmt.Sprintf("http://%s:8080/", p.Status.PodIP))
 			if err != nil {
 				t.Errorf("%s -> pod %s on %s: %v", from.Name, p.Name, node, err)
 				continue
@@ -233,8 +236,8 @@ func checkPodRouting(ctx context.Context, t *testing.T, c *Cluster, pods map[str
 	}
 }
 
-func nodeNS(c *Cluster) []*NS {
-	var out []*NS
+func nodeNS(c *Cluster) []*netns.NS {
+	var out []*netns.NS
 	for _, n := range c.Nodes {
 		out = append(out, n.NS)
 	}
@@ -257,7 +260,7 @@ func checkHostNetwork(ctx context.Context, t *testing.T, c *Cluster, ns string) 
 	if got.Status.PodIP != n.IP {
 		t.Errorf("hostNetwork pod IP %s, want the node's %s", got.Status.PodIP, n.IP)
 	}
-	body, err := c.ControlPlane.NS.HTTPGet(ctx, fmt.Sprintf("http://%s:18080/", n.IP))
+	body, err := HTTPGet(ctx, c.ControlPlane.NS, fmt.Sprintf("http://%s:18080/", n.IP))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +294,7 @@ func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 	if _, err := c.Kube.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	err := Poll(ctx, 2*time.Minute, "DaemonSet demo/echo-ds on every node", func(ctx context.Context) (bool, string, error) {
+	err := poll.Until(ctx, 2*time.Minute, "DaemonSet demo/echo-ds on every node", func(ctx context.Context) (bool, string, error) {
 		list, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=echo-ds"})
 		if err != nil {
 			return false, err.Error(), nil
@@ -314,7 +317,7 @@ func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 		t.Fatal(err)
 	}
 	for _, n := range c.Nodes {
-		body, err := c.ControlPlane.NS.HTTPGet(ctx, fmt.Sprintf("http://%s:18081/", n.IP))
+		body, err := HTTPGet(ctx, c.ControlPlane.NS, fmt.Sprintf("http://%s:18081/", n.IP))
 		if err != nil {
 			t.Errorf("DaemonSet pod on %s: %v", n.Name, err)
 		} else if want := "node=" + n.Name + " "; !strings.Contains(body, want) {

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // HostState is what the host's namespaces hold that a cluster could leave
@@ -100,7 +102,7 @@ type Footprint struct {
 // before Down (or before a run is killed) and give it to Leftovers.
 func CaptureFootprint(id string) Footprint {
 	f := Footprint{Pids: map[int]string{}, NetNS: map[uint64]string{}}
-	for _, name := range listNamespaces(id + "-") {
+	for _, name := range netns.List(id + "-") {
 		if ino, err := nsInode("/run/netns/" + name); err == nil {
 			f.NetNS[ino] = name
 		}
@@ -181,7 +183,7 @@ func (before *HostState) Leftovers(id string, fp Footprint) ([]string, error) {
 	for _, cg := range LeftoverCgroups(id) {
 		left = append(left, "cgroup "+cg)
 	}
-	for _, ns := range listNamespaces(id) {
+	for _, ns := range netns.List(id) {
 		left = append(left, "network namespace "+ns)
 	}
 	if _, err := os.Stat(filepath.Join(os.TempDir(), id)); err == nil {

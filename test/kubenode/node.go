@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // Node is one Kubernetes node: a network namespace with the node's address,
@@ -27,7 +29,7 @@ type Node struct {
 	// node's own processes live in its "runtime" child.
 	CgroupPath string
 	// NS is the node's network namespace, created by the caller.
-	NS *NS
+	NS *netns.NS
 	// Dir holds the node's configs, state and logs. Paths under it are the
 	// same inside the node's mount namespace and outside.
 	Dir string
@@ -41,7 +43,7 @@ type Node struct {
 	SandboxImage string
 
 	Cgroups                       *CgroupTree
-	Holder, Containerd, Kubelet   *Process
+	Holder, Containerd, Kubelet   *netns.Process
 	kubeletKubeconfig, kubeletCfg string
 }
 
@@ -92,10 +94,10 @@ func (n *Node) Start(ctx context.Context) error {
 }
 
 // process is a Process of this node, started in its runtime cgroup.
-func (n *Node) process(name string, argv []string) *Process {
-	return &Process{
+func (n *Node) process(name string, argv []string) *netns.Process {
+	return &netns.Process{
 		Name:    n.Name + "/" + name,
-		Argv:    argv,
+		Args:    argv,
 		Cgroups: n.Cgroups.ProcsFiles("runtime"),
 		LogPath: filepath.Join(n.Dir, "logs", name+".log"),
 	}
@@ -185,7 +187,7 @@ func (n *Node) Stop() error {
 }
 
 // waitFile waits until path exists, failing early when proc exits.
-func waitFile(ctx context.Context, path string, proc *Process) error {
+func waitFile(ctx context.Context, path string, proc *netns.Process) error {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if _, err := os.Stat(path); err == nil {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
 
 // childEnv makes the test binary a cluster owner for TestInterruptAndKill:
@@ -151,7 +153,7 @@ func runChild(t *testing.T) {
 	defer func() { _ = c.Down() }()
 	// The ServiceAccount admission plugin refuses pods until the
 	// ServiceAccount controller made "default".
-	if err := Poll(ctx, time.Minute, "ServiceAccount default/default", func(ctx context.Context) (bool, string, error) {
+	if err := poll.Until(ctx, time.Minute, "ServiceAccount default/default", func(ctx context.Context) (bool, string, error) {
 		_, err := c.Kube.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{})
 		return err == nil, fmt.Sprint(err), nil
 	}); err != nil {

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // HTTPGet sends one GET from inside the namespace and returns the body; any
 // status but 200 is an error.
-func (n *NS) HTTPGet(ctx context.Context, url string) (string, error) {
-	return httpGet(ctx, n.Name, n.Dial, url)
+func HTTPGet(ctx context.Context, ns *netns.NS, url string) (string, error) {
+	return httpGet(ctx, ns.Name, ns.Dial, url)
 }
 
 func httpGet(ctx context.Context, from string, dial func(context.Context, string, string) (net.Conn, error), url string) (string, error) {

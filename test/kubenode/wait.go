@@ -10,37 +10,16 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-)
 
-// Poll calls cond every 250ms until it returns true or an error, or timeout
-// passes; the timeout error names what and the last state cond reported.
-func Poll(ctx context.Context, timeout time.Duration, what string, cond func(ctx context.Context) (bool, string, error)) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	last := ""
-	for {
-		ok, state, err := cond(ctx)
-		if err != nil {
-			return fmt.Errorf("%s: %w", what, err)
-		}
-		if ok {
-			return nil
-		}
-		last = state
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: not reached after %s (last: %s)", what, timeout, last)
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
+	"github.com/synterix/synterix-kube-proxy/test/poll"
+)
 
 // WaitNodesReady waits until every node has registered and is Ready. It
 // plays the cluster's IPAM: once a Node object appears, it sets the Node's
 // podCIDR to the one the node's CNI network was written for (the controller
 // manager's allocator would pick in registration order instead).
 func (c *Cluster) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
-	return Poll(ctx, timeout, "Nodes Ready", func(ctx context.Context) (bool, string, error) {
+	return poll.Until(ctx, timeout, "Nodes Ready", func(ctx context.Context) (bool, string, error) {
 		var state []string
 		ready := 0
 		for _, n := range c.Nodes {
@@ -92,7 +71,7 @@ func nodeCondition(n *corev1.Node, t corev1.NodeConditionType) *corev1.NodeCondi
 // start (an image that is not on the node, a crash loop).
 func (c *Cluster) WaitPodReady(ctx context.Context, ns, name string, timeout time.Duration) (*corev1.Pod, error) {
 	var pod *corev1.Pod
-	err := Poll(ctx, timeout, "pod "+ns+"/"+name+" Ready", func(ctx context.Context) (bool, string, error) {
+	err := poll.Until(ctx, timeout, "pod "+ns+"/"+name+" Ready", func(ctx context.Context) (bool, string, error) {
 		p, err := c.Kube.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error(), nil

@@ -1,8 +1,8 @@
 // Package netns is the one toolkit of the tests for throw-away networks:
 // named network namespaces, the veth pairs, addresses, routes and sysctls
-// between them, programs run inside them, real Go TCP and UDP echo servers,
-// and clients that report which server answered and which client address
-// it saw.
+// between them, programs run inside them, echo servers (test/echo) inside
+// them, and clients that report which server answered and which client
+// address it saw.
 //
 // Two kinds of callers share it. Tests call New, which names a namespace
 // "synx-t-<pid>-<n>-<label>", deletes it with t.Cleanup (also when the test
@@ -37,6 +37,9 @@ import (
 
 // Prefix starts the name of every namespace New creates.
 const Prefix = "synx-t-"
+
+// runDir holds the bind-mount file of every named namespace.
+const runDir = "/run/netns/"
 
 var counter atomic.Int64
 
@@ -100,7 +103,7 @@ func Create(name string) (*NS, error) {
 // Deleting a namespace removes its veth ends, which removes their peers. A
 // namespace that is already gone is not an error.
 func Delete(name string) error {
-	for attempt := 0; attempt < 20; attempt++ {
+	for attempt := 0; attempt < 30; attempt++ {
 		out, _ := exec.Command("ip", "netns", "pids", name).Output()
 		pids := strings.Fields(string(out))
 		if len(pids) == 0 {
@@ -124,7 +127,7 @@ func Delete(name string) error {
 
 // List returns the names of the namespaces whose name starts with prefix.
 func List(prefix string) []string {
-	entries, err := os.ReadDir("/run/netns")
+	entries, err := os.ReadDir(runDir)
 	if err != nil {
 		return nil
 	}
@@ -139,7 +142,7 @@ func List(prefix string) []string {
 
 // Exists reports whether a namespace with this name is present.
 func Exists(name string) bool {
-	_, err := os.Stat("/run/netns/" + name)
+	_, err := os.Stat(runDir + name)
 	return err == nil
 }
 
@@ -208,15 +211,22 @@ func (n *NS) MustExec(args ...string) string {
 	return out
 }
 
+// Path is the namespace's bind-mount file, e.g. for nsenter --net.
+func (n *NS) Path() string { return runDir + n.Name }
+
 // Do runs fn on an OS thread switched into the namespace. Sockets created by
 // fn stay in the namespace after Do returns and may be used from any
 // goroutine.
-func (n *NS) Do(fn func() error) error { return In(n.Name, fn) }
+func (n *NS) Do(fn func() error) error { return InPath(n.Path(), fn) }
 
 // In runs fn on an OS thread switched into the named network namespace, and
 // switches the thread back afterwards. Sockets created by fn stay in that
 // namespace and may be used from any goroutine.
-func In(name string, fn func() error) error {
+func In(name string, fn func() error) error { return InPath(runDir+name, fn) }
+
+// InPath is In for a namespace named by a file, such as /proc/<pid>/ns/net
+// of a container's process.
+func InPath(path string, fn func() error) error {
 	runtime.LockOSThread()
 	orig, err := vnetns.Get()
 	if err != nil {
@@ -224,21 +234,21 @@ func In(name string, fn func() error) error {
 		return fmt.Errorf("get current netns: %w", err)
 	}
 	defer orig.Close()
-	target, err := vnetns.GetFromName(name)
+	target, err := vnetns.GetFromPath(path)
 	if err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("open netns %s: %w", name, err)
+		return fmt.Errorf("open netns %s: %w", path, err)
 	}
 	defer target.Close()
 	if err := vnetns.Set(target); err != nil {
 		runtime.UnlockOSThread()
-		return fmt.Errorf("enter netns %s: %w", name, err)
+		return fmt.Errorf("enter netns %s: %w", path, err)
 	}
 	fnErr := fn()
 	if err := vnetns.Set(orig); err != nil {
 		// Leave the thread locked: the runtime discards it when this
 		// goroutine exits instead of reusing a thread in the wrong netns.
-		return fmt.Errorf("return from netns %s: %w", name, err)
+		return fmt.Errorf("return from netns %s: %w", path, err)
 	}
 	runtime.UnlockOSThread()
 	return fnErr
@@ -247,8 +257,13 @@ func In(name string, fn func() error) error {
 // Dial opens a connection from inside the namespace; it fits
 // http.Transport.DialContext and rest.Config.Dial.
 func (n *NS) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	return DialIn(ctx, n.Path(), network, addr)
+}
+
+// DialIn opens a connection from inside the namespace whose file is path.
+func DialIn(ctx context.Context, path, network, addr string) (net.Conn, error) {
 	var c net.Conn
-	err := n.Do(func() (err error) {
+	err := InPath(path, func() (err error) {
 		c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
 		return err
 	})
@@ -263,4 +278,4 @@ func (n *NS) HTTPClient(timeout time.Duration) *http.Client {
 }
 
 // Handle returns a namespace handle for netlink calls; the caller closes it.
-func (n *NS) Handle() (vnetns.NsHandle, error) { return vnetns.GetFromName(n.Name) }
+func (n *NS) Handle() (vnetns.NsHandle, error) { return vnetns.GetFromPath(n.Path()) }

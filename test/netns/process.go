@@ -17,10 +17,15 @@ import (
 type Process struct {
 	// Name names the process in messages and in its log.
 	Name string
-	// NS is the namespace it runs in.
+	// NS is the namespace it runs in ("ip netns exec"). Without one, Args
+	// runs as given: for callers that enter namespaces themselves, with
+	// nsenter or unshare.
 	NS *NS
 	// Args is the command line.
 	Args []string
+	// Cgroups are cgroup.procs files the process joins before it execs, so
+	// that it and everything it forks is accounted, and found, there.
+	Cgroups []string
 	// Env is added to the environment of the process that starts it.
 	Env []string
 	// LogPath is where its standard output and error go (appended).
@@ -36,6 +41,11 @@ type Process struct {
 	starts int
 }
 
+// joinCgroups is a shell prologue: it writes the shell's own pid into every
+// file given before "--", then execs the rest, so the program starts inside
+// those cgroups without a window in which it could fork outside them.
+const joinCgroups = `while [ "$1" != "--" ]; do echo $$ > "$1" || exit 1; shift; done; shift; exec "$@"`
+
 // Start starts the process. It is an error to start a running process.
 func (p *Process) Start() error {
 	p.mu.Lock()
@@ -49,8 +59,16 @@ func (p *Process) Start() error {
 	}
 	p.starts++
 	fmt.Fprintf(logf, "===== %s start #%d at %s: %v\n", p.Name, p.starts, time.Now().Format(time.RFC3339Nano), p.Args)
-	// "ip netns exec" execs the program in place: the pid is the program's.
-	cmd := exec.Command("ip", append([]string{"netns", "exec", p.NS.Name}, p.Args...)...)
+	// "ip netns exec" and the cgroup prologue exec the program in place: the
+	// pid is the program's.
+	argv := p.Args
+	if len(p.Cgroups) > 0 {
+		argv = append(append(append([]string{"sh", "-c", joinCgroups, "sh"}, p.Cgroups...), "--"), argv...)
+	}
+	if p.NS != nil {
+		argv = append([]string{"ip", "netns", "exec", p.NS.Name}, argv...)
+	}
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = append(os.Environ(), p.Env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

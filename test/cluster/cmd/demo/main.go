@@ -27,6 +27,7 @@ import (
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
+	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
 
 func main() {
@@ -240,7 +241,7 @@ func (d *demo) policy(ctx context.Context, file, name string) error {
 	if err := d.kubectl("apply", "-f", d.manifest(file)); err != nil {
 		return err
 	}
-	if err := cluster.Poll(ctx, 2*time.Minute, "ProxyPolicy "+name+" Programmed", func(ctx context.Context) (bool, string, error) {
+	if err := poll.Until(ctx, 2*time.Minute, "ProxyPolicy "+name+" Programmed", func(ctx context.Context) (bool, string, error) {
 		var p proxyv1alpha1.ProxyPolicy
 		if err := c.Client.Get(ctx, types.NamespacedName{Namespace: "demo", Name: name}, &p); err != nil {
 			return false, err.Error(), nil
@@ -296,7 +297,7 @@ func (d *demo) traffic(ctx context.Context, vip string, pods int, want expectati
 	const perNode = 30
 	for _, n := range d.c.Nodes {
 		var t netns.Answers
-		err := cluster.Poll(ctx, 90*time.Second, "traffic from "+n.Name+" to "+vip, func(context.Context) (bool, string, error) {
+		err := poll.Until(ctx, 90*time.Second, "traffic from "+n.Name+" to "+vip, func(context.Context) (bool, string, error) {
 			t = n.NS.Spread("tcp", vip, perNode, netns.RequestOptions{})
 			switch want {
 			case sticky:
@@ -321,7 +322,7 @@ func (d *demo) traffic(ctx context.Context, vip string, pods int, want expectati
 	for _, n := range d.c.Nodes {
 		addr := fmt.Sprintf("%s:30080", n.IP)
 		var t netns.Answers
-		err := cluster.Poll(ctx, 60*time.Second, "NodePort "+addr+" from the client", func(context.Context) (bool, string, error) {
+		err := poll.Until(ctx, 60*time.Second, "NodePort "+addr+" from the client", func(context.Context) (bool, string, error) {
 			t = d.c.ClientNS.Spread("tcp", addr, perNode, netns.RequestOptions{})
 			return t.Failures == 0 && len(t.Servers) == pods, t.String(), nil
 		})
@@ -353,7 +354,7 @@ func (d *demo) rollout(ctx context.Context) error {
 		return err
 	}
 	var gc proxyv1alpha1.GatewayConfig
-	if err := cluster.Poll(ctx, time.Minute, "a pendingRevision on GatewayConfig default", func(ctx context.Context) (bool, string, error) {
+	if err := poll.Until(ctx, time.Minute, "a pendingRevision on GatewayConfig default", func(ctx context.Context) (bool, string, error) {
 		if err := c.Client.Get(ctx, client.ObjectKey{Name: "default"}, &gc); err != nil {
 			return false, err.Error(), nil
 		}
@@ -382,7 +383,7 @@ func (d *demo) rollout(ctx context.Context) error {
 	}
 	// Print every change of a node's assigned or applied revision.
 	seen := map[string]string{}
-	err = cluster.Poll(ctx, 3*time.Minute, "revision "+pending+" applied on every node", func(ctx context.Context) (bool, string, error) {
+	err = poll.Until(ctx, 3*time.Minute, "revision "+pending+" applied on every node", func(ctx context.Context) (bool, string, error) {
 		pns, err := c.ProxyNodes(ctx)
 		if err != nil {
 			return false, err.Error(), nil
