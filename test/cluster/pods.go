@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/synterix/synterix-kube-proxy/test/echo"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -15,7 +16,7 @@ import (
 // RunHelperIfRequested.
 const roleEnv = "SYNX_CLUSTER_ROLE"
 
-// RunHelperIfRequested runs the echo server (netns.EchoMain) and exits when
+// RunHelperIfRequested runs the echo server (echo.Main) and exits when
 // this process was started by the harness as a pod's server; otherwise it
 // returns at once. Call it at the start of main (or TestMain) of every
 // program that uses the harness.
@@ -23,7 +24,7 @@ func RunHelperIfRequested() {
 	if os.Getenv(roleEnv) != "echo" {
 		return
 	}
-	os.Exit(netns.EchoMain(os.Args[1:]))
+	os.Exit(echo.Main(os.Args[1:]))
 }
 
 // Pod is a backend: a namespace behind its node, with an address in the
@@ -126,7 +127,7 @@ func (c *Cluster) AddPod(ctx context.Context, node *Node, name string, tcp, udp 
 	); err != nil {
 		return nil, err
 	}
-	p.Server = c.newProcess("pod-"+name, p.NS, append([]string{bin}, netns.EchoArgs(name, tcp, udp)...)...)
+	p.Server = c.newProcess("pod-"+name, p.NS, append([]string{bin}, echo.Args(name, tcp, udp)...)...)
 	p.Server.Env = []string{roleEnv + "=echo"}
 	if err := p.Server.Start(); err != nil {
 		return nil, err

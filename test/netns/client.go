@@ -11,44 +11,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/echo"
 )
 
-// Reply is what an echo server answered (see the echo protocol in
-// server.go).
-type Reply struct {
-	// Server is the answering server's ID.
-	Server string
-	// Client is the source address ip:port the server saw.
-	Client string
-	// Msg is the first line of the datagram a UDP server answered.
-	Msg string
-}
-
-// ClientIP returns the IP part of Client.
-func (r Reply) ClientIP() string {
-	h, _, _ := net.SplitHostPort(r.Client)
-	return h
-}
-
-// parseReply parses an identity line; msg= takes the rest of the line.
-func parseReply(line string) (Reply, error) {
-	var r Reply
-	head, msg, hasMsg := strings.Cut(strings.TrimRight(line, "\r\n"), " msg=")
-	if hasMsg {
-		r.Msg = msg
-	}
-	for _, f := range strings.Fields(head) {
-		if v, ok := strings.CutPrefix(f, "id="); ok {
-			r.Server = v
-		} else if v, ok := strings.CutPrefix(f, "from="); ok {
-			r.Client = v
-		}
-	}
-	if r.Server == "" {
-		return r, fmt.Errorf("not an echo server reply: %q", line)
-	}
-	return r, nil
-}
+// Reply is what an echo server answered (test/echo).
+type Reply = echo.Reply
 
 // DefaultTimeout bounds a request, a stream's ping and a dial when the
 // options give none.
@@ -73,7 +41,7 @@ func (o RequestOptions) timeout() time.Duration {
 // dial connects from inside the namespace to target over proto ("tcp" or
 // "udp"), bound to opts.Local when given.
 func (n *NS) dial(proto, target string, opts RequestOptions) (net.Conn, error) {
-	nw := network(proto, target)
+	nw := echo.Network(proto, target)
 	d := net.Dialer{Timeout: opts.timeout()}
 	if opts.Local != "" {
 		local := opts.Local
@@ -123,13 +91,13 @@ func (n *NS) Request(proto, target string, opts RequestOptions) (Reply, error) {
 		if err != nil {
 			return Reply{}, err
 		}
-		return parseReply(string(buf[:k]))
+		return echo.ParseReply(string(buf[:k]))
 	}
 	line, err := bufio.NewReader(conn).ReadString('\n')
 	if err != nil && (err != io.EOF || line == "") {
 		return Reply{}, err
 	}
-	return parseReply(line)
+	return echo.ParseReply(line)
 }
 
 // Outcome classifies a request error: "ok", "refused" (TCP RST or ICMP port
@@ -235,7 +203,7 @@ func (n *NS) OpenStream(target string, opts RequestOptions) (*Stream, error) {
 	_ = conn.SetDeadline(time.Now().Add(s.timeout))
 	line, err := s.r.ReadString('\n')
 	if err == nil {
-		s.Greeting, err = parseReply(line)
+		s.Greeting, err = echo.ParseReply(line)
 	}
 	if err != nil {
 		conn.Close()
@@ -296,7 +264,7 @@ func (f *UDPFlow) Send(timeout time.Duration) (Reply, error) {
 		if err != nil {
 			return Reply{}, err
 		}
-		r, err := parseReply(string(buf[:k]))
+		r, err := echo.ParseReply(string(buf[:k]))
 		if err != nil {
 			return Reply{}, err
 		}

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/echo"
 )
 
 // echoEnv makes the test binary an echo server process (TestEchoProcess).
@@ -15,7 +17,7 @@ const echoEnv = "SYNX_NETNS_TEST_ECHO"
 
 func TestMain(m *testing.M) {
 	if os.Getenv(echoEnv) != "" {
-		os.Exit(EchoMain(os.Args[1:]))
+		os.Exit(echo.Main(os.Args[1:]))
 	}
 	os.Exit(m.Run())
 }
@@ -149,7 +151,7 @@ func TestEchoProcess(t *testing.T) {
 	}
 	a, b := New(t, "pa"), New(t, "pb")
 	Link(t, a, "va", "10.203.0.1/24", b, "vb", "10.203.0.2/24")
-	p := &Process{Name: "echo", NS: b, Args: append([]string{self}, EchoArgs("pod-x", []int{7000}, []int{7001})...),
+	p := &Process{Name: "echo", NS: b, Args: append([]string{self}, echo.Args("pod-x", []int{7000}, []int{7001})...),
 		Env: []string{echoEnv + "=1"}, LogPath: filepath.Join(t.TempDir(), "echo.log")}
 	for round := 1; round <= 2; round++ {
 		if err := p.Start(); err != nil {
@@ -188,16 +190,6 @@ func TestEchoProcess(t *testing.T) {
 	}
 	if log, _ := os.ReadFile(p.LogPath); strings.Count(string(log), "Serving id=pod-x") != 2 {
 		t.Errorf("log of two runs:\n%s", log)
-	}
-}
-
-func TestParseReply(t *testing.T) {
-	r, err := parseReply("id=web-1 from=10.0.0.1:5353 msg=a b c\n")
-	if err != nil || r.Server != "web-1" || r.Client != "10.0.0.1:5353" || r.ClientIP() != "10.0.0.1" || r.Msg != "a b c" {
-		t.Errorf("got %+v %v", r, err)
-	}
-	if _, err := parseReply("HTTP/1.1 400 Bad Request\r\n"); err == nil {
-		t.Error("a reply without id= parsed")
 	}
 }
 

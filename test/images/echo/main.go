@@ -1,13 +1,13 @@
-// Command echo is the backend of test Services: every TCP connection and
-// every UDP datagram is answered with one line "id=<id> from=<client
-// ip:port>", the format test/netns parses. A TCP connection then gets each
-// line it sends back, prefixed with "echo ". An HTTP server answers
-// /healthz and /readyz with "ok" (for probes) and any other path with the
-// same identity line.
+// Command echo is the backend of test Services in the echo image: TCP and
+// UDP servers speaking the echo protocol of test/echo (every TCP connection
+// is greeted with "id=<id> from=<client ip:port>" and then gets each line
+// it sends back prefixed with "echo "; every UDP datagram is answered with
+// that line and msg=<payload>), the format test/netns parses. An HTTP
+// server answers /healthz and /readyz with "ok" (for probes) and any other
+// path with the same identity line.
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -22,6 +22,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/synterix/synterix-kube-proxy/test/echo"
 )
 
 // version is set at build time (-ldflags "-X main.version=...").
@@ -58,10 +60,10 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return c, err
 	}
 	var err error
-	if c.tcp, err = ports(*tcp); err != nil {
+	if c.tcp, err = echo.SplitPorts(*tcp); err != nil {
 		return c, fmt.Errorf("-tcp: %w", err)
 	}
-	if c.udp, err = ports(*udp); err != nil {
+	if c.udp, err = echo.SplitPorts(*udp); err != nil {
 		return c, fmt.Errorf("-udp: %w", err)
 	}
 	if c.http < 0 || c.http > 65535 {
@@ -72,21 +74,6 @@ func parseFlags(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("-id %q must be one non-empty word", c.id)
 	}
 	return c, nil
-}
-
-func ports(list string) ([]int, error) {
-	var out []int
-	for _, f := range strings.Split(list, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
-		p, err := strconv.Atoi(f)
-		if err != nil || p < 1 || p > 65535 {
-			return nil, fmt.Errorf("bad port %q", f)
-		}
-		out = append(out, p)
-	}
-	return out, nil
 }
 
 // run serves until ctx ends or SIGTERM/SIGINT arrives; it returns the exit
@@ -119,33 +106,28 @@ type server struct {
 	id       string
 	tcp, udp []net.Addr // in the order of the config
 	http     net.Addr
-	closers  []io.Closer
+	echoes   []*echo.Server
+	httpSrv  *http.Server
 	wg       sync.WaitGroup
 }
-
-func reply(id string, from net.Addr) string { return fmt.Sprintf("id=%s from=%s\n", id, from) }
 
 // start listens on every port before it returns, so that a readiness probe
 // that passes means every port answers.
 func start(c config) (*server, error) {
 	s := &server{id: c.id}
-	for _, p := range c.tcp {
-		ln, err := net.Listen("tcp", net.JoinHostPort(c.listenIP, strconv.Itoa(p)))
-		if err != nil {
-			s.close()
-			return nil, err
+	for _, l := range []struct {
+		proto string
+		ports []int
+		addrs *[]net.Addr
+	}{{"tcp", c.tcp, &s.tcp}, {"udp", c.udp, &s.udp}} {
+		for _, p := range l.ports {
+			e, err := echo.Listen(l.proto, net.JoinHostPort(c.listenIP, strconv.Itoa(p)), c.id)
+			if err != nil {
+				s.close()
+				return nil, err
+			}
+			s.echoes, *l.addrs = append(s.echoes, e), append(*l.addrs, e.LocalAddr())
 		}
-		s.closers, s.tcp = append(s.closers, ln), append(s.tcp, ln.Addr())
-		s.goServe(func() { s.serveTCP(ln) })
-	}
-	for _, p := range c.udp {
-		pc, err := net.ListenPacket("udp", net.JoinHostPort(c.listenIP, strconv.Itoa(p)))
-		if err != nil {
-			s.close()
-			return nil, err
-		}
-		s.closers, s.udp = append(s.closers, pc), append(s.udp, pc.LocalAddr())
-		s.goServe(func() { s.serveUDP(pc) })
 	}
 	if !c.noHTTP {
 		ln, err := net.Listen("tcp", net.JoinHostPort(c.listenIP, strconv.Itoa(c.http)))
@@ -153,68 +135,26 @@ func start(c config) (*server, error) {
 			s.close()
 			return nil, err
 		}
-		srv := &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
-		s.closers, s.http = append(s.closers, srv), ln.Addr()
-		s.goServe(func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.httpSrv, s.http = &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}, ln.Addr()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				fmt.Fprintln(os.Stderr, "echo: http:", err)
 			}
-		})
+		}()
 	}
 	return s, nil
 }
 
-func (s *server) goServe(f func()) {
-	s.wg.Add(1)
-	go func() { defer s.wg.Done(); f() }()
-}
-
 func (s *server) close() {
-	for _, c := range s.closers {
-		_ = c.Close()
+	for _, e := range s.echoes {
+		e.Close()
+	}
+	if s.httpSrv != nil {
+		_ = s.httpSrv.Close()
 	}
 	s.wg.Wait()
-}
-
-// serveTCP greets each connection with the identity line, then echoes its
-// lines until the client closes or goes quiet for a minute.
-func (s *server) serveTCP(ln net.Listener) {
-	for {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(time.Minute))
-			if _, err := io.WriteString(c, reply(s.id, c.RemoteAddr())); err != nil {
-				return
-			}
-			r := bufio.NewReader(c)
-			for {
-				line, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				if _, err := io.WriteString(c, "echo "+line); err != nil {
-					return
-				}
-			}
-		}()
-	}
-}
-
-// serveUDP answers every datagram with the identity line.
-func (s *server) serveUDP(pc net.PacketConn) {
-	buf := make([]byte, 2048)
-	for {
-		_, from, err := pc.ReadFrom(buf)
-		if err != nil {
-			return
-		}
-		_, _ = pc.WriteTo([]byte(reply(s.id, from)), from)
-	}
 }
 
 // ServeHTTP answers the probes and, on any other path, the identity.
@@ -225,6 +165,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "ok\n")
 	default:
 		from, _ := net.ResolveTCPAddr("tcp", r.RemoteAddr)
-		_, _ = io.WriteString(w, reply(s.id, from))
+		_, _ = io.WriteString(w, echo.Identity(s.id, from)+"\n")
 	}
 }

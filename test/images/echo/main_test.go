@@ -67,7 +67,7 @@ func TestServes(t *testing.T) {
 	}
 	buf := make([]byte, 512)
 	n, err := u.Read(buf)
-	if want := fmt.Sprintf("id=pod-a from=%s\n", u.LocalAddr()); err != nil || string(buf[:n]) != want {
+	if want := fmt.Sprintf("id=pod-a from=%s msg=hi\n", u.LocalAddr()); err != nil || string(buf[:n]) != want {
 		t.Errorf("udp reply %q %v, want %q", buf[:n], err, want)
 	}
 
