@@ -21,6 +21,23 @@ import (
 	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
 
+// requireNodes skips the test unless E2E=1 and root, and returns the host's
+// state before the test, for the leftover checks.
+func requireNodes(t *testing.T) *HostState {
+	t.Helper()
+	if os.Getenv("E2E") == "" {
+		t.Skip("SKIPPING KUBENODE TEST: set E2E=1 to run real kubelets and containerd in namespaces")
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPING KUBENODE TEST: needs root")
+	}
+	before, err := TakeHostState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return before
+}
+
 // TestTwoNodes brings up a real two-node cluster (kubelet and containerd in
 // each node's own namespaces, every control-plane component) and checks, in
 // order: both Nodes register and become Ready; the namespace and
@@ -32,16 +49,7 @@ import (
 // mount of the nodes shows on the host while they run; and Down leaves
 // nothing on the host.
 func TestTwoNodes(t *testing.T) {
-	if os.Getenv("E2E") == "" {
-		t.Skip("SKIPPING KUBENODE TEST: set E2E=1 to run real kubelets and containerd in namespaces")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING KUBENODE TEST: needs root")
-	}
-	before, err := TakeHostState()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := requireNodes(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()

@@ -31,16 +31,7 @@ func TestInterruptAndKill(t *testing.T) {
 		runChild(t)
 		return
 	}
-	if os.Getenv("E2E") == "" {
-		t.Skip("SKIPPING KUBENODE TEST: set E2E=1 to run real kubelets and containerd in namespaces")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING KUBENODE TEST: needs root")
-	}
-	before, err := TakeHostState()
-	if err != nil {
-		t.Fatal(err)
-	}
+	before := requireNodes(t)
 	t.Run("SIGINT", func(t *testing.T) {
 		id, wait := startChild(t)
 		fp := CaptureFootprint(id)
