@@ -113,7 +113,6 @@ func New(opts Options) *Agent {
 	a.runner = syncer.New(a.sync, syncer.DefaultMinSyncPeriod, syncer.DefaultSyncPeriod, opts.Burst)
 	a.hc = health.NewNodePorts(opts.Listen)
 	a.tracker = source.NewTracker(opts.Metrics, opts.Health, a.runner.Request)
-	a.loop.plane = dataplane.New(dataplane.Options{InNetNS: opts.InNetNS, NewBackend: opts.NewBackend, Event: a.event})
 	return a
 }
 
@@ -235,7 +234,10 @@ func (a *Agent) event(typ, reason, msg string) {
 	}
 }
 
-// modelInput is the node-wide part of the model's input for a revision.
-func (a *Agent) modelGlobals(cfg *revision.Config, policies []model.Policy) model.Globals {
-	return model.Globals{Config: modelConfig(cfg, a.opts.NodeName), Node: a.cachedNode(), Policies: policies}
+// modelGlobals is the node-wide part of the model's input for a revision
+// and one IP family.
+func (a *Agent) modelGlobals(cfg *revision.Config, fam model.Family, policies []model.Policy) model.Globals {
+	mc := modelConfig(cfg, a.opts.NodeName)
+	mc.Family = fam
+	return model.Globals{Config: mc, Node: a.cachedNode(), Policies: policies}
 }

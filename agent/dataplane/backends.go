@@ -18,20 +18,23 @@ import (
 
 // Factory builds the backend of a choice; it runs in the node's network
 // namespace.
-type Factory func(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities) (backend.Backend, error)
+type Factory func(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities,
+	family model.Family) (backend.Backend, error)
 
-// DefaultNewBackend builds the real iptables or IPVS backend.
-func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities) (backend.Backend, error) {
+// DefaultNewBackend builds the real iptables or IPVS backend of one IP
+// family.
+func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities,
+	family model.Family) (backend.Backend, error) {
 	switch choice {
 	case v1alpha1.BackendIPTables:
-		o := iptables.Options{Mode: caps.IPTablesMode}
+		o := iptables.Options{Mode: caps.IPTablesMode, Family: family}
 		if spec.IPTables != nil && spec.IPTables.MasqueradeBit != nil {
 			o.MasqueradeBit = int(*spec.IPTables.MasqueradeBit)
 		}
 		return iptables.New(ctx, o)
 	case v1alpha1.BackendIPVS:
 		cfg := ipvsConfig(spec.IPVS)
-		cfg.IPTablesMode = caps.IPTablesMode
+		cfg.IPTablesMode, cfg.Family = caps.IPTablesMode, family
 		return ipvs.New(cfg)
 	}
 	return nil, fmt.Errorf("unknown backend %q", choice)
@@ -40,7 +43,7 @@ func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alp
 // backendKey identifies the backend instance a revision needs: a change of
 // key builds a new instance.
 func backendKey(w Want) string {
-	key := string(w.Backend)
+	key := string(w.Family) + "/" + string(w.Backend)
 	s := w.Spec
 	if s == nil {
 		return key

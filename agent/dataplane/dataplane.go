@@ -39,6 +39,7 @@ type Options struct {
 
 // Want is the backend a revision asks for.
 type Want struct {
+	Family  model.Family
 	Backend v1alpha1.Backend
 	Spec    *v1alpha1.GatewayConfigSpec
 	Caps    probe.Capabilities
@@ -85,7 +86,7 @@ func (p *Plane) Ensure(ctx context.Context, w Want) (backend.Backend, error) {
 	var nb backend.Backend
 	err := p.opts.InNetNS(func() error {
 		var err error
-		nb, err = p.opts.NewBackend(ctx, w.Backend, w.Spec, w.Caps)
+		nb, err = p.opts.NewBackend(ctx, w.Backend, w.Spec, w.Caps, w.Family)
 		return err
 	})
 	if err != nil {

@@ -24,7 +24,7 @@ func (f *fakeBackend) Sync(context.Context, *model.State, backend.SyncOptions) (
 func (f *fakeBackend) Cleanup(context.Context) error  { return nil }
 func (f *fakeBackend) Unsupported(model.Policy) error { return nil }
 func noConntrack(_, _ *model.State) (uint, error)     { return 0, nil }
-func fakeFactory(ctx context.Context, b v1alpha1.Backend, _ *v1alpha1.GatewayConfigSpec, _ probe.Capabilities) (backend.Backend, error) {
+func fakeFactory(ctx context.Context, b v1alpha1.Backend, _ *v1alpha1.GatewayConfigSpec, _ probe.Capabilities, _ model.Family) (backend.Backend, error) {
 	return &fakeBackend{name: string(b)}, nil
 }
 

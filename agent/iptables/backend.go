@@ -39,6 +39,9 @@ type Options struct {
 	// MasqueradeBit is the packet mark bit used to request masquerade.
 	// Default 17 (0x20000), away from kube-proxy's 0x4000.
 	MasqueradeBit int
+	// Family is the IP family the backend programs (iptables or
+	// ip6tables); default IPv4.
+	Family model.Family
 }
 
 // Backend implements backend.Backend with iptables.
@@ -79,7 +82,11 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 			return nil, err
 		}
 	}
-	xt, err := xtables.NewRunner(model.IPv4, mode)
+	fam := opts.Family
+	if fam == "" {
+		fam = model.IPv4
+	}
+	xt, err := xtables.NewRunner(fam, mode)
 	if err != nil {
 		return nil, err
 	}

@@ -18,7 +18,7 @@ const Namespace = "synterix"
 type Metrics struct {
 	Registry *prometheus.Registry
 
-	SyncDuration           *prometheus.HistogramVec
+	SyncDuration           *prometheus.HistogramVec // type, ip_family
 	NetworkProgramming     prometheus.Histogram
 	LastSync               prometheus.Gauge
 	LastQueued             prometheus.Gauge
@@ -26,13 +26,13 @@ type Metrics struct {
 	EndpointChangesTotal   prometheus.Counter
 	ServiceChangesPending  prometheus.Gauge
 	ServiceChangesTotal    prometheus.Counter
-	SyncFull               prometheus.Counter
-	SyncPartial            prometheus.Counter
-	SyncFailures           *prometheus.CounterVec
-	Services               prometheus.Gauge
-	Endpoints              prometheus.Gauge
-	Owned                  prometheus.Gauge
-	Rules                  prometheus.Gauge
+	SyncFull               *prometheus.CounterVec // ip_family
+	SyncPartial            *prometheus.CounterVec // ip_family
+	SyncFailures           *prometheus.CounterVec // backend, ip_family
+	Services               *prometheus.GaugeVec   // ip_family
+	Endpoints              *prometheus.GaugeVec   // ip_family
+	Owned                  *prometheus.GaugeVec   // ip_family
+	Rules                  *prometheus.GaugeVec   // ip_family
 	Problems               prometheus.Gauge
 	FailedPolicies         prometheus.Gauge
 	Backend                *prometheus.GaugeVec
@@ -53,6 +53,13 @@ func counterVec(name, help string, labels ...string) *prometheus.CounterVec {
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Name: name, Help: help}, labels)
 }
 
+func gaugeVec(name, help string, labels ...string) *prometheus.GaugeVec {
+	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: name, Help: help}, labels)
+}
+
+// Family is the label of the per-family metrics, as kube-proxy names it.
+const Family = "ip_family"
+
 // New creates and registers the metrics, with the Go and process collectors.
 func New() *Metrics {
 	m := &Metrics{
@@ -61,7 +68,7 @@ func New() *Metrics {
 			Namespace: Namespace, Name: "sync_proxy_rules_duration_seconds",
 			Help:    "How long a sync of the kernel rules took, by sync type (full or partial).",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 16),
-		}, []string{"type"}),
+		}, []string{"type", Family}),
 		NetworkProgramming: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: Namespace, Name: "network_programming_duration_seconds",
 			Help:    "Time from a change of a Service's endpoints (the EndpointSlice's last-change-trigger-time annotation, or the time the agent saw the change) to the rules in the kernel.",
@@ -73,14 +80,14 @@ func New() *Metrics {
 		EndpointChangesTotal:   counter("sync_proxy_rules_endpoint_changes_total", "EndpointSlice changes seen."),
 		ServiceChangesPending:  gauge("sync_proxy_rules_service_changes_pending", "Services with a change (of their own, their slices or their policies) seen and not yet in the kernel."),
 		ServiceChangesTotal:    counter("sync_proxy_rules_service_changes_total", "Service changes seen."),
-		SyncFull:               counter("sync_full_total", "Successful full syncs (kernel re-read and every rule compared)."),
-		SyncPartial:            counter("sync_partial_total", "Successful partial syncs (only changed services rewritten)."),
+		SyncFull:               counterVec("sync_full_total", "Successful full syncs (kernel re-read and every rule compared), by IP family.", Family),
+		SyncPartial:            counterVec("sync_partial_total", "Successful partial syncs (only changed services rewritten), by IP family.", Family),
 		SyncFailures: counterVec("sync_proxy_rules_failures_total",
-			"Failed syncs of the kernel rules (for the iptables backend: failed iptables-restore runs), by backend.", "backend"),
-		Services:       gauge("programmed_services", "Service ports in the kernel after the last successful sync."),
-		Endpoints:      gauge("programmed_endpoints", "(Service port, endpoint) pairs in the kernel after the last successful sync, counted the same way on every backend."),
-		Owned:          gauge("programmed_rules", "Rules (or kernel objects) the agent owns in the kernel after the last successful sync."),
-		Rules:          gauge("sync_proxy_rules_written", "Rules (or kernel objects) written by the last successful sync."),
+			"Failed syncs of the kernel rules, by backend and IP family.", "backend", Family),
+		Services:       gaugeVec("programmed_services", "Service ports in the kernel after the last successful sync, by IP family.", Family),
+		Endpoints:      gaugeVec("programmed_endpoints", "(Service port, endpoint) pairs in the kernel after the last successful sync, counted the same way on every backend, by IP family.", Family),
+		Owned:          gaugeVec("programmed_rules", "Rules (or kernel objects) the agent owns in the kernel after the last successful sync, by IP family.", Family),
+		Rules:          gaugeVec("sync_proxy_rules_written", "Rules (or kernel objects) written by the last successful sync, by IP family.", Family),
 		Problems:       gauge("skipped_objects", "Pieces of input (Services, EndpointSlices, ports, addresses) skipped as invalid by the last sync."),
 		FailedPolicies: gauge("failed_policies", "ProxyPolicies the agent could not program."),
 		Backend: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: Namespace, Name: "backend_info",

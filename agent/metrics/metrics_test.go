@@ -16,11 +16,16 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		t.Skip("SKIPPING: promtool not found; install it with 'apt-get install -y prometheus'")
 	}
 	m := New()
-	m.SyncDuration.WithLabelValues("full").Observe(0.2)
-	m.SyncDuration.WithLabelValues("partial").Observe(0.01)
+	m.SyncDuration.WithLabelValues("full", "IPv4").Observe(0.2)
+	m.SyncDuration.WithLabelValues("partial", "IPv4").Observe(0.01)
 	m.NetworkProgramming.Observe(1.5)
-	m.SyncFailures.WithLabelValues("iptables").Inc()
+	m.SyncFailures.WithLabelValues("iptables", "IPv4").Inc()
 	m.Backend.WithLabelValues("iptables", "rev-1").Set(1)
+	for _, fam := range []string{"IPv4", "IPv6"} {
+		m.SyncFull.WithLabelValues(fam).Inc()
+		m.SyncPartial.WithLabelValues(fam).Inc()
+		m.Services.WithLabelValues(fam).Set(3)
+	}
 	m.StatusWrites.WithLabelValues("ok").Inc()
 	rec := httptest.NewRecorder()
 	m.Handler().ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -34,6 +39,7 @@ func TestPromtoolCheckMetrics(t *testing.T) {
 		"synterix_sync_proxy_rules_failures_total",
 		"synterix_sync_full_total",
 		"synterix_sync_partial_total",
+		`synterix_programmed_services{ip_family="IPv6"} 3`,
 	} {
 		if !bytes.Contains(body, []byte(name)) {
 			t.Errorf("exposition lacks %s", name)

@@ -39,6 +39,7 @@ type SyncFacts struct {
 	Applied        *Applied
 	LastSync       *v1alpha1.SyncStatus
 	Counts         v1alpha1.RuleCounts
+	Families       []v1alpha1.FamilyStatus
 	FailedPolicies []v1alpha1.FailedPolicy
 	// Error is the last sync's failure; empty after a good sync.
 	Error string
@@ -50,7 +51,7 @@ type SyncFacts struct {
 func Assemble(st Static, rev RevisionFacts, sy SyncFacts, pn *v1alpha1.ProxyNode) Report {
 	r := Report{
 		Capabilities: st.Capabilities, AgentVersion: st.AgentVersion,
-		LastSync: sy.LastSync, Counts: sy.Counts, FailedPolicies: sy.FailedPolicies,
+		LastSync: sy.LastSync, Counts: sy.Counts, Families: sy.Families, FailedPolicies: sy.FailedPolicies,
 	}
 	if a := sy.Applied; a != nil {
 		r.AppliedRevision, r.Backend, r.BackendReason, r.Generation = a.Revision, a.Backend, a.BackendReason, a.Generation

@@ -51,6 +51,7 @@ type Report struct {
 	AppliedRevision string
 	LastSync        *v1alpha1.SyncStatus
 	Counts          v1alpha1.RuleCounts
+	Families        []v1alpha1.FamilyStatus
 	// FailedPolicies lists every failed policy; the writer keeps the first
 	// MaxFailedPolicies and counts them all.
 	FailedPolicies []v1alpha1.FailedPolicy
@@ -241,6 +242,7 @@ func Build(cur v1alpha1.ProxyNodeStatus, r Report, now time.Time) v1alpha1.Proxy
 		AppliedRevision:    r.AppliedRevision,
 		LastSync:           r.LastSync,
 		Counts:             r.Counts,
+		Families:           families(r.Families),
 		FailedPolicyCount:  int32(len(r.FailedPolicies)),
 		Conditions:         append([]metav1.Condition(nil), cur.Conditions...),
 	}
@@ -310,4 +312,19 @@ func (w *Writer) report(pn *v1alpha1.ProxyNode) (Report, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return Assemble(w.static, w.rev, w.sync, pn), w.have
+}
+
+// families copies the per-family status with bounded messages.
+func families(in []v1alpha1.FamilyStatus) []v1alpha1.FamilyStatus {
+	var out []v1alpha1.FamilyStatus
+	for _, f := range in {
+		f.Message = trunc(f.Message, 1024)
+		if f.LastSync != nil && f.LastSync.Error != "" {
+			ls := *f.LastSync
+			ls.Error = trunc(ls.Error, 1024)
+			f.LastSync = &ls
+		}
+		out = append(out, f)
+	}
+	return out
 }

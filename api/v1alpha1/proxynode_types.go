@@ -1,6 +1,7 @@
 package v1alpha1
 
 import (
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -124,6 +125,32 @@ type FailedPolicy struct {
 	Message string `json:"message,omitempty"`
 }
 
+// FamilyStatus is what the agent programmed for one IP family. Each family
+// is built and synced on its own: one family's failure leaves the other's
+// rules in place.
+type FamilyStatus struct {
+	// family is IPv4 or IPv6.
+	// +required
+	// +kubebuilder:validation:Enum=IPv4;IPv6
+	Family corev1.IPFamily `json:"family"`
+	// programmed is true when the agent programs this family on the node. A
+	// node with no address of a family does not program it; message says
+	// why.
+	// +required
+	Programmed bool `json:"programmed"`
+	// message says why the family is not programmed, or what failed in its
+	// last sync.
+	// +optional
+	// +kubebuilder:validation:MaxLength=1024
+	Message string `json:"message,omitempty"`
+	// counts counts what the agent programmed for this family.
+	// +optional
+	Counts RuleCounts `json:"counts,omitempty"`
+	// lastSync describes this family's last sync.
+	// +optional
+	LastSync *SyncStatus `json:"lastSync,omitempty"`
+}
+
 // MaxFailedPolicies bounds status.failedPolicies, so that a node's status stays
 // small whatever the number of policies.
 const MaxFailedPolicies = 20
@@ -163,9 +190,17 @@ type ProxyNodeStatus struct {
 	// +optional
 	LastSync *SyncStatus `json:"lastSync,omitempty"`
 
-	// counts counts what the agent programmed.
+	// counts counts what the agent programmed, over every family.
 	// +optional
 	Counts RuleCounts `json:"counts,omitempty"`
+
+	// families says, per IP family, whether the node programs it, what, and
+	// how its last sync went.
+	// +optional
+	// +listType=map
+	// +listMapKey=family
+	// +kubebuilder:validation:MaxItems=2
+	Families []FamilyStatus `json:"families,omitempty"`
 
 	// failedPolicies lists up to 20 policies the agent could not program.
 	// +optional

@@ -125,6 +125,15 @@ func TestAgentProgramsNamespace(t *testing.T) {
 	if pn.Status.Counts.Services != 2 {
 		t.Errorf("counts %+v, want 2 service ports", pn.Status.Counts)
 	}
+	// The node has an IPv4 address only: it programs IPv4 alone and says so.
+	fams := map[corev1.IPFamily]v1alpha1.FamilyStatus{}
+	for _, f := range pn.Status.Families {
+		fams[f.Family] = f
+	}
+	if v4, v6 := fams[corev1.IPv4Protocol], fams[corev1.IPv6Protocol]; !v4.Programmed || v4.Counts.Services != 2 ||
+		v6.Programmed || !strings.Contains(v6.Message, "no IPv6 address") {
+		t.Errorf("families %+v: want IPv4 programmed with 2 service ports, IPv6 not, saying why", pn.Status.Families)
+	}
 	if !p.hs.Ready() {
 		t.Error("not ready after the first sync")
 	}
