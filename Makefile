@@ -130,3 +130,13 @@ deploy: manifests ## Deploy the operator to the cluster of the current kubeconfi
 .PHONY: undeploy
 undeploy: ## Remove the operator from the cluster of the current kubeconfig.
 	kubectl delete -k config/default --ignore-not-found
+
+##@ Release artefacts (for the release of hack/release/release.yaml; make test fails when they are stale)
+
+.PHONY: bundle
+bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/.
+	go run ./hack/release bundle
+
+.PHONY: build-installer
+build-installer: manifests ## Generate dist/install.yaml (the kustomize render of config/default) and the Helm chart dist/chart.
+	go run ./hack/release installer
