@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -316,4 +317,47 @@ func keys(m map[string]*unstructured.Unstructured) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// The generator renders config/default as kubectl kustomize does: with
+// config's own images, kustomize's library and kubectl (bin/k8s) give the
+// same objects.
+func TestRenderIsKubectlKustomize(t *testing.T) {
+	kubectl := filepath.Join(root, "bin", "k8s", "v1.37.2", "kubectl")
+	if _, err := os.Stat(kubectl); err != nil {
+		t.Skipf("no %s (make k8s-binaries): the render is not compared with kubectl kustomize", kubectl)
+	}
+	out, err := exec.Command(kubectl, "kustomize", filepath.Join(root, "config", "default")).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize: %v", err)
+	}
+	want := decode(t, string(out))
+	// The images config/ itself names, so that the images transformer
+	// changes nothing.
+	var r Release
+	for _, o := range want {
+		if o.GetKind() == "Deployment" {
+			c, _, _ := unstructured.NestedSlice(o.Object, "spec", "template", "spec", "containers")
+			r.Image = c[0].(map[string]any)["image"].(string)
+		}
+	}
+	_, tag, _ := splitImage(r.Image)
+	r.AgentImage = configAgentImage + ":" + tag
+	objs, err := render(filepath.Join(root, "config", "default"), r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := toYAML(objs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := decode(t, string(data))
+	if len(got) != len(want) || len(got) < 10 {
+		t.Fatalf("%d objects rendered, kubectl kustomize gives %d", len(got), len(want))
+	}
+	for key, w := range want {
+		if g, ok := got[key]; !ok || normalised(g) != normalised(w) {
+			t.Errorf("%s differs from kubectl kustomize's", key)
+		}
+	}
 }
