@@ -361,3 +361,16 @@ func TestRenderIsKubectlKustomize(t *testing.T) {
 		}
 	}
 }
+
+// The agent image gets the release's wherever config/ names it: in an image
+// field (kustomize's images), a flag or an environment variable.
+func TestSetAgentImage(t *testing.T) {
+	obj := map[string]any{"args": []any{"--agent-image=" + configAgentImage + ":dev", "--other=" + configAgentImage + "x"},
+		"env": []any{map[string]any{"value": configAgentImage + "@sha256:0123abcd"}}, "image": configImage + ":dev"}
+	got := setAgentImage(obj, "registry.example/agent:v2").(map[string]any)
+	want := map[string]any{"args": []any{"--agent-image=registry.example/agent:v2", "--other=" + configAgentImage + "x"},
+		"env": []any{map[string]any{"value": "registry.example/agent:v2"}}, "image": configImage + ":dev"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+}

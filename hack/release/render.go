@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -109,9 +110,33 @@ func render(dir string, r Release) ([]*unstructured.Unstructured, error) {
 		if err := u.UnmarshalJSON(data); err != nil {
 			return nil, err
 		}
+		u.Object = setAgentImage(u.Object, r.AgentImage).(map[string]any)
 		objs = append(objs, u)
 	}
 	return objs, nil
+}
+
+// agentImageRef matches the agent image of config/ where kustomize's images
+// transformer does not reach: a whole string (an environment variable) or
+// the value of a flag (--agent-image=...).
+var agentImageRef = regexp.MustCompile(`(^|=)` + regexp.QuoteMeta(configAgentImage) + `(:[\w][\w.-]*|@sha256:[0-9a-f]+)?$`)
+
+// setAgentImage gives every reference to the agent image in a JSON value
+// the release's agent image.
+func setAgentImage(v any, image string) any {
+	switch v := v.(type) {
+	case string:
+		return agentImageRef.ReplaceAllString(v, "${1}"+image)
+	case []any:
+		for i := range v {
+			v[i] = setAgentImage(v[i], image)
+		}
+	case map[string]any:
+		for k := range v {
+			v[k] = setAgentImage(v[k], image)
+		}
+	}
+	return v
 }
 
 // toYAML writes objects as one YAML stream.
