@@ -386,7 +386,8 @@ type GatewayConfigStatus struct {
 	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions are Ready, Progressing and Degraded.
+	// conditions are Ready, Progressing and Degraded, and kstatus's
+	// Reconciling and Stalled (docs/operator.md, "GitOps health").
 	// +optional
 	// +listType=map
 	// +listMapKey=type

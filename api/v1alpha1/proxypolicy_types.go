@@ -193,7 +193,8 @@ type ProxyPolicyStatus struct {
 	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions are Accepted and Programmed.
+	// conditions are Accepted and Programmed, and kstatus's Reconciling and
+	// Stalled (docs/operator.md, "GitOps health").
 	// +optional
 	// +listType=map
 	// +listMapKey=type
