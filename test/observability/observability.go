@@ -224,7 +224,9 @@ func MetricNames(q string) []string {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-func isIdent(c byte) bool { return c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isIdent(c byte) bool {
+	return c == '_' || c == ':' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
+}
 
 // Served returns the series names a gatherer serves: each family's name, and
 // for histograms and summaries the names of their _bucket, _sum and _count

@@ -17,12 +17,12 @@ import (
 func TestMetricNames(t *testing.T) {
 	for q, want := range map[string][]string{
 		`max by (gateway_config, state) (synterix_operator_rollout_nodes{state="failed", x=~"a|b"}) > 0`: {"synterix_operator_rollout_nodes"},
-		`histogram_quantile(0.99, sum by (le) (rate(a_bucket{job="x"}[$__rate_interval])))`:            {"a_bucket"},
+		`histogram_quantile(0.99, sum by (le) (rate(a_bucket{job="x"}[$__rate_interval])))`:              {"a_bucket"},
 		`sum without (instance) (rate(b_total[5m] offset 1h)) / on (node) group_left (zone) c_info`:      {"b_total", "c_info"},
 		`(time() - d_seconds) > 3e2 and d_seconds > 0 unless e:recorded`:                                 {"d_seconds", "e:recorded"},
-		`sum by (le) (rate(f[10m:1m]))`:                                                                  {"f"},
-		`label_replace(g, "dst", "$1", "src", "(.*)")`:                                                   {"g"},
-		`count_values("v", h) or vector(1)`:                                                              {"h"},
+		`sum by (le) (rate(f[10m:1m]))`:                {"f"},
+		`label_replace(g, "dst", "$1", "src", "(.*)")`: {"g"},
+		`count_values("v", h) or vector(1)`:            {"h"},
 	} {
 		if got := observability.MetricNames(q); !reflect.DeepEqual(got, want) {
 			t.Errorf("MetricNames(%s) = %v, want %v", q, got, want)
