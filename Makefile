@@ -137,3 +137,13 @@ deploy: manifests ## Deploy the operator to the cluster of the current kubeconfi
 .PHONY: undeploy
 undeploy: ## Remove everything in order: GatewayConfigs and ProxyPolicies (finalizers released), then the operator, then the CRDs.
 	hack/undeploy.sh
+
+##@ Release artefacts (for the release of hack/release/release.yaml; make test fails when they are stale)
+
+.PHONY: bundle
+bundle: manifests ## Generate the OLM bundle (bundle/, bundle.Dockerfile) from config/.
+	go run ./hack/release bundle
+
+.PHONY: build-installer
+build-installer: manifests ## Generate dist/install.yaml (the kustomize render of config/default) and the Helm chart dist/chart.
+	go run ./hack/release installer

@@ -53,8 +53,11 @@ func countNodes(st *proxyv1alpha1.GatewayConfigStatus, obs *observation, pl *rol
 }
 
 // setRolloutConditions sets Degraded and Stalled (something needs a human),
-// Progressing and Reconciling (a rollout is under way) and Ready (the
-// summary), in that order of precedence.
+// Progressing (a rollout is under way), Reconciling (a rollout is under way
+// and nothing needs a human: kstatus's InProgress never hides its Failed)
+// and Ready (the summary), in that order of precedence. Waiting for approval
+// is Ready: the nodes run what the spec, approval included, asks for, and a
+// GitOps pipeline must not hang on a human whose approval is itself a commit.
 func setRolloutConditions(gen int64, st *proxyv1alpha1.GatewayConfigStatus, pl *rolloutPlan, lost []selection.Lost) {
 	degradedReason, degradedMsg := degradation(st, pl, lost)
 	degraded := degradedReason != ""
@@ -81,7 +84,12 @@ func setRolloutConditions(gen int64, st *proxyv1alpha1.GatewayConfigStatus, pl *
 		reason = proxyv1alpha1.ReasonRolledOut
 	}
 	setCondition(&st.Conditions, proxyv1alpha1.ConditionProgressing, progressing, reason, msg, gen)
-	setCondition(&st.Conditions, proxyv1alpha1.ConditionReconciling, progressing, reason, msg, gen)
+	if progressing && degraded {
+		// kstatus reads the first of Reconciling and Stalled that is true:
+		// only one may be.
+		reason, msg = degradedReason, degradedMsg
+	}
+	setCondition(&st.Conditions, proxyv1alpha1.ConditionReconciling, progressing && !degraded, reason, msg, gen)
 
 	ready := false
 	switch {
@@ -90,9 +98,11 @@ func setRolloutConditions(gen int64, st *proxyv1alpha1.GatewayConfigStatus, pl *
 	case progressing:
 		reason, msg = proxyv1alpha1.ReasonRollingOut, fmt.Sprintf("Rolling out revision %s", pl.target)
 	case pl.target == "":
+		ready = pl.pending != ""
 		reason = proxyv1alpha1.ReasonNoApprovedRevision
-		msg = fmt.Sprintf("No revision is approved yet: set spec.rollout.approvedRevision to %s", pl.pending)
+		msg = fmt.Sprintf("No revision is approved yet, so no node runs this GatewayConfig: set spec.rollout.approvedRevision to %s", pl.pending)
 	case pl.pending != "":
+		ready = true
 		reason = proxyv1alpha1.ReasonAwaitingApproval
 		msg = fmt.Sprintf("Revision %s runs on every node; revision %s waits for approval", pl.target, pl.pending)
 	default:

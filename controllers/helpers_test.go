@@ -18,34 +18,8 @@ import (
 	"github.com/synterix/synterix-kube-proxy/controllers"
 )
 
-// kstatus is the status kstatus (sigs.k8s.io/cli-utils/pkg/kstatus/status,
-// which Argo CD's and Flux's health checks follow) computes for a custom
-// resource. The module proxy of this workplace refuses sigs.k8s.io/cli-utils
-// (403), so instead of calling status.Compute this applies its documented
-// generic rules, in its order: a deletionTimestamp means Terminating; an
-// observedGeneration that differs from metadata.generation means InProgress;
-// then the first condition that is Reconciling=True (InProgress) or
-// Stalled=True (Failed); else Current.
-func kstatus(obj client.Object, observedGeneration int64, conds []metav1.Condition) string {
-	if obj.GetDeletionTimestamp() != nil {
-		return "Terminating"
-	}
-	if observedGeneration != obj.GetGeneration() {
-		return "InProgress"
-	}
-	for _, c := range conds {
-		if c.Type == proxyv1alpha1.ConditionReconciling && c.Status == metav1.ConditionTrue {
-			return "InProgress"
-		}
-		if c.Type == proxyv1alpha1.ConditionStalled && c.Status == metav1.ConditionTrue {
-			return "Failed"
-		}
-	}
-	return "Current"
-}
-
 func gcStatus(gc *proxyv1alpha1.GatewayConfig) string {
-	return kstatus(gc, gc.Status.ObservedGeneration, gc.Status.Conditions)
+	return kstatusOf("GatewayConfig", gc)
 }
 
 // makeNodes creates n Nodes named prefix-0..n-1 with the given labels.

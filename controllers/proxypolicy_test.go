@@ -20,7 +20,7 @@ func getPolicy(ns, name string) *proxyv1alpha1.ProxyPolicy {
 }
 
 func policyStatus(p *proxyv1alpha1.ProxyPolicy) string {
-	return kstatus(p, p.Status.ObservedGeneration, p.Status.Conditions)
+	return kstatusOf("ProxyPolicy", p)
 }
 
 func service(ns, name string, labels map[string]string) *corev1.Service {

@@ -15,10 +15,22 @@ package v1alpha1
 // Condition types. They follow the conventions kstatus reads: Ready is the
 // summary, Progressing is true while a change is being rolled out, Degraded is
 // true when something needs a human; Reconciling and Stalled are kstatus's
-// abnormal-true pair.
+// abnormal-true pair, never both true.
+//
+// What GitOps tools make of them (docs/operator.md, "GitOps health", checked
+// by test/gitops and the operator suite with kstatus and Argo CD's Lua):
+// Stalled=True is Failed (the pipeline stops: a human must act);
+// Reconciling=True, or an observedGeneration behind the generation, is
+// InProgress (the pipeline waits: the operator is working); otherwise Ready
+// decides: True is Current, False is InProgress. So a steady state that waits
+// for a human on purpose (a revision awaiting approval) is Ready=True.
 const (
-	// ConditionReady is true when the object is fully in effect. GatewayConfig
-	// (operator) and ProxyNode (agent).
+	// ConditionReady is true when what the spec asks for is in effect.
+	// GatewayConfig (operator): the target revision (Automatic: the spec's;
+	// Manual: the approved one) runs on every node it selects, also while a
+	// newer revision waits for approval, and also under Manual before any
+	// approval, when the spec asks for nothing yet. ProxyNode (agent): the
+	// assigned revision is in the kernel.
 	ConditionReady = "Ready"
 	// ConditionProgressing is true while a change is being rolled out.
 	// GatewayConfig (operator).
@@ -33,8 +45,8 @@ const (
 	// node that should run it. ProxyPolicy (operator).
 	ConditionProgrammed = "Programmed"
 	// ConditionReconciling is kstatus's "in progress": true while a rollout
-	// (GatewayConfig) or the programming of a policy (ProxyPolicy) is under way.
-	// Operator.
+	// (GatewayConfig) or the programming of a policy (ProxyPolicy) is under way
+	// and nothing needs a human. Operator.
 	ConditionReconciling = "Reconciling"
 	// ConditionStalled is kstatus's "failed": true when the operator cannot go
 	// on without a human. GatewayConfig and ProxyPolicy (operator).
@@ -63,11 +75,14 @@ const (
 	// (Ready=False, Progressing=True, Reconciling=True).
 	ReasonRollingOut = "RollingOut"
 	// ReasonAwaitingApproval: under the Manual strategy, a new revision waits
-	// for spec.rollout.approvedRevision. Condition reason (Ready=False,
-	// Progressing=False, Reconciling=False).
+	// for spec.rollout.approvedRevision while the approved one runs on every
+	// node. Condition reason (Ready=True, Progressing=False,
+	// Reconciling=False): a deliberate steady state, Current for kstatus.
 	ReasonAwaitingApproval = "AwaitingApproval"
 	// ReasonNoApprovedRevision: under the Manual strategy, no revision was ever
-	// approved. Condition reason (Ready=False).
+	// approved, so no node runs the GatewayConfig. Condition reason
+	// (Ready=True while a revision waits for approval, as for
+	// ReasonAwaitingApproval; Ready=False when none can).
 	ReasonNoApprovedRevision = "NoApprovedRevision"
 	// ReasonRolloutFailed: a node failed at the target revision and the rollout
 	// stopped without rolling back. Condition reason (Degraded, Stalled, Ready,

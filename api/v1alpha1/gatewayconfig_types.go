@@ -383,9 +383,11 @@ type GatewayConfigStatus struct {
 	// observedGeneration is the generation of the spec the operator last
 	// reconciled successfully.
 	// +optional
+	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions are Ready, Progressing and Degraded.
+	// conditions are Ready, Progressing and Degraded, and kstatus's
+	// Reconciling and Stalled (docs/operator.md, "GitOps health").
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -474,7 +476,11 @@ type GatewayConfig struct {
 	Spec GatewayConfigSpec `json:"spec"`
 
 	// status is what the operator observed.
+	// The API server defaults it to {observedGeneration: 0} until the operator
+	// first writes it, so that GitOps tools (kstatus) read a new object as
+	// in progress rather than current.
 	// +optional
+	// +kubebuilder:default={}
 	Status GatewayConfigStatus `json:"status,omitempty"`
 }
 

@@ -161,6 +161,7 @@ type ProxyNodeStatus struct {
 	// the agent acted on it, and either applied it (Ready) or could not
 	// (Degraded, with appliedRevision still naming what is in the kernel).
 	// +optional
+	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
 	// backend is the backend the agent runs.
@@ -245,7 +246,11 @@ type ProxyNode struct {
 	Spec ProxyNodeSpec `json:"spec"`
 
 	// status is written by the node's agent.
+	// The API server defaults it to {observedGeneration: 0} until the agent
+	// first writes it, so that GitOps tools (kstatus) read a new object as
+	// in progress rather than current.
 	// +optional
+	// +kubebuilder:default={}
 	Status ProxyNodeStatus `json:"status,omitempty"`
 }
 

@@ -190,9 +190,11 @@ type ProxyPolicyStatus struct {
 	// observedGeneration is the generation the operator last reconciled
 	// successfully.
 	// +optional
+	// +kubebuilder:default=0
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
-	// conditions are Accepted and Programmed.
+	// conditions are Accepted and Programmed, and kstatus's Reconciling and
+	// Stalled (docs/operator.md, "GitOps health").
 	// +optional
 	// +listType=map
 	// +listMapKey=type
@@ -232,7 +234,11 @@ type ProxyPolicy struct {
 	Spec ProxyPolicySpec `json:"spec"`
 
 	// status is what the operator observed.
+	// The API server defaults it to {observedGeneration: 0} until the operator
+	// first writes it, so that GitOps tools (kstatus) read a new object as
+	// in progress rather than current.
 	// +optional
+	// +kubebuilder:default={}
 	Status ProxyPolicyStatus `json:"status,omitempty"`
 }
 

@@ -1,0 +1,178 @@
+package main
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+)
+
+// configNamespace is the namespace config/default installs into; the chart
+// installs into the release's namespace instead.
+const configNamespace = "synterix-system"
+
+var (
+	namespaceLine = regexp.MustCompile(`(?m)^(\s*(?:- )?)namespace: ` + configNamespace + `$`)
+	replicasLine  = regexp.MustCompile(`(?m)^(\s*)replicas: (\d+)$`)
+	resourcesLine = regexp.MustCompile(`(?m)^(\s*)resources:$`)
+)
+
+// makeChart turns the rendered config/default into dist/chart: one template
+// per object, as rendered, with the namespace, the images, the operator's
+// replicas and resources made values whose defaults are what config/default
+// says. So `helm template` with the default values (and
+// namespace.create=true) gives the objects of dist/install.yaml.
+func makeChart(objs []*unstructured.Unstructured, r Release) ([]bundleFile, error) {
+	v := chartValues{release: r}
+	var files []bundleFile
+	for _, o := range objs {
+		data, err := yaml.Marshal(o.Object)
+		if err != nil {
+			return nil, err
+		}
+		text := string(data)
+		if strings.Contains(text, "{{") {
+			return nil, fmt.Errorf("%s %s contains {{, which Helm would read as a template", o.GetKind(), o.GetName())
+		}
+		text, err = templatize(o, text, r, &v)
+		if err != nil {
+			return nil, err
+		}
+		dir := "templates/"
+		if o.GetKind() == "CustomResourceDefinition" {
+			dir = "templates/crds/"
+		}
+		files = append(files, bundleFile{fmt.Sprintf("%s%s-%s.yaml", dir, strings.ToLower(o.GetKind()), o.GetName()), []byte(text)})
+	}
+	files = append(files,
+		bundleFile{"Chart.yaml", chartYAML(r)},
+		bundleFile{"values.yaml", v.yaml()},
+	)
+	return sorted(files), nil
+}
+
+// templatize makes the release-dependent parts of one object's YAML values.
+func templatize(o *unstructured.Unstructured, text string, r Release, v *chartValues) (string, error) {
+	text = strings.ReplaceAll(text, r.AgentImage, "{{ .Values.agentImage.repository }}:{{ .Values.agentImage.tag }}")
+	text = strings.ReplaceAll(text, r.Image, "{{ .Values.image.repository }}:{{ .Values.image.tag }}")
+	text = namespaceLine.ReplaceAllString(text, "${1}namespace: {{ .Release.Namespace }}")
+	switch o.GetKind() {
+	case "Namespace":
+		if o.GetName() != configNamespace {
+			return "", fmt.Errorf("config/default creates namespace %s; the chart knows only %s", o.GetName(), configNamespace)
+		}
+		text = strings.Replace(text, "  name: "+configNamespace+"\n", "  name: {{ .Release.Namespace }}\n", 1)
+		text = "{{- if .Values.namespace.create }}\n" + text + "{{- end }}\n"
+	case "CustomResourceDefinition":
+		if !strings.Contains(text, "\n  annotations:\n") {
+			return "", fmt.Errorf("CRD %s has no annotations", o.GetName())
+		}
+		// Uninstalling the chart must not delete the CRDs, and every
+		// object of their kinds with them.
+		text = strings.Replace(text, "\n  annotations:\n", "\n  annotations:\n    helm.sh/resource-policy: keep\n", 1)
+		text = "{{- if .Values.crds.install }}\n" + text + "{{- end }}\n"
+	case "Deployment":
+		if v.deployment {
+			return "", fmt.Errorf("config/default has two Deployments; the chart knows one")
+		}
+		v.deployment = true
+		m := replicasLine.FindStringSubmatch(text)
+		if m == nil {
+			return "", fmt.Errorf("Deployment %s has no replicas", o.GetName())
+		}
+		v.replicas = m[2]
+		text = strings.Replace(text, m[0], m[1]+"replicas: {{ .Values.replicaCount }}", 1)
+		var err error
+		if text, v.resources, err = resourcesValue(text); err != nil {
+			return "", fmt.Errorf("Deployment %s: %w", o.GetName(), err)
+		}
+	}
+	return text, nil
+}
+
+// resourcesValue replaces the first container's resources block with the
+// resources value, and returns that block.
+func resourcesValue(text string) (string, string, error) {
+	loc := resourcesLine.FindStringSubmatchIndex(text)
+	if loc == nil {
+		return "", "", fmt.Errorf("no resources")
+	}
+	indent := text[loc[2]:loc[3]]
+	start := loc[1] + 1
+	end := start
+	for end < len(text) {
+		next := strings.IndexByte(text[end:], '\n')
+		if next < 0 {
+			next = len(text) - end - 1
+		}
+		line := text[end : end+next+1]
+		if !strings.HasPrefix(line, indent+"  ") {
+			break
+		}
+		end += next + 1
+	}
+	var block strings.Builder
+	for _, line := range strings.SplitAfter(text[start:end], "\n") {
+		if line != "" {
+			block.WriteString("  " + strings.TrimPrefix(line, indent+"  "))
+		}
+	}
+	tmpl := fmt.Sprintf("%sresources:\n%s{{- toYaml .Values.resources | nindent %d }}\n", indent, indent, len(indent)+2)
+	return text[:loc[0]] + tmpl + text[end:], block.String(), nil
+}
+
+// chartValues collects the defaults of the chart's values.
+type chartValues struct {
+	release    Release
+	deployment bool
+	replicas   string
+	resources  string
+}
+
+func (v chartValues) yaml() []byte {
+	im, imTag, _ := splitImage(v.release.Image)
+	ag, agTag, _ := splitImage(v.release.AgentImage)
+	return []byte(fmt.Sprintf(`# Generated by make build-installer (hack/release) from config/default; do not
+# edit. The defaults give the objects of dist/install.yaml.
+
+# The operator's image.
+image:
+  repository: %s
+  tag: %s
+# The agents' image: where config/ names it (the manager's default is the
+# agent built with it, -X main.agentImage).
+agentImage:
+  repository: %s
+  tag: %s
+replicaCount: %s
+resources:
+%s
+namespace:
+  # Create the release namespace, labelled for the agents' privileges. Helm
+  # keeps its release record in that namespace, so it must exist before
+  # helm install: create and label it yourself, or use --create-namespace
+  # and label it (pod-security.kubernetes.io/enforce=privileged).
+  create: false
+crds:
+  # Install the CRDs as templates, so that helm upgrade upgrades them. They
+  # carry helm.sh/resource-policy: keep: helm uninstall leaves them, and
+  # the objects of their kinds.
+  install: true
+`, im, imTag, ag, agTag, v.replicas, strings.TrimRight(v.resources, "\n")))
+}
+
+// chartYAML is Chart.yaml.
+func chartYAML(r Release) []byte {
+	return []byte(fmt.Sprintf(`# Generated by make build-installer (hack/release); do not edit.
+apiVersion: v2
+name: %s
+description: kube-proxy replacement, an operator and a per-node agent, with node-by-node rollouts under change control
+type: application
+version: %s
+appVersion: v%s
+kubeVersion: ">= %s-0"
+home: https://github.com/synterix/synterix-kube-proxy
+`, packageName, r.Version, r.Version, r.MinKubeVersion))
+}
