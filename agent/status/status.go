@@ -274,6 +274,9 @@ func Build(cur v1alpha1.ProxyNodeStatus, r Report, now time.Time) v1alpha1.Proxy
 	}
 	set(v1alpha1.ConditionReady, r.Ready)
 	set(v1alpha1.ConditionDegraded, r.Degraded)
+	// Stalled mirrors Degraded, in kstatus's terms: GitOps tools read a
+	// failing node as Failed instead of still in progress.
+	set(v1alpha1.ConditionStalled, r.Degraded)
 	return s
 }
 

@@ -228,6 +228,9 @@ func Write(ctx context.Context, c client.Client, pn *proxyv1alpha1.ProxyNode, re
 	}
 	meta.SetStatusCondition(&s.Conditions, ready)
 	meta.SetStatusCondition(&s.Conditions, degraded)
+	stalled := degraded // the agent's Stalled mirrors its Degraded
+	stalled.Type = proxyv1alpha1.ConditionStalled
+	meta.SetStatusCondition(&s.Conditions, stalled)
 	return c.Status().Patch(ctx, pn, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), FieldOwner)
 }
 

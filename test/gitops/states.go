@@ -63,8 +63,8 @@ var States = []State{
 	{"ProxyNode", "synced", both, "Ready=True Synced", "Current", "Healthy"},
 	{"ProxyNode", "synced, some ProxyPolicies failed", both, "Ready=True Synced", "Current", "Healthy"},
 	{"ProxyNode", "back at the last good revision after a rollback", op, "Ready=True Synced", "Current", "Healthy"},
-	{"ProxyNode", "sync failed", both, "Ready=False SyncFailed, Degraded=True", "InProgress", "Degraded"},
-	{"ProxyNode", "revision refused by the node", agent, "Ready=False BackendUnavailable, Degraded=True", "InProgress", "Degraded"},
+	{"ProxyNode", "sync failed", both, "Ready=False SyncFailed, Stalled=True", "Failed", "Degraded"},
+	{"ProxyNode", "revision refused by the node", agent, "Ready=False BackendUnavailable, Stalled=True", "Failed", "Degraded"},
 }
 
 var (
@@ -111,12 +111,12 @@ func (s State) Verify(u *unstructured.Unstructured) error {
 
 // summaryConditions are the conditions Summary shows, per kind: the
 // summary ones, with their status and reason, then the abnormal-true ones
-// when true (kstatus's pair; a ProxyNode's Degraded, as the agent writes no
-// Stalled; a GatewayConfig's Degraded is always its Stalled).
+// when true (kstatus's pair; a ProxyNode's Stalled mirrors its Degraded, as
+// a GatewayConfig's Degraded is always its Stalled).
 var summaryConditions = map[string][2][]string{
 	"GatewayConfig": {{"Ready"}, {"Reconciling", "Stalled"}},
 	"ProxyPolicy":   {{"Accepted", "Programmed"}, {"Reconciling", "Stalled"}},
-	"ProxyNode":     {{"Ready"}, {"Degraded"}},
+	"ProxyNode":     {{"Ready"}, {"Stalled"}},
 }
 
 // Summary describes the status of u in a few words: whether it was written
