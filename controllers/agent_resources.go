@@ -192,15 +192,6 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 	if image == "" {
 		image = o.DefaultImage
 	}
-	args := []string{
-		"--node-name=$(NODE_NAME)",
-		"--sysctl-root=" + agentSysctlRoot,
-		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
-		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
-	}
-	if agent.LogVerbosity != nil {
-		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
-	}
 	var resources corev1.ResourceRequirements
 	if agent.Resources != nil {
 		resources = *agent.Resources
@@ -210,7 +201,7 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 		Image:           image,
 		ImagePullPolicy: agent.ImagePullPolicy,
 		Command:         []string{"/agent"},
-		Args:            args,
+		Args:            AgentArgs(agent, o),
 		Env: []corev1.EnvVar{
 			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -252,6 +243,21 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 			{Name: "proc-sys-net", MountPath: agentSysctlRoot + "/net"},
 		},
 	}
+}
+
+// AgentArgs are the agent container's arguments for the agent settings of
+// a revision; cmd/agent's tests parse them as the DaemonSet passes them.
+func AgentArgs(agent *proxyv1alpha1.AgentSpec, o AgentOptions) []string {
+	args := []string{
+		"--node-name=$(NODE_NAME)",
+		"--sysctl-root=" + agentSysctlRoot,
+		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
+		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
+	}
+	if agent != nil && agent.LogVerbosity != nil {
+		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
+	}
+	return args
 }
 
 // agentSysctlRoot is where the agent container sees the host's sysctls.

@@ -45,25 +45,45 @@ func main() {
 	klog.Flush()
 }
 
-func run() error {
-	fs := flag.NewFlagSet("agent", flag.ExitOnError)
+// options are the agent's command-line settings.
+type options struct {
+	nodeName, kubeconfig, healthAddr, metricsAddr string
+	operatorNS, sysctlRoot                        string
+	profiling, cleanup, showVersion               bool
+}
+
+// parseFlags reads the command line (and NODE_NAME, POD_NAMESPACE).
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	klog.InitFlags(fs)
-	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
-	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; empty uses $KUBECONFIG, else the in-cluster config.")
-	healthAddr := fs.String("health-addr", "0.0.0.0:10256", "Address of /healthz, /livez and /readyz; empty disables.")
-	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
-	operatorNS := fs.String("operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty uses $KUBECONFIG, else the in-cluster config.")
+	fs.StringVar(&o.healthAddr, "health-addr", "0.0.0.0:10256", "Address of /healthz, /livez and /readyz; empty disables.")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
+	fs.StringVar(&o.operatorNS, "operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
 		"Namespace of the config revisions (default $POD_NAMESPACE, else synterix-system).")
-	sysctlRoot := fs.String("sysctl-root", sysctl.DefaultRoot,
+	fs.StringVar(&o.sysctlRoot, "sysctl-root", sysctl.DefaultRoot,
 		"Where the kernel's sysctls are; the agent pod mounts the host's /proc/sys/net at /host/proc/sys/net.")
-	profiling := fs.Bool("profiling", false, "Serve Go runtime profiles under /debug/pprof/ on the metrics address.")
-	cleanup := fs.Bool("cleanup", false, "Remove every rule the agent installs (iptables and IPVS) and exit.")
-	showVersion := fs.Bool("version", false, "Print the version and exit.")
+	fs.BoolVar(&o.profiling, "profiling", false, "Serve Go runtime profiles under /debug/pprof/ on the metrics address.")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "Remove every rule the agent installs (iptables and IPVS) and exit.")
+	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	// Only -v and the flags above are meant for users; klog's other flags
 	// stay available for debugging.
-	_ = fs.Parse(os.Args[1:])
-	sysctl.SetRoot(*sysctlRoot)
-	if *showVersion {
+	err := fs.Parse(args)
+	return o, err
+}
+
+func run() error {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sysctl.SetRoot(o.sysctlRoot)
+	if o.showVersion {
 		fmt.Println(version)
 		return nil
 	}
@@ -76,7 +96,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	if *cleanup {
+	if o.cleanup {
 		caps := probe.Default.Probe(ctx)
 		if err := dataplane.CleanupAll(ctx, caps); err != nil {
 			return err
@@ -84,10 +104,10 @@ func run() error {
 		klog.InfoS("Removed all rules of the agent")
 		return nil
 	}
-	if *nodeName == "" {
+	if o.nodeName == "" {
 		return errors.New("--node-name (or NODE_NAME) is required")
 	}
-	cfg, err := restConfig(*kubeconfig)
+	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -96,43 +116,51 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, *nodeName)
+	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, o.nodeName)
 	defer stopEvents()
 
 	m := metrics.New()
 	hs := health.NewState(time.Minute)
 	a := daemon.New(daemon.Options{
-		NodeName: *nodeName, OperatorNamespace: *operatorNS, Clients: clients, Recorder: recorder,
+		NodeName: o.nodeName, OperatorNamespace: o.operatorNS, Clients: clients, Recorder: recorder,
 		Metrics: m, Health: hs, AgentVersion: version,
 	})
-	if *healthAddr != "" {
-		if err := serve(ctx, *healthAddr, hs.Handler()); err != nil {
+	if o.healthAddr != "" {
+		if _, err := serve(ctx, o.healthAddr, hs.Handler()); err != nil {
 			return fmt.Errorf("health server: %w", err)
 		}
 	}
-	if *metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		if *profiling {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		if err := serve(ctx, *metricsAddr, mux); err != nil {
-			return fmt.Errorf("metrics server: %w", err)
-		}
+	if _, err := serveMetrics(ctx, o, m); err != nil {
+		return fmt.Errorf("metrics server: %w", err)
 	}
-	klog.InfoS("Starting agent", "version", version, "node", *nodeName, "operatorNamespace", *operatorNS)
+	klog.InfoS("Starting agent", "version", version, "node", o.nodeName, "operatorNamespace", o.operatorNS)
 	err = a.Run(ctx)
 	klog.InfoS("Agent stopped; the rules stay in the kernel")
 	return err
 }
 
-func serve(ctx context.Context, addr string, h http.Handler) error {
+// serveMetrics serves /metrics (and the profiles, with --profiling) on
+// --metrics-addr until ctx ends, and returns the address it listens on
+// (nil when disabled).
+func serveMetrics(ctx context.Context, o options, m *metrics.Metrics) (net.Addr, error) {
+	if o.metricsAddr == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	if o.profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	return serve(ctx, o.metricsAddr, mux)
+}
+
+func serve(ctx context.Context, addr string, h http.Handler) (net.Addr, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
@@ -142,7 +170,7 @@ func serve(ctx context.Context, addr string, h http.Handler) error {
 		defer cancel()
 		_ = srv.Shutdown(c)
 	}()
-	return nil
+	return l.Addr(), nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
