@@ -27,6 +27,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
+	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 )
 
@@ -48,8 +49,9 @@ func main() {
 // options are the agent's command-line settings.
 type options struct {
 	nodeName, kubeconfig, healthAddr, metricsAddr string
-	operatorNS, sysctlRoot                        string
-	profiling, cleanup, showVersion               bool
+	operatorNS, sysctlRoot, tlsCert, tlsKey       string
+	metricsSecure, profiling, cleanup             bool
+	showVersion                                   bool
 }
 
 // parseFlags reads the command line (and NODE_NAME, POD_NAMESPACE).
@@ -60,7 +62,12 @@ func parseFlags(args []string) (options, error) {
 	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
 	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty uses $KUBECONFIG, else the in-cluster config.")
 	fs.StringVar(&o.healthAddr, "health-addr", "0.0.0.0:10256", "Address of /healthz, /livez and /readyz; empty disables.")
-	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:10249",
+		"Address of /metrics (and of the profiles, with --profiling); empty disables. Plain HTTP only on a loopback address; anywhere else add --metrics-secure.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
+		"Serve /metrics over HTTPS to clients the API server authenticates (TokenReview) and authorizes (SubjectAccessReview: get on the non-resource URL).")
+	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "Serving certificate (PEM) of --metrics-secure; empty makes a self-signed one at start.")
+	fs.StringVar(&o.tlsKey, "tls-private-key-file", "", "Key (PEM) of --tls-cert-file.")
 	fs.StringVar(&o.operatorNS, "operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
 		"Namespace of the config revisions (default $POD_NAMESPACE, else synterix-system).")
 	fs.StringVar(&o.sysctlRoot, "sysctl-root", sysctl.DefaultRoot,
@@ -130,7 +137,7 @@ func run() error {
 			return fmt.Errorf("health server: %w", err)
 		}
 	}
-	if _, err := serveMetrics(ctx, o, m); err != nil {
+	if _, err := serveMetrics(ctx, o, m, cfg); err != nil {
 		return fmt.Errorf("metrics server: %w", err)
 	}
 	klog.InfoS("Starting agent", "version", version, "node", o.nodeName, "operatorNamespace", o.operatorNS)
@@ -141,8 +148,11 @@ func run() error {
 
 // serveMetrics serves /metrics (and the profiles, with --profiling) on
 // --metrics-addr until ctx ends, and returns the address it listens on
-// (nil when disabled).
-func serveMetrics(ctx context.Context, o options, m *metrics.Metrics) (net.Addr, error) {
+// (nil when disabled). With --metrics-secure it serves HTTPS to clients the
+// API server of cfg authenticates and authorizes (agent/secureserve);
+// without, plain HTTP, on a loopback address only: the agent runs on the
+// host network, so any other address is reachable from outside the node.
+func serveMetrics(ctx context.Context, o options, m *metrics.Metrics, cfg *rest.Config) (net.Addr, error) {
 	if o.metricsAddr == "" {
 		return nil, nil
 	}
@@ -154,7 +164,27 @@ func serveMetrics(ctx context.Context, o options, m *metrics.Metrics) (net.Addr,
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	if o.metricsSecure {
+		return secureserve.Serve(ctx, secureserve.Options{Addr: o.metricsAddr, CertFile: o.tlsCert, KeyFile: o.tlsKey, Config: cfg}, mux)
+	}
+	if !loopback(o.metricsAddr) {
+		return nil, fmt.Errorf("--metrics-addr %s is not a loopback address: plain-HTTP metrics are served only on loopback; "+
+			"add --metrics-secure to serve them over HTTPS behind the API server's authentication and authorization", o.metricsAddr)
+	}
 	return serve(ctx, o.metricsAddr, mux)
+}
+
+// loopback reports whether a listen address binds loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func serve(ctx context.Context, addr string, h http.Handler) (net.Addr, error) {
