@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -24,8 +25,13 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apiserver/pkg/admission/plugin/policy/validating"
+	"k8s.io/apiserver/pkg/cel/openapi/resolver"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -232,8 +238,21 @@ func TestAgentDaemonSetPinned(t *testing.T) {
 			extra.Name = "second"
 			p.Containers = append(p.Containers, *extra)
 		}},
-		{"no seccomp", "seccomp", func(_ *corev1.PodSpec, c *corev1.Container) {
+		{"seccomp unconfined", "seccomp", func(_ *corev1.PodSpec, c *corev1.Container) {
 			c.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+		}},
+		{"no seccomp profile at all", "seccomp", func(p *corev1.PodSpec, c *corev1.Container) {
+			c.SecurityContext.SeccompProfile = nil
+			p.SecurityContext = nil
+		}},
+		{"an environment variable of its own", "env", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.Env = append(c.Env, corev1.EnvVar{Name: "KUBECONFIG", Value: "/host/etc/kubernetes/admin.conf"})
+		}},
+		{"an exec probe", "exec probes", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.ReadinessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/sh", "-c", "id"}}}}
+		}},
+		{"a writable root file system", "readOnlyRootFilesystem", func(_ *corev1.PodSpec, c *corev1.Container) {
+			c.SecurityContext.ReadOnlyRootFilesystem = ptr.To(false)
 		}},
 	}
 	// The first case waits for the API server to load the policy.
@@ -445,4 +464,35 @@ func clientWithToken(t *testing.T, token string) client.Client {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// TestShippedPoliciesTypeCheck type-checks every expression of the shipped
+// policies against the schemas of the kinds they match, as served by the
+// API server, with the type checker kube-controller-manager runs (the test
+// API server has no controller manager to fill the policies' status). A
+// mistyped field would fail at admission, and with failurePolicy Fail
+// refuse every write the policy matches.
+func TestShippedPoliciesTypeCheck(t *testing.T) {
+	dc := discovery.NewDiscoveryClientForConfigOrDie(fx.cfg)
+	checker := &validating.TypeChecker{
+		SchemaResolver: &resolver.ClientDiscoveryResolver{Discovery: dc},
+		RestMapper:     restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc)),
+	}
+	n := 0
+	for _, o := range fx.shipped {
+		if o.GetKind() != "ValidatingAdmissionPolicy" {
+			continue
+		}
+		n++
+		p := &admissionregistrationv1.ValidatingAdmissionPolicy{}
+		if err := fx.admin.Get(context.Background(), client.ObjectKey{Name: o.GetName()}, p); err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range checker.Check(p) {
+			t.Errorf("policy %s, %s: %s", p.Name, w.FieldRef, w.Warning)
+		}
+	}
+	if n < 2 {
+		t.Errorf("config/policy ships %d ValidatingAdmissionPolicies, want the agent DaemonSet's and the ProxyNode status's", n)
+	}
 }
