@@ -16,8 +16,9 @@ import (
 // ParseImageAllowList reads a comma-separated allow-list of agent images.
 // Each entry is an image repository ("registry.example/team/agent": any
 // tag or digest of it), one exact image ("...agent:v1.2.3",
-// "...agent@sha256:..."), or a prefix ending in "/" ("registry.example/team/":
-// every repository under it).
+// "...agent@sha256:...": that reference and nothing else, so a tag does not
+// let in every digest of the repository), or a prefix ending in "/"
+// ("registry.example/team/": every repository under it).
 func ParseImageAllowList(s string) ([]string, error) {
 	var out []string
 	for _, e := range strings.Split(s, ",") {
@@ -47,7 +48,7 @@ func ImageAllowed(image string, allowed []string) bool {
 			}
 			continue
 		}
-		if image == e || strings.HasPrefix(image, e+":") || strings.HasPrefix(image, e+"@") {
+		if image == e || ImageRepository(e) == e && (strings.HasPrefix(image, e+":") || strings.HasPrefix(image, e+"@")) {
 			return true
 		}
 	}

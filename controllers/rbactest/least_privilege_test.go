@@ -272,19 +272,59 @@ func TestAgentDaemonSetPinned(t *testing.T) {
 		}
 	}
 
-	// The operator and the policy agree on which images are allowed.
+	// The operator and the policy agree on which images are allowed, for
+	// every kind of entry: the allow-list is widened for the comparison,
+	// then put back.
+	const list = "ghcr.io/synterix/synterix-kube-proxy-agent, mirror.example/agent:v1.2.3, registry.example:5000/team/, pinned.example/agent@sha256:" +
+		"cccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccccc"
+	allowed, err := controllers.ParseImageAllowList(list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restore := setAllowList(t, list)
+	defer restore()
+	eventually(t, "the policy reads the widened allow-list", func() error {
+		return probe(func(_ *corev1.PodSpec, c *corev1.Container) { c.Image = "registry.example:5000/team/x:1" })
+	})
 	for _, img := range []string{
 		"ghcr.io/synterix/synterix-kube-proxy-agent:v1", "ghcr.io/synterix/synterix-kube-proxy-agent",
 		"ghcr.io/synterix/synterix-kube-proxy-agent@sha256:" + strings.Repeat("a", 64),
 		"ghcr.io/synterix/synterix-kube-proxy-agent:v1@sha256:" + strings.Repeat("b", 64),
 		"ghcr.io/synterix/synterix-kube-proxy-agent-evil:v1", "ghcr.io/synterix/synterix-kube-proxy-agentx",
 		"ghcr.io/synterix/synterix-kube-proxy:v1", "evil.example/ghcr.io/synterix/synterix-kube-proxy-agent:v1",
+		"mirror.example/agent:v1.2.3", "mirror.example/agent:v1.2.4", "mirror.example/agent",
+		"mirror.example/agent:v1.2.3@sha256:" + strings.Repeat("d", 64),
+		"registry.example:5000/team/agent:v1", "registry.example:5000/teammate/agent:v1", "registry.example:5000/team",
+		"pinned.example/agent@sha256:" + strings.Repeat("c", 64), "pinned.example/agent@sha256:" + strings.Repeat("e", 64),
+		"pinned.example/agent:latest",
 	} {
 		byPolicy := probe(func(_ *corev1.PodSpec, c *corev1.Container) { c.Image = img }) == nil
-		if byOperator := controllers.ImageAllowed(img, fx.opts.AllowedImages); byOperator != byPolicy {
+		if byOperator := controllers.ImageAllowed(img, allowed); byOperator != byPolicy {
 			t.Errorf("image %s: the operator allows it %v, the policy %v", img, byOperator, byPolicy)
 		}
 	}
+}
+
+// setAllowList sets the shipped ConfigMap's allow-list, and returns what
+// puts the shipped one back.
+func setAllowList(t *testing.T, list string) func() {
+	t.Helper()
+	ctx := context.Background()
+	key := client.ObjectKey{Namespace: ns, Name: "synterix-agent-images"}
+	set := func(v string) string {
+		cm := &corev1.ConfigMap{}
+		if err := fx.admin.Get(ctx, key, cm); err != nil {
+			t.Fatal(err)
+		}
+		old := cm.Data["allowedImages"]
+		cm.Data["allowedImages"] = v
+		if err := fx.admin.Update(ctx, cm); err != nil {
+			t.Fatal(err)
+		}
+		return old
+	}
+	shipped := set(list)
+	return func() { set(shipped) }
 }
 
 // Path 3b: a manual edit of an agent DaemonSet was never reverted (the
