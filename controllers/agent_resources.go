@@ -8,7 +8,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -18,11 +17,15 @@ import (
 
 // AgentOptions are the operator-wide settings of the agent DaemonSets.
 type AgentOptions struct {
-	// Namespace is the operator's namespace, where the DaemonSets,
-	// ServiceAccounts and config revisions live.
+	// Namespace is the operator's namespace, where the DaemonSets and
+	// config revisions live, and the agents' ServiceAccount.
 	Namespace string
 	// DefaultImage is the agent image when spec.agent.image is empty.
 	DefaultImage string
+	// AllowedImages is the allow-list of agent images (see
+	// ParseImageAllowList); empty allows the default image's repository
+	// only.
+	AllowedImages []string
 	// HealthPort serves the agent's /healthz and /readyz.
 	HealthPort int32
 	// MetricsPort serves the agent's /metrics.
@@ -38,9 +41,8 @@ const (
 	managedBy      = "synterix-operator"
 )
 
-// agentObjectName is the name of a GatewayConfig's DaemonSet, ServiceAccount
-// and ClusterRoleBinding. Long names are cut and suffixed with a hash so that
-// pod names stay valid.
+// agentObjectName is the name of a GatewayConfig's DaemonSet. Long names
+// are cut and suffixed with a hash so that pod names stay valid.
 func agentObjectName(gc string) string {
 	name := "synterix-agent-" + gc
 	if len(name) <= 52 {
@@ -66,24 +68,6 @@ func agentLabels(gc string) map[string]string {
 		labelInstance:                            labelValue(gc),
 		labelManagedBy:                           managedBy,
 		proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc),
-	}
-}
-
-// agentServiceAccount is the ServiceAccount the agents of a GatewayConfig run as.
-func agentServiceAccount(gc *proxyv1alpha1.GatewayConfig, o AgentOptions) *corev1.ServiceAccount {
-	return &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{
-		Name: agentObjectName(gc.Name), Namespace: o.Namespace, Labels: agentLabels(gc.Name),
-	}}
-}
-
-// agentClusterRoleBinding binds that ServiceAccount to the agent's ClusterRole.
-func agentClusterRoleBinding(gc *proxyv1alpha1.GatewayConfig, o AgentOptions) *rbacv1.ClusterRoleBinding {
-	return &rbacv1.ClusterRoleBinding{
-		ObjectMeta: metav1.ObjectMeta{Name: agentObjectName(gc.Name), Labels: agentLabels(gc.Name)},
-		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: AgentClusterRole},
-		Subjects: []rbacv1.Subject{{
-			Kind: rbacv1.ServiceAccountKind, Name: agentObjectName(gc.Name), Namespace: o.Namespace,
-		}},
 	}
 }
 
@@ -168,7 +152,7 @@ func agentPodSpec(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpe
 	hostPathFile := corev1.HostPathFileOrCreate
 	hostPathDir := corev1.HostPathDirectory
 	return corev1.PodSpec{
-		ServiceAccountName:            agentObjectName(gc.Name),
+		ServiceAccountName:            AgentServiceAccount,
 		HostNetwork:                   true,
 		DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
 		PriorityClassName:             agent.PriorityClassName,
@@ -192,15 +176,6 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 	if image == "" {
 		image = o.DefaultImage
 	}
-	args := []string{
-		"--node-name=$(NODE_NAME)",
-		"--sysctl-root=" + agentSysctlRoot,
-		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
-		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
-	}
-	if agent.LogVerbosity != nil {
-		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
-	}
 	var resources corev1.ResourceRequirements
 	if agent.Resources != nil {
 		resources = *agent.Resources
@@ -210,7 +185,7 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 		Image:           image,
 		ImagePullPolicy: agent.ImagePullPolicy,
 		Command:         []string{"/agent"},
-		Args:            args,
+		Args:            AgentArgs(agent, o),
 		Env: []corev1.EnvVar{
 			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 			{Name: "POD_NAMESPACE", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.namespace"}}},
@@ -254,8 +229,31 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 	}
 }
 
+// AgentArgs are the agent container's arguments for the agent settings of
+// a revision; cmd/agent's tests parse them as the DaemonSet passes them.
+func AgentArgs(agent *proxyv1alpha1.AgentSpec, o AgentOptions) []string {
+	args := []string{
+		"--node-name=$(NODE_NAME)",
+		"--sysctl-root=" + agentSysctlRoot,
+		fmt.Sprintf("--health-addr=:%d", o.HealthPort),
+		// Every host interface, so HTTPS behind the API server's
+		// authentication and authorization (see agent/secureserve).
+		fmt.Sprintf("--metrics-addr=:%d", o.MetricsPort),
+		"--metrics-secure",
+	}
+	if agent != nil && agent.LogVerbosity != nil {
+		args = append(args, fmt.Sprintf("-v=%d", *agent.LogVerbosity))
+	}
+	return args
+}
+
 // agentSysctlRoot is where the agent container sees the host's sysctls.
 const agentSysctlRoot = "/host/proc/sys"
+
+// AgentServiceAccount, in the operator's namespace, is the ServiceAccount of
+// every agent, shipped in config/agent with its bindings: the operator
+// creates no ServiceAccount and no binding.
+const AgentServiceAccount = "synterix-agent"
 
 // APIServerConfigMap, in the operator's namespace, holds the API server's
 // address for the operator and the agents, for clusters whose kubernetes

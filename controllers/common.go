@@ -35,7 +35,8 @@ const (
 	// again until the annotation is removed or the spec changes.
 	RolloutFailedAnnotation = "proxy.synterix.io/rollout-failed"
 
-	// AgentClusterRole is the agent's ClusterRole, shipped in config/agent.
+	// AgentClusterRole is the agent's ClusterRole, shipped in config/agent
+	// and bound there to AgentServiceAccount.
 	AgentClusterRole = "synterix-agent"
 
 	// MaxNames bounds the node names listed in a status or a message.

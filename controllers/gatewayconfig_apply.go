@@ -10,7 +10,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -26,6 +25,20 @@ import (
 // nodes no longer won, updates the agent DaemonSet and prunes the revision
 // history. It returns the revision each won node is assigned afterwards.
 func (r *GatewayConfigReconciler) apply(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, pl *rolloutPlan, now time.Time) (map[string]string, error) {
+	// The agent settings of the target revision, checked before anything
+	// is written: a revision whose image is not (or no longer) allowed is
+	// not rolled out at all.
+	var agent *proxyv1alpha1.AgentSpec
+	if pl.target != "" {
+		spec, err := proxyv1alpha1.DecodeRevision(obs.revs[pl.target].Data.Raw)
+		if err != nil {
+			return nil, reconcile.TerminalError(fmt.Errorf("revision %s: %w", pl.target, err))
+		}
+		if err := r.Agent.checkAgentImage(spec.Agent); err != nil {
+			return nil, reconcile.TerminalError(fmt.Errorf("revision %s: %w", pl.target, err))
+		}
+		agent = spec.Agent
+	}
 	if pl.RolledBack {
 		if err := r.rollBack(ctx, gc, obs, pl, now); err != nil {
 			return nil, err
@@ -40,15 +53,11 @@ func (r *GatewayConfigReconciler) apply(ctx context.Context, gc *proxyv1alpha1.G
 	}
 	// The agent DaemonSet runs the agent settings of the target revision.
 	if pl.target != "" {
-		spec, err := proxyv1alpha1.DecodeRevision(obs.revs[pl.target].Data.Raw)
-		if err != nil {
-			return nil, reconcile.TerminalError(fmt.Errorf("revision %s: %w", pl.target, err))
-		}
 		lostNames := make([]string, 0, len(obs.lost))
 		for _, l := range obs.lost {
 			lostNames = append(lostNames, l.Node)
 		}
-		if err := r.ensureAgent(ctx, gc, spec.Agent, lostNames); err != nil {
+		if err := r.ensureDaemonSet(ctx, gc, agent, lostNames); err != nil {
 			return nil, err
 		}
 	}
@@ -192,65 +201,97 @@ func (r *GatewayConfigReconciler) assign(ctx context.Context, gc *proxyv1alpha1.
 	return nil
 }
 
-// ensureAgent creates or updates the agent's ServiceAccount, ClusterRoleBinding
-// and DaemonSet. Each is written only when what the operator wants of it
-// changed.
-func (r *GatewayConfigReconciler) ensureAgent(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string) error {
-	sa := agentServiceAccount(gc, r.Agent)
-	if err := r.ensure(ctx, gc, sa, &corev1.ServiceAccount{}, nil); err != nil {
-		return err
-	}
-	crb := agentClusterRoleBinding(gc, r.Agent)
-	if err := r.ensure(ctx, gc, crb, &rbacv1.ClusterRoleBinding{}, func(cur, want client.Object) {
-		cur.(*rbacv1.ClusterRoleBinding).Subjects = want.(*rbacv1.ClusterRoleBinding).Subjects
-	}); err != nil {
-		return err
-	}
-	ds := agentDaemonSet(gc, agent, lost, r.Agent)
-	return r.ensure(ctx, gc, ds, &appsv1.DaemonSet{}, func(cur, want client.Object) {
-		cur.(*appsv1.DaemonSet).Spec = want.(*appsv1.DaemonSet).Spec
-	})
-}
-
-// ensure creates want, owned by gc, or, when it exists with another spec hash,
-// copies want's labels and (through update) its spec onto it.
-func (r *GatewayConfigReconciler) ensure(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, want, cur client.Object, update func(cur, want client.Object)) error {
-	raw, err := json.Marshal(want)
+// ensureDaemonSet creates the agent DaemonSet of gc, or puts back what the
+// operator wants of it: when that changed (the spec-hash annotation), and
+// when anyone else changed its spec since the operator's last write (it no
+// longer hashes to the live-spec-hash annotation). The write replaces the
+// whole spec, so what a manual edit added goes too.
+func (r *GatewayConfigReconciler) ensureDaemonSet(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string) error {
+	want := agentDaemonSet(gc, agent, lost, r.Agent)
+	wantHash, err := hashOf(struct {
+		Labels map[string]string
+		Spec   appsv1.DaemonSetSpec
+	}{want.Labels, want.Spec})
 	if err != nil {
 		return err
 	}
-	sum := sha256.Sum256(raw)
-	hash := hex.EncodeToString(sum[:8])
-	ann := want.GetAnnotations()
-	if ann == nil {
-		ann = map[string]string{}
-	}
-	ann[specHashAnnotation] = hash
-	want.SetAnnotations(ann)
 	if err := controllerutil.SetControllerReference(gc, want, r.Scheme); err != nil {
 		return err
 	}
+	cur := &appsv1.DaemonSet{}
 	err = r.Get(ctx, client.ObjectKeyFromObject(want), cur)
 	if apierrors.IsNotFound(err) {
-		if err := r.Create(ctx, want, FieldOwner); err != nil && !apierrors.IsAlreadyExists(err) {
-			return err
-		}
-		return nil
+		want.Annotations = map[string]string{specHashAnnotation: wantHash}
+		return r.writeDaemonSet(ctx, want, true)
 	}
 	if err != nil {
 		return err
 	}
-	if cur.GetAnnotations()[specHashAnnotation] == hash || update == nil {
+	live, err := hashOf(cur.Spec)
+	if err != nil {
+		return err
+	}
+	if cur.Annotations[specHashAnnotation] == wantHash && cur.Annotations[liveSpecHashAnnotation] == live {
 		return nil
 	}
-	before := cur.DeepCopyObject().(client.Object)
-	curAnn := cur.GetAnnotations()
-	if curAnn == nil {
-		curAnn = map[string]string{}
+	if cur.Annotations[specHashAnnotation] == wantHash {
+		logf.FromContext(ctx).Info("Agent DaemonSet changed by someone else; reverting", "daemonSet", klogRef(cur))
 	}
-	curAnn[specHashAnnotation] = hash
-	cur.SetAnnotations(curAnn)
-	cur.SetLabels(want.GetLabels())
-	update(cur, want)
-	return r.Patch(ctx, cur, client.MergeFrom(before), FieldOwner)
+	next := cur.DeepCopy()
+	next.Labels = want.Labels
+	next.OwnerReferences = want.OwnerReferences
+	next.Spec = want.Spec
+	if next.Annotations == nil {
+		next.Annotations = map[string]string{}
+	}
+	next.Annotations[specHashAnnotation] = wantHash
+	return r.writeDaemonSet(ctx, next, false)
 }
+
+// writeDaemonSet creates or updates ds with the hash of its spec as the API
+// server stores it (defaults included), learnt by a dry run of the same
+// write, in the live-spec-hash annotation. Should the stored spec still
+// differ (a mutating webhook that is not deterministic), the annotation is
+// corrected so that the next reconcile does not write again.
+func (r *GatewayConfigReconciler) writeDaemonSet(ctx context.Context, ds *appsv1.DaemonSet, create bool) error {
+	write := func(obj *appsv1.DaemonSet, dryRun bool) error {
+		var dr []string
+		if dryRun {
+			dr = []string{metav1.DryRunAll}
+		}
+		if create {
+			return r.Create(ctx, obj, FieldOwner, &client.CreateOptions{DryRun: dr})
+		}
+		return r.Update(ctx, obj, FieldOwner, &client.UpdateOptions{DryRun: dr})
+	}
+	dry := ds.DeepCopy()
+	if err := write(dry, true); err != nil {
+		return client.IgnoreAlreadyExists(err)
+	}
+	stored, err := hashOf(dry.Spec)
+	if err != nil {
+		return err
+	}
+	ds.Annotations[liveSpecHashAnnotation] = stored
+	if err := write(ds, false); err != nil {
+		return client.IgnoreAlreadyExists(err)
+	}
+	if got, err := hashOf(ds.Spec); err != nil || got == stored {
+		return err
+	}
+	patch := client.MergeFrom(ds.DeepCopy())
+	ds.Annotations[liveSpecHashAnnotation], _ = hashOf(ds.Spec)
+	return r.Patch(ctx, ds, patch, FieldOwner)
+}
+
+// hashOf is a short hash of v's JSON.
+func hashOf(v any) (string, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256(raw)
+	return hex.EncodeToString(sum[:8]), nil
+}
+
+func klogRef(o client.Object) string { return o.GetNamespace() + "/" + o.GetName() }

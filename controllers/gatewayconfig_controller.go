@@ -9,7 +9,6 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -30,20 +29,28 @@ import (
 	"github.com/synterix/synterix-kube-proxy/controllers/selection"
 )
 
-// specHashAnnotation, on an object the operator builds whole, is the hash of
-// what the operator wants of it, so that it is written only when that changes.
+// specHashAnnotation, on an agent DaemonSet, is the hash of what the
+// operator wants of it, so that it is written only when that changes.
 const specHashAnnotation = "proxy.synterix.io/spec-hash"
 
-// +kubebuilder:rbac:groups=proxy.synterix.io,resources=gatewayconfigs,verbs=get;list;watch;update;patch
-// +kubebuilder:rbac:groups=proxy.synterix.io,resources=gatewayconfigs/status,verbs=get;update;patch
+// liveSpecHashAnnotation, on an agent DaemonSet, is the hash of its spec as
+// the API server stored it at the operator's last write: a spec that no
+// longer hashes to it was changed by someone else, and is put back.
+const liveSpecHashAnnotation = "proxy.synterix.io/live-spec-hash"
+
+// The operator's RBAC (generated into config/rbac/role.yaml): exactly what
+// the code uses; controllers/rbactest fails on any other verb. Reads go
+// through the cache (watch; list where the API server cannot stream the
+// initial list); every write is a patch but the agent DaemonSet's, which is
+// replaced whole (update), so that a manual edit is undone. No
+// ServiceAccount, no binding: the agents' are shipped in config/agent.
+// +kubebuilder:rbac:groups=proxy.synterix.io,resources=gatewayconfigs,verbs=get;list;watch;patch
+// +kubebuilder:rbac:groups=proxy.synterix.io,resources=gatewayconfigs/status,verbs=patch
 // +kubebuilder:rbac:groups=proxy.synterix.io,resources=gatewayconfigs/finalizers,verbs=update
-// +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxynodes,verbs=get;list;watch;create;update;patch;delete
+// +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxynodes,verbs=get;list;watch;create;patch;delete
 // +kubebuilder:rbac:groups="",resources=nodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apps,namespace=synterix-system,resources=controllerrevisions,verbs=get;list;watch;create;update;patch;delete;deletecollection
-// +kubebuilder:rbac:groups=apps,namespace=synterix-system,resources=daemonsets,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups="",namespace=synterix-system,resources=serviceaccounts,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterrolebindings,verbs=get;list;watch;create;update;patch;delete
-// +kubebuilder:rbac:groups=rbac.authorization.k8s.io,resources=clusterroles,verbs=bind,resourceNames=synterix-agent
+// +kubebuilder:rbac:groups=apps,namespace=synterix-system,resources=controllerrevisions,verbs=get;list;watch;create;patch;delete;deletecollection
+// +kubebuilder:rbac:groups=apps,namespace=synterix-system,resources=daemonsets,verbs=get;list;watch;create;update;delete
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // GatewayConfigReconciler runs a GatewayConfig: its agent DaemonSet, its config
@@ -167,9 +174,14 @@ func (o *observation) own(node string) *proxyv1alpha1.ProxyNode {
 
 // observe reads the nodes the GatewayConfig wins, its revisions and the
 // ProxyNodes. Its one write is the revision of the current spec, when it is
-// missing: the plan needs it to exist.
+// missing: the plan needs it to exist; a spec whose agent image is not
+// allowed is refused first.
 func (r *GatewayConfigReconciler) observe(ctx context.Context, gc *proxyv1alpha1.GatewayConfig) (*observation, error) {
 	obs := &observation{gcName: gc.Name}
+	// A spec whose agent image is not allowed gets no revision.
+	if err := r.Agent.checkAgentImage(gc.Spec.Agent); err != nil {
+		return nil, reconcile.TerminalError(err)
+	}
 	var err error
 	if obs.won, obs.lost, err = r.selectNodes(ctx, gc); err != nil {
 		return nil, err
@@ -312,15 +324,9 @@ func (r *GatewayConfigReconciler) finalize(ctx context.Context, gc *proxyv1alpha
 		return nil
 	}
 	log := logf.FromContext(ctx)
-	name := agentObjectName(gc.Name)
-	for _, obj := range []client.Object{
-		&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Agent.Namespace}},
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: r.Agent.Namespace}},
-		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name}},
-	} {
-		if err := r.Delete(ctx, obj, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
-			return err
-		}
+	ds := &appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Name: agentObjectName(gc.Name), Namespace: r.Agent.Namespace}}
+	if err := r.Delete(ctx, ds, client.PropagationPolicy(metav1.DeletePropagationBackground)); client.IgnoreNotFound(err) != nil {
+		return err
 	}
 	var pns proxyv1alpha1.ProxyNodeList
 	if err := r.List(ctx, &pns, client.MatchingLabels{proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc.Name)}); err != nil {

@@ -7,7 +7,6 @@ import (
 	. "github.com/onsi/gomega"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -350,7 +349,7 @@ var _ = Describe("GatewayConfig node selection and lifecycle", func() {
 		rolledOut("cf-young", revisionOf("cf-young"), 3)
 	})
 
-	It("creates the agent's DaemonSet, ServiceAccount and binding, owns ProxyNodes by Node, and cleans up", func() {
+	It("creates the agent's DaemonSet, running as the shipped ServiceAccount, owns ProxyNodes by Node, and cleans up", func() {
 		makeNodes("lc", 2, map[string]string{"lc": "true"})
 		setBehavior("lc-", fakeagent.Always(fakeagent.Ready))
 		gc := newGC("lc", "lc", nil)
@@ -362,20 +361,16 @@ var _ = Describe("GatewayConfig node selection and lifecycle", func() {
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "synterix-agent-lc"}, ds)).To(Succeed())
 		pod := ds.Spec.Template.Spec
 		Expect(pod.HostNetwork).To(BeTrue())
-		Expect(pod.ServiceAccountName).To(Equal("synterix-agent-lc"))
+		Expect(pod.ServiceAccountName).To(Equal(controllers.AgentServiceAccount))
 		c := pod.Containers[0]
 		Expect(c.Image).To(Equal("example.org/synterix:test"))
 		Expect(c.Command).To(Equal([]string{"/agent"}))
-		Expect(c.Args).To(ContainElements("--node-name=$(NODE_NAME)", "-v=4"))
+		Expect(c.Args).To(ContainElements("--node-name=$(NODE_NAME)", "-v=4", "--metrics-secure"))
 		Expect(c.SecurityContext.Capabilities.Add).To(ConsistOf(corev1.Capability("NET_ADMIN"), corev1.Capability("NET_RAW")))
 		Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
 		Expect(ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge.IntValue()).To(BeZero())
 		Expect(metav1.IsControlledBy(ds, getGC("lc"))).To(BeTrue())
-		crb := &rbacv1.ClusterRoleBinding{}
-		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "synterix-agent-lc"}, crb)).To(Succeed())
-		Expect(crb.RoleRef.Name).To(Equal(controllers.AgentClusterRole))
-		Expect(crb.Subjects[0].Namespace).To(Equal(operatorNamespace))
 
 		By("the ProxyNode is owned by its Node")
 		node := &corev1.Node{}
@@ -413,8 +408,11 @@ var _ = Describe("GatewayConfig node selection and lifecycle", func() {
 			}
 		}
 		rv := gc.ResourceVersion
+		ds := &appsv1.DaemonSet{}
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "synterix-agent-go"}, ds)).To(Succeed())
+		dsRV := ds.ResourceVersion
 
-		By("a node report that changes nothing: the GatewayConfig is reconciled and not written")
+		By("a node report that changes nothing: the GatewayConfig is reconciled and not written, nor its DaemonSet")
 		// lastSync.time has a resolution of one second: let it change.
 		time.Sleep(1100 * time.Millisecond)
 		before := reconcileCount("gatewayconfig")
@@ -423,6 +421,8 @@ var _ = Describe("GatewayConfig node selection and lifecycle", func() {
 		Expect(fakeagent.Write(ctx, k8sClient, pn, fakeagent.Report{Outcome: fakeagent.Ready})).To(Succeed())
 		Eventually(func() float64 { return reconcileCount("gatewayconfig") }, timeout, poll).Should(BeNumerically(">", before))
 		Expect(getGC("go").ResourceVersion).To(Equal(rv))
+		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "synterix-agent-go"}, ds)).To(Succeed())
+		Expect(ds.ResourceVersion).To(Equal(dsRV), "the agent DaemonSet was written again though nothing changed")
 
 		By("a node report that changes the counts is written")
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "go-0"}, pn)).To(Succeed())

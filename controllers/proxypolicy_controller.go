@@ -34,7 +34,7 @@ const MaxTargets = 64
 const pendingRecheck = 2 * time.Second
 
 // +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxypolicies,verbs=get;list;watch
-// +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxypolicies/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxypolicies/status,verbs=patch
 // +kubebuilder:rbac:groups="",resources=services,verbs=get;list;watch
 
 // ProxyPolicyReconciler resolves a ProxyPolicy's targets, decides conflicts and

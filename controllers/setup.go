@@ -2,12 +2,12 @@ package controllers
 
 import (
 	"fmt"
+	"strings"
 
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -31,14 +31,12 @@ func NewScheme() *runtime.Scheme {
 const ControllerName = "synterix-operator"
 
 // CacheOptions restricts the cache of the objects the operator keeps in its
-// own namespace (agent DaemonSets, ServiceAccounts, config revisions) to that
-// namespace.
+// own namespace (agent DaemonSets, config revisions) to that namespace.
 func CacheOptions(namespace string) cache.Options {
 	own := cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&appsv1.DaemonSet{}:          own,
 		&appsv1.ControllerRevision{}: own,
-		&corev1.ServiceAccount{}:     own,
 	}}
 }
 
@@ -49,6 +47,9 @@ func Setup(mgr manager.Manager, agent AgentOptions) error {
 	}
 	if agent.DefaultImage == "" {
 		return fmt.Errorf("the default agent image is required")
+	}
+	if allowed := agent.allowedImages(); !ImageAllowed(agent.DefaultImage, allowed) {
+		return fmt.Errorf("the default agent image %s is not in the allowed agent images %s", agent.DefaultImage, strings.Join(allowed, ", "))
 	}
 	if agent.HealthPort == 0 {
 		agent.HealthPort = DefaultAgentHealthPort

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the operator from config/default with the images of this build:
 # IMG is the manager's image and AGENT_IMG the agents' default image (the
-# manager's --agent-image). Used by `make deploy`; prints the overlay with
+# manager's --agent-image), whose repository becomes the agent image
+# allow-list (ConfigMap synterix-agent-images). Used by `make deploy`; prints the overlay with
 # RENDER=1 instead of applying it.
 #   IMG=registry.example/synterix-kube-proxy:v0.2.0 AGENT_IMG=registry.example/synterix-kube-proxy-agent:v0.2.0 hack/deploy.sh
 set -euo pipefail
@@ -15,6 +16,10 @@ name=${IMG%@*}
 digest=""; [[ $IMG == *@* ]] && digest=${IMG#*@}
 tag=""
 if [[ ${name##*/} == *:* ]]; then tag=${name##*:}; name=${name%:*}; fi
+
+# The agent image allow-list (config/policy): the repository of AGENT_IMG.
+agent_repo=${AGENT_IMG%@*}
+if [[ ${agent_repo##*/} == *:* ]]; then agent_repo=${agent_repo%:*}; fi
 
 overlay="$root/bin/deploy"
 mkdir -p "$overlay"
@@ -35,6 +40,11 @@ mkdir -p "$overlay"
 	echo "    - op: add"
 	echo "      path: /spec/template/spec/containers/0/args/-"
 	echo "      value: --agent-image=$AGENT_IMG"
+	echo "- target: {kind: ConfigMap, name: synterix-agent-images}"
+	echo "  patch: |-"
+	echo "    - op: replace"
+	echo "      path: /data/allowedImages"
+	echo "      value: $agent_repo"
 } > "$overlay/kustomization.yaml"
 if [ "${RENDER:-}" = 1 ]; then
 	"$KUBECTL" kustomize "$overlay"

@@ -37,13 +37,16 @@ import (
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
-// RBAC of the agent (generated into config/agent/rbac):
+// RBAC of the agent (generated into config/agent/rbac): config revisions
+// only in the operator's namespace (a Role), the rest cluster-wide; the
+// status of the agent's own ProxyNode only, by config/policy's admission
+// policy.
 // +kubebuilder:rbac:groups="",resources=services;nodes,verbs=get;list;watch
 // +kubebuilder:rbac:groups=discovery.k8s.io,resources=endpointslices,verbs=get;list;watch
-// +kubebuilder:rbac:groups=apps,resources=controllerrevisions,verbs=get;list;watch
+// +kubebuilder:rbac:groups=apps,namespace=synterix-system,resources=controllerrevisions,verbs=get;list;watch
 // +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxypolicies;proxynodes,verbs=get;list;watch
-// +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxynodes/status,verbs=get;update;patch
-// +kubebuilder:rbac:groups="";events.k8s.io,resources=events,verbs=create;patch;update
+// +kubebuilder:rbac:groups=proxy.synterix.io,resources=proxynodes/status,verbs=update
+// +kubebuilder:rbac:groups="",resources=events,verbs=create;patch
 
 // Options configure an agent.
 type Options struct {

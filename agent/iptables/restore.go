@@ -92,6 +92,9 @@ func parseSaveAll(r io.Reader) (map[string]tableState, error) {
 			if i := bytes.IndexByte(line, ']'); i > 0 && i+2 <= len(line) {
 				line = bytes.TrimLeft(line[i+1:], " ")
 			}
+			if len(line) == 0 {
+				continue // a counter column and nothing after it
+			}
 		}
 		switch {
 		case line[0] == ':':

@@ -27,6 +27,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
+	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 )
 
@@ -45,25 +46,51 @@ func main() {
 	klog.Flush()
 }
 
-func run() error {
-	fs := flag.NewFlagSet("agent", flag.ExitOnError)
+// options are the agent's command-line settings.
+type options struct {
+	nodeName, kubeconfig, healthAddr, metricsAddr string
+	operatorNS, sysctlRoot, tlsCert, tlsKey       string
+	metricsSecure, profiling, cleanup             bool
+	showVersion                                   bool
+}
+
+// parseFlags reads the command line (and NODE_NAME, POD_NAMESPACE).
+func parseFlags(args []string) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	klog.InitFlags(fs)
-	nodeName := fs.String("node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
-	kubeconfig := fs.String("kubeconfig", "", "Path to a kubeconfig; empty uses $KUBECONFIG, else the in-cluster config.")
-	healthAddr := fs.String("health-addr", "0.0.0.0:10256", "Address of /healthz, /livez and /readyz; empty disables.")
-	metricsAddr := fs.String("metrics-addr", "127.0.0.1:10249", "Address of /metrics; empty disables.")
-	operatorNS := fs.String("operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
+	fs.StringVar(&o.nodeName, "node-name", os.Getenv("NODE_NAME"), "Name of this node (default $NODE_NAME).")
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "Path to a kubeconfig; empty uses $KUBECONFIG, else the in-cluster config.")
+	fs.StringVar(&o.healthAddr, "health-addr", "0.0.0.0:10256", "Address of /healthz, /livez and /readyz; empty disables.")
+	fs.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:10249",
+		"Address of /metrics (and of the profiles, with --profiling); empty disables. Plain HTTP only on a loopback address; anywhere else add --metrics-secure.")
+	fs.BoolVar(&o.metricsSecure, "metrics-secure", false,
+		"Serve /metrics over HTTPS to clients the API server authenticates (TokenReview) and authorizes (SubjectAccessReview: get on the non-resource URL).")
+	fs.StringVar(&o.tlsCert, "tls-cert-file", "", "Serving certificate (PEM) of --metrics-secure; empty makes a self-signed one at start.")
+	fs.StringVar(&o.tlsKey, "tls-private-key-file", "", "Key (PEM) of --tls-cert-file.")
+	fs.StringVar(&o.operatorNS, "operator-namespace", envOr("POD_NAMESPACE", "synterix-system"),
 		"Namespace of the config revisions (default $POD_NAMESPACE, else synterix-system).")
-	sysctlRoot := fs.String("sysctl-root", sysctl.DefaultRoot,
+	fs.StringVar(&o.sysctlRoot, "sysctl-root", sysctl.DefaultRoot,
 		"Where the kernel's sysctls are; the agent pod mounts the host's /proc/sys/net at /host/proc/sys/net.")
-	profiling := fs.Bool("profiling", false, "Serve Go runtime profiles under /debug/pprof/ on the metrics address.")
-	cleanup := fs.Bool("cleanup", false, "Remove every rule the agent installs (iptables and IPVS) and exit.")
-	showVersion := fs.Bool("version", false, "Print the version and exit.")
+	fs.BoolVar(&o.profiling, "profiling", false, "Serve Go runtime profiles under /debug/pprof/ on the metrics address.")
+	fs.BoolVar(&o.cleanup, "cleanup", false, "Remove every rule the agent installs (iptables and IPVS) and exit.")
+	fs.BoolVar(&o.showVersion, "version", false, "Print the version and exit.")
 	// Only -v and the flags above are meant for users; klog's other flags
 	// stay available for debugging.
-	_ = fs.Parse(os.Args[1:])
-	sysctl.SetRoot(*sysctlRoot)
-	if *showVersion {
+	err := fs.Parse(args)
+	return o, err
+}
+
+func run() error {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	sysctl.SetRoot(o.sysctlRoot)
+	if o.showVersion {
 		fmt.Println(version)
 		return nil
 	}
@@ -76,7 +103,7 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	if *cleanup {
+	if o.cleanup {
 		caps := probe.Default.Probe(ctx)
 		if err := dataplane.CleanupAll(ctx, caps); err != nil {
 			return err
@@ -84,10 +111,10 @@ func run() error {
 		klog.InfoS("Removed all rules of the agent")
 		return nil
 	}
-	if *nodeName == "" {
+	if o.nodeName == "" {
 		return errors.New("--node-name (or NODE_NAME) is required")
 	}
-	cfg, err := restConfig(*kubeconfig)
+	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return err
 	}
@@ -96,43 +123,74 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, *nodeName)
+	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, o.nodeName)
 	defer stopEvents()
 
 	m := metrics.New()
 	hs := health.NewState(time.Minute)
 	a := daemon.New(daemon.Options{
-		NodeName: *nodeName, OperatorNamespace: *operatorNS, Clients: clients, Recorder: recorder,
+		NodeName: o.nodeName, OperatorNamespace: o.operatorNS, Clients: clients, Recorder: recorder,
 		Metrics: m, Health: hs, AgentVersion: version,
 	})
-	if *healthAddr != "" {
-		if err := serve(ctx, *healthAddr, hs.Handler()); err != nil {
+	if o.healthAddr != "" {
+		if _, err := serve(ctx, o.healthAddr, hs.Handler()); err != nil {
 			return fmt.Errorf("health server: %w", err)
 		}
 	}
-	if *metricsAddr != "" {
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", m.Handler())
-		if *profiling {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		if err := serve(ctx, *metricsAddr, mux); err != nil {
-			return fmt.Errorf("metrics server: %w", err)
-		}
+	if _, err := serveMetrics(ctx, o, m, cfg); err != nil {
+		return fmt.Errorf("metrics server: %w", err)
 	}
-	klog.InfoS("Starting agent", "version", version, "node", *nodeName, "operatorNamespace", *operatorNS)
+	klog.InfoS("Starting agent", "version", version, "node", o.nodeName, "operatorNamespace", o.operatorNS)
 	err = a.Run(ctx)
 	klog.InfoS("Agent stopped; the rules stay in the kernel")
 	return err
 }
 
-func serve(ctx context.Context, addr string, h http.Handler) error {
+// serveMetrics serves /metrics (and the profiles, with --profiling) on
+// --metrics-addr until ctx ends, and returns the address it listens on
+// (nil when disabled). With --metrics-secure it serves HTTPS to clients the
+// API server of cfg authenticates and authorizes (agent/secureserve);
+// without, plain HTTP, on a loopback address only: the agent runs on the
+// host network, so any other address is reachable from outside the node.
+func serveMetrics(ctx context.Context, o options, m *metrics.Metrics, cfg *rest.Config) (net.Addr, error) {
+	if o.metricsAddr == "" {
+		return nil, nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", m.Handler())
+	if o.profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	if o.metricsSecure {
+		return secureserve.Serve(ctx, secureserve.Options{Addr: o.metricsAddr, CertFile: o.tlsCert, KeyFile: o.tlsKey, Config: cfg}, mux)
+	}
+	if !loopback(o.metricsAddr) {
+		return nil, fmt.Errorf("--metrics-addr %s is not a loopback address: plain-HTTP metrics are served only on loopback; "+
+			"add --metrics-secure to serve them over HTTPS behind the API server's authentication and authorization", o.metricsAddr)
+	}
+	return serve(ctx, o.metricsAddr, mux)
+}
+
+// loopback reports whether a listen address binds loopback only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func serve(ctx context.Context, addr string, h http.Handler) (net.Addr, error) {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(l) }()
@@ -142,7 +200,7 @@ func serve(ctx context.Context, addr string, h http.Handler) error {
 		defer cancel()
 		_ = srv.Shutdown(c)
 	}()
-	return nil
+	return l.Addr(), nil
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {

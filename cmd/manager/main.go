@@ -35,6 +35,7 @@ type Options struct {
 	LeaderElect      bool
 	Namespace        string
 	AgentImage       string
+	AllowedImages    []string
 	AgentHealthPort  int
 	AgentMetricsPort int
 	EnableHTTP2      bool
@@ -63,6 +64,9 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (Op
 	fs.BoolVar(&o.LeaderElect, "leader-elect", false, "Elect a leader, so that only one replica reconciles.")
 	fs.StringVar(&o.Namespace, "namespace", ns, "Namespace of the operator, its agent DaemonSets and config revisions (default: $POD_NAMESPACE, else synterix-system).")
 	fs.StringVar(&o.AgentImage, "agent-image", defaultImage(), "Agent image when a GatewayConfig's spec.agent.image is empty.")
+	allowed := fs.String("allowed-agent-images", getenv("ALLOWED_AGENT_IMAGES"),
+		"Comma-separated agent images the operator may run, set at install (default $ALLOWED_AGENT_IMAGES, which config/manager takes from the ConfigMap synterix-agent-images; empty: the repository of --agent-image). "+
+			"Each entry is a repository (any tag or digest of it), an exact image, or a prefix ending in /. A GatewayConfig asking for another image is refused.")
 	fs.IntVar(&o.AgentHealthPort, "agent-health-port", int(controllers.DefaultAgentHealthPort), "Port of the agents' /healthz and /readyz (host network).")
 	fs.IntVar(&o.AgentMetricsPort, "agent-metrics-port", int(controllers.DefaultAgentMetricsPort), "Port of the agents' /metrics (host network).")
 	fs.BoolVar(&o.EnableHTTP2, "enable-http2", false, "Serve the metrics endpoint over HTTP/2 too (off by default: HTTP/2 Rapid Reset and Stream Cancellation).")
@@ -84,6 +88,15 @@ func parseFlags(fs *flag.FlagSet, args []string, getenv func(string) string) (Op
 	}
 	if o.AgentImage == "" {
 		return o, nil, fmt.Errorf("--agent-image must not be empty")
+	}
+	if *allowed != "" {
+		var err error
+		if o.AllowedImages, err = controllers.ParseImageAllowList(*allowed); err != nil {
+			return o, nil, fmt.Errorf("--allowed-agent-images: %w", err)
+		}
+		if !controllers.ImageAllowed(o.AgentImage, o.AllowedImages) {
+			return o, nil, fmt.Errorf("--agent-image %s is not in --allowed-agent-images %q", o.AgentImage, *allowed)
+		}
 	}
 	return o, zo, nil
 }
@@ -127,7 +140,7 @@ func main() {
 		os.Exit(1)
 	}
 	if err := controllers.Setup(mgr, controllers.AgentOptions{
-		Namespace: o.Namespace, DefaultImage: o.AgentImage,
+		Namespace: o.Namespace, DefaultImage: o.AgentImage, AllowedImages: o.AllowedImages,
 		HealthPort: int32(o.AgentHealthPort), MetricsPort: int32(o.AgentMetricsPort),
 	}); err != nil {
 		log.Error(err, "Unable to set up the controllers")
@@ -141,7 +154,8 @@ func main() {
 		log.Error(err, "Unable to set up the readiness check")
 		os.Exit(1)
 	}
-	log.Info("Starting the manager", "version", version, "namespace", o.Namespace, "agentImage", o.AgentImage, "leaderElect", o.LeaderElect)
+	log.Info("Starting the manager", "version", version, "namespace", o.Namespace, "agentImage", o.AgentImage,
+		"allowedAgentImages", o.AllowedImages, "leaderElect", o.LeaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		log.Error(err, "Manager stopped with an error")
 		os.Exit(1)

@@ -32,6 +32,25 @@ func TestParseFlagsDefaults(t *testing.T) {
 	}
 }
 
+// The allow-list comes from the environment the Deployment fills from the
+// ConfigMap synterix-agent-images; a flag overrides it.
+func TestParseFlagsAllowedImages(t *testing.T) {
+	o, _, err := parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), []string{"--agent-image=registry.example/agent:1"},
+		env(map[string]string{"ALLOWED_AGENT_IMAGES": "registry.example/agent, mirror.example/"}))
+	if err != nil || len(o.AllowedImages) != 2 || o.AllowedImages[1] != "mirror.example/" {
+		t.Errorf("from the environment: %+v %v", o.AllowedImages, err)
+	}
+	o, _, err = parseFlags(flag.NewFlagSet("t", flag.ContinueOnError),
+		[]string{"--agent-image=registry.example/agent:1", "--allowed-agent-images=registry.example/agent:1"},
+		env(map[string]string{"ALLOWED_AGENT_IMAGES": "other.example/"}))
+	if err != nil || len(o.AllowedImages) != 1 || o.AllowedImages[0] != "registry.example/agent:1" {
+		t.Errorf("the flag wins: %+v %v", o.AllowedImages, err)
+	}
+	if o, _, err = parseFlags(flag.NewFlagSet("t", flag.ContinueOnError), nil, env(nil)); err != nil || o.AllowedImages != nil {
+		t.Errorf("unset: %+v %v (the operator then allows the repository of --agent-image)", o.AllowedImages, err)
+	}
+}
+
 func TestParseFlagsRejectsBadInput(t *testing.T) {
 	for _, args := range [][]string{
 		{"--agent-health-port=0"},
@@ -39,6 +58,9 @@ func TestParseFlagsRejectsBadInput(t *testing.T) {
 		{"--namespace="},
 		{"--agent-image="},
 		{"--no-such-flag"},
+		{"--agent-image=ghcr.io/x/agent:1", "--allowed-agent-images=registry.example/agent"},
+		{"--allowed-agent-images=registry.example/*"},
+		{"--allowed-agent-images= , "},
 	} {
 		fs := flag.NewFlagSet("t", flag.ContinueOnError)
 		fs.SetOutput(discard{})

@@ -1,25 +1,30 @@
 package agent
 
 import (
+	"bytes"
 	"context"
-	"os"
+	"errors"
+	"io"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
 
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
 
-// TestAgentRBAC runs the agent as a ServiceAccount bound to the generated
-// ClusterRole synterix-agent (config/agent/rbac/role.yaml), the way the
-// operator deploys it: the role must be enough for the watches, the status
-// writes and the Events.
+// TestAgentRBAC runs the agent with the identity and RBAC config/agent
+// ships (the ServiceAccount synterix-agent, the generated ClusterRole and
+// Role synterix-agent and their bindings; the roles come from
+// config/agent/rbac/role.yaml, generated from the markers in agent/), the
+// way the operator deploys it: that must be enough for the watches (config
+// revisions in the operator's namespace only), the status writes and the
+// Events.
 func TestAgentRBAC(t *testing.T) {
 	requireKernel(t)
 	w := startWeb(t, "rev-1", baseSpec())
@@ -27,23 +32,39 @@ func TestAgentRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	data, err := os.ReadFile(filepath.Join(root, "config", "agent", "rbac", "role.yaml"))
+	bin, err := testenv.BinaryDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	role := &rbacv1.ClusterRole{}
-	if err := yaml.Unmarshal(data, role); err != nil {
-		t.Fatal(err)
+	out, err := exec.Command(filepath.Join(bin, "kubectl"), "kustomize", filepath.Join(root, "config", "agent")).Output()
+	if err != nil {
+		t.Fatalf("kubectl kustomize config/agent: %v", err)
 	}
-	if role.Name != "synterix-agent" {
-		t.Fatalf("ClusterRole is named %q, want synterix-agent", role.Name)
+	sa := ""
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(out), 4096)
+	for {
+		u := &unstructured.Unstructured{}
+		if err := dec.Decode(&u.Object); err != nil {
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			t.Fatal(err)
+		}
+		if len(u.Object) == 0 {
+			continue
+		}
+		if u.GetNamespace() != "" && u.GetNamespace() != operatorNS {
+			t.Fatalf("%s %s is in namespace %s, not the operator's", u.GetKind(), u.GetName(), u.GetNamespace())
+		}
+		if u.GetKind() == "ServiceAccount" {
+			sa = u.GetName()
+		}
+		w.create(u)
 	}
-	w.create(role)
-	w.create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: operatorNS, Name: "agent"}})
-	w.create(&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "synterix-agent-test"},
-		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "synterix-agent"},
-		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: operatorNS, Name: "agent"}}})
-	tok, err := w.cs.CoreV1().ServiceAccounts(operatorNS).CreateToken(context.Background(), "agent",
+	if sa != "synterix-agent" {
+		t.Fatalf("config/agent ships ServiceAccount %q, want synterix-agent", sa)
+	}
+	tok, err := w.cs.CoreV1().ServiceAccounts(operatorNS).CreateToken(context.Background(), sa,
 		&authenticationv1.TokenRequest{}, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)
