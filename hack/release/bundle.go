@@ -32,6 +32,11 @@ var bundleKinds = map[string]bool{
 	"PodDisruptionBudget": true, "PriorityClass": true, "ServiceMonitor": true, "PrometheusRule": true,
 }
 
+// adminKinds are the kinds of config/policy that an OLM bundle cannot carry
+// and that the operator must not manage either (they constrain it): a
+// cluster administrator applies them besides the bundle (docs/install.md).
+var adminKinds = map[string]bool{"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true}
+
 // bundleFile is one file of bundle/.
 type bundleFile struct {
 	path string
@@ -180,6 +185,11 @@ func installStrategy(objs []*unstructured.Unstructured) (csvv1alpha1.StrategyDet
 			}
 			st.DeploymentSpecs = append(st.DeploymentSpecs, csvv1alpha1.StrategyDeploymentSpec{Name: d.Name, Spec: d.Spec, Label: d.Labels})
 			accounts[d.Spec.Template.Spec.ServiceAccountName] = true
+		case "ServiceAccount":
+			// Every ServiceAccount of config/ (the operator's, the agents')
+			// becomes a set of permissions, which OLM creates and binds in
+			// the install namespace.
+			accounts[o.GetName()] = true
 		case "ClusterRole", "Role":
 			roles[o.GetKind()+"/"+o.GetName()] = o
 		case "CustomResourceDefinition":
@@ -224,6 +234,7 @@ func installStrategy(objs []*unstructured.Unstructured) (csvv1alpha1.StrategyDet
 		switch {
 		case kind == "Deployment" || kind == "CustomResourceDefinition" || kind == "Namespace" || bound[kind+"/"+o.GetName()]:
 		case kind == "ServiceAccount" && accounts[o.GetName()]:
+		case adminKinds[kind]:
 		case bundleKinds[kind]:
 			o = o.DeepCopy()
 			o.SetNamespace("") // OLM creates them in the install namespace

@@ -122,11 +122,19 @@ func render(dir string, r Release) ([]*unstructured.Unstructured, error) {
 var agentImageRef = regexp.MustCompile(`(^|=)` + regexp.QuoteMeta(configAgentImage) + `(:[\w][\w.-]*|@sha256:[0-9a-f]+)?$`)
 
 // setAgentImage gives every reference to the agent image in a JSON value
-// the release's agent image.
+// the release's agent image; a bare repository (the allow-list of agent
+// images) gets the release's repository.
 func setAgentImage(v any, image string) any {
 	switch v := v.(type) {
 	case string:
-		return agentImageRef.ReplaceAllString(v, "${1}"+image)
+		return agentImageRef.ReplaceAllStringFunc(v, func(m string) string {
+			sub := agentImageRef.FindStringSubmatch(m)
+			if sub[2] == "" {
+				repo, _, _ := splitImage(image)
+				return sub[1] + repo
+			}
+			return sub[1] + image
+		})
 	case []any:
 		for i := range v {
 			v[i] = setAgentImage(v[i], image)
