@@ -13,13 +13,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -210,28 +206,6 @@ func (c *Cluster) kustomize(dir string) ([]*unstructured.Unstructured, error) {
 		}
 	}
 	return objs, nil
-}
-
-// serviceAccountKubeconfig requests a token of the ServiceAccount (as
-// kubelet does for a pod) and writes a kubeconfig with it.
-func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, namespace, sa, name string) (string, error) {
-	var tr *authenticationv1.TokenRequest
-	var err error
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tr, err = c.Kube.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](48 * 3600)},
-		}, metav1.CreateOptions{})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if err != nil {
-		return "", fmt.Errorf("token of ServiceAccount %s/%s: %w", namespace, sa, err)
-	}
-	path := filepath.Join(c.Dir, name+".kubeconfig")
-	return path, writeKubeconfig(path, c.pki.caPEM, func(a *clientcmdapi.AuthInfo) { a.Token = tr.Status.Token })
 }
 
 // StartAgents starts the agent on every node that does not run one yet. See
