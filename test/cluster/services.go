@@ -2,26 +2,19 @@ package cluster
 
 import (
 	"context"
-	"fmt"
-	"sync/atomic"
 
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-var lbCounter, extCounter atomic.Int32
+// NextLoadBalancerIP hands out an address of clusternet.LoadBalancerCIDR,
+// which the client routes through node 1.
+func (c *Cluster) NextLoadBalancerIP() string { return clusternet.NextLoadBalancerIP() }
 
-// NextLoadBalancerIP hands out an address of LoadBalancerCIDR, which the
-// client routes through node 1.
-func (c *Cluster) NextLoadBalancerIP() string {
-	return fmt.Sprintf("10.77.200.%d", 10+lbCounter.Add(1)%240)
-}
-
-// NextExternalIP hands out an address of ExternalIPCIDR, which the client
-// routes through node 2.
-func (c *Cluster) NextExternalIP() string {
-	return fmt.Sprintf("10.77.201.%d", 10+extCounter.Add(1)%240)
-}
+// NextExternalIP hands out an address of clusternet.ExternalIPCIDR, which
+// the client routes through node 2.
+func (c *Cluster) NextExternalIP() string { return clusternet.NextExternalIP() }
 
 // CreateNamespace creates a namespace.
 func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {

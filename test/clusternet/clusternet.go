@@ -16,6 +16,7 @@ package clusternet
 import (
 	"errors"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
@@ -151,3 +152,12 @@ func RouteClient(client *netns.NS, lbNode, extNode string) error {
 		[]string{"ip", "route", "add", ExternalIPCIDR, "via", extNode, "dev", "eth0"},
 	)
 }
+
+var lbNext, extNext atomic.Int32
+
+// NextLoadBalancerIP hands out an address of LoadBalancerCIDR, as a
+// LoadBalancer controller would.
+func NextLoadBalancerIP() string { return fmt.Sprintf("10.77.200.%d", 10+lbNext.Add(1)%240) }
+
+// NextExternalIP hands out an address of ExternalIPCIDR.
+func NextExternalIP() string { return fmt.Sprintf("10.77.201.%d", 10+extNext.Add(1)%240) }

@@ -85,7 +85,7 @@ type Options struct {
 type Cluster struct {
 	ID, Dir string
 	// Hub joins every namespace; Client is the outside client.
-	Hub, Client *netns.NS
+	Hub, ClientNS *netns.NS
 	*controlplane.ControlPlane
 	Nodes []*Node
 	// Images are the images imported into every node, by target.
@@ -255,6 +255,30 @@ func (c *Cluster) AddNS(label string) (*netns.NS, error) {
 	return netns.Create(name)
 }
 
+// AttachNS names the network namespace of process pid (a pod's) after the
+// cluster, <ID>-<label>, so that the harness can open sockets and run
+// tools in it like in its own namespaces. DetachNS removes the name; Down
+// removes what is left, once every process of the nodes is gone.
+func (c *Cluster) AttachNS(label string, pid int) (*netns.NS, error) {
+	name := c.ID + "-" + label
+	if out, err := exec.Command("ip", "netns", "attach", name, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns attach %s %d: %w: %s", name, pid, err, out)
+	}
+	c.mu.Lock()
+	c.nsNames = append(c.nsNames, name)
+	c.mu.Unlock()
+	return &netns.NS{Name: name}, nil
+}
+
+// DetachNS removes a name AttachNS gave, leaving the namespace and the
+// processes in it alone (netns.Delete would kill them).
+func DetachNS(ns *netns.NS) error {
+	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil && netns.Exists(ns.Name) {
+		return fmt.Errorf("ip netns del %s: %w: %s", ns.Name, err, out)
+	}
+	return nil
+}
+
 // buildNetwork creates the hub, the control-plane namespace, the nodes'
 // namespaces with their pod routes, and the outside client.
 func (c *Cluster) buildNetwork() error {
@@ -302,13 +326,13 @@ func (c *Cluster) buildNetwork() error {
 		}
 		c.Nodes = append(c.Nodes, n)
 	}
-	if c.Client, err = c.AddNS("client"); err != nil {
+	if c.ClientNS, err = c.AddNS("client"); err != nil {
 		return err
 	}
-	if err := clusternet.Attach(c.Hub, "cl", c.Client, clusternet.ClientIP); err != nil {
+	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP); err != nil {
 		return err
 	}
-	return clusternet.RouteClient(c.Client, c.Nodes[0].IP, c.ExternalNode().IP)
+	return clusternet.RouteClient(c.ClientNS, c.Nodes[0].IP, c.ExternalNode().IP)
 }
 
 // ExternalNode is the node the client routes external IPs through.
@@ -492,3 +516,6 @@ func ListClusters() []string {
 
 // idPattern is the shape of a cluster ID; nothing else is ever swept.
 var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}`)
+
+// RepoRoot is the repository root the cluster was built from.
+func (c *Cluster) RepoRoot() string { return c.opts.RepoRoot }

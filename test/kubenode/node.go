@@ -57,12 +57,15 @@ type Node struct {
 // net is what the pod routes need of the node.
 func (n *Node) net() clusternet.Node { return clusternet.Node{NS: n.NS, IP: n.IP, PodCIDR: n.PodCIDR} }
 
+// hubIf is the hub's end of the node's link.
+func (n *Node) hubIf() string { return fmt.Sprintf("n%d", n.Index) }
+
 // setUpNetwork plugs the node's (new) namespace into the hub and routes
 // the other nodes' pod networks from it. bridge-nf-call-iptables: a
 // Service proxy's rules must see pod traffic that stays on the node's
 // bridge (built into this kernel).
 func (n *Node) setUpNetwork() error {
-	if err := clusternet.Attach(n.cluster.Hub, fmt.Sprintf("n%d", n.Index), n.NS, n.IP); err != nil {
+	if err := clusternet.Attach(n.cluster.Hub, n.hubIf(), n.NS, n.IP); err != nil {
 		return err
 	}
 	var others []clusternet.Node
@@ -280,6 +283,13 @@ func (n *Node) Reboot(ctx context.Context) error {
 	n.Holder.Stop(time.Second)
 	if err := netns.Delete(n.NS.Name); err != nil {
 		return err
+	}
+	// Another name or an open socket may keep the old namespace alive, and
+	// with it its end of the hub's link: cut the link from the hub's side.
+	if _, err := n.cluster.Hub.Exec("ip", "link", "show", n.hubIf()); err == nil {
+		if err := n.cluster.Hub.Run([]string{"ip", "link", "del", n.hubIf()}); err != nil {
+			return err
+		}
 	}
 	var err error
 	if n.NS, err = netns.Create(n.NS.Name); err != nil {
