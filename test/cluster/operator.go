@@ -258,7 +258,11 @@ func (c *Cluster) StartAgent(ctx context.Context, n *Node) error {
 	env := containerEnv(ctr, ds.Namespace, n.Name)
 	args := []string{bin}
 	for _, a := range ctr.Args {
-		args = append(args, strings.ReplaceAll(a, "$(NODE_NAME)", n.Name))
+		a = strings.ReplaceAll(a, "$(NODE_NAME)", n.Name)
+		if root, ok := strings.CutPrefix(a, "--sysctl-root="); ok {
+			a = "--sysctl-root=" + hostPathOf(spec, ctr, root)
+		}
+		args = append(args, a)
 	}
 	args = append(args, "--kubeconfig="+kubeconfig)
 	n.Agent = c.newProcess("agent-"+n.Name, n.NS, args...)
@@ -268,6 +272,35 @@ func (c *Cluster) StartAgent(ctx context.Context, n *Node) error {
 		return err
 	}
 	return c.waitProcessHealthy(ctx, n.Agent, n.NS, n.healthURL)
+}
+
+// hostPathOf is the host path that a path of the container stands for,
+// through its hostPath mounts, as kubelet would mount them: the agent's
+// --sysctl-root=/host/proc/sys, under which the pod mounts the host's
+// /proc/sys/net at /host/proc/sys/net, is /proc/sys for a process on the
+// host. A path no mount explains is returned as it is.
+func hostPathOf(spec corev1.PodSpec, ctr corev1.Container, path string) string {
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	for _, m := range ctr.VolumeMounts {
+		host, ok := hostPaths[m.Name]
+		if !ok {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(path, m.MountPath); ok && (rest == "" || strings.HasPrefix(rest, "/")) {
+			return host + rest // the path is in the mount
+		}
+		if sub, ok := strings.CutPrefix(m.MountPath, path+"/"); ok {
+			if root, ok := strings.CutSuffix(host, "/"+sub); ok {
+				return root // the mount is below the path, at the same place
+			}
+		}
+	}
+	return path
 }
 
 // waitAgentDaemonSet waits until the node's ProxyNode names its

@@ -86,6 +86,7 @@ func newService(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
 // spec ends.
 func createService(svc *corev1.Service) *corev1.Service {
 	GinkgoHelper()
+	t.Select(svc)
 	Expect(t.API().Create(background, svc)).To(Succeed())
 	DeferCleanup(func() { deleteService(svc) })
 	return svc

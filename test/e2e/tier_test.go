@@ -66,6 +66,9 @@ type tier interface {
 	// StartPods starts one echo pod per node in namespace ns.
 	StartPods(ns, prefix string, nodes []*node) ([]*pod, error)
 	DeletePod(p *pod) error
+	// Select prepares a Service before it is created to take its backends
+	// from SetBackends.
+	Select(svc *corev1.Service)
 	// SetBackends makes pods the ready endpoints of svc, over slices
 	// EndpointSlices where the tier writes them (on the shipped tier the
 	// EndpointSlice controller packs them, see shipped.Options).
@@ -121,6 +124,10 @@ func (t *processTier) StartPods(_, prefix string, nodes []*node) ([]*pod, error)
 
 func (t *processTier) DeletePod(p *pod) error { return t.c.DeletePod(p.proc) }
 
+// Select does nothing: the harness writes the EndpointSlices of Services
+// without a selector.
+func (t *processTier) Select(*corev1.Service) {}
+
 func (t *processTier) SetBackends(svc *corev1.Service, pods []*pod, slices int) error {
 	var ps []*cluster.Pod
 	for _, p := range pods {
@@ -167,12 +174,21 @@ func (t *shippedTier) StartPods(ns, prefix string, nodes []*node) ([]*pod, error
 
 func (t *shippedTier) DeletePod(p *pod) error { return t.c.DeletePod(context.Background(), p.real) }
 
+// backendLabel is the label that makes a pod a backend of svc.
+func backendLabel(svc *corev1.Service) string { return "e2e.synterix.io/" + svc.Name }
+
+// Select gives the Service its selector before it is created: the API
+// server refuses to add one to a headless Service made without.
+func (t *shippedTier) Select(svc *corev1.Service) {
+	svc.Spec.Selector = map[string]string{backendLabel(svc): "1"}
+}
+
 // SetBackends selects exactly pods with the Service's selector: each pod
 // carries the label e2e.synterix.io/<service>=1 or not, and the real
 // EndpointSlice controller does the rest.
 func (t *shippedTier) SetBackends(svc *corev1.Service, pods []*pod, _ int) error {
 	ctx := context.Background()
-	key := "e2e.synterix.io/" + svc.Name
+	key := backendLabel(svc)
 	want := map[string]bool{}
 	for _, p := range pods {
 		want[p.Name] = true
