@@ -158,7 +158,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}); err != nil {
 		return c, err
 	}
-	if err := c.step(fmt.Sprintf("Starting containerd and kubelet on %d nodes", len(c.Nodes)), func() error {
+	if err := c.step(fmt.Sprintf("Starting containerd (importing the %d images of %s) and kubelet on %d nodes", len(c.Images), relPath(c.opts.RepoRoot, c.opts.ImagesDir), len(c.Nodes)), func() error {
 		return c.startNodes(ctx)
 	}); err != nil {
 		return c, err
@@ -519,3 +519,11 @@ var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}`)
 
 // RepoRoot is the repository root the cluster was built from.
 func (c *Cluster) RepoRoot() string { return c.opts.RepoRoot }
+
+// relPath is path relative to root when it is below root.
+func relPath(root, path string) string {
+	if rel, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
+}
