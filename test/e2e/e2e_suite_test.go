@@ -80,7 +80,7 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	default:
 		Fail("E2E_TIER must be shipped or process, not " + tierName())
 	}
-	countEscapes()
+	countAtHub()
 	_, err := t.Kubectl("apply", "-f", manifest("e2e-gatewayconfig.yaml"))
 	Expect(err).NotTo(HaveOccurred())
 	if pc != nil {

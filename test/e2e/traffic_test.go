@@ -24,7 +24,7 @@ type traffic struct {
 	load    *netns.Load
 	streams []*netns.Stream
 	start   time.Time
-	escaped int64
+	hub     hubCounts
 }
 
 // startTraffic starts the load on svc (a NodePort Service) from node n,
@@ -34,7 +34,7 @@ func startTraffic(svc *corev1.Service, n *node, from *pod) *traffic {
 	GinkgoHelper()
 	vip := addr(svc.Spec.ClusterIP, svc.Spec.Ports[0].Port)
 	nodePort := addr(n.IP, svc.Spec.Ports[0].NodePort)
-	tr := &traffic{load: netns.NewLoad(), start: time.Now(), escaped: escapedPackets()}
+	tr := &traffic{load: netns.NewLoad(), start: time.Now(), hub: readHub()}
 	request := func(ns *netns.NS, target string) func() error {
 		return func() error { _, err := ns.Request("tcp", target, netns.RequestOptions{}); return err }
 	}
@@ -54,9 +54,9 @@ func startTraffic(svc *corev1.Service, n *node, from *pod) *traffic {
 			s, err := p.ns.OpenStream(vip, netns.RequestOptions{})
 			Expect(err).NotTo(HaveOccurred())
 			tr.streams = append(tr.streams, s)
-			tr.load.Run("pings", "stream ping from "+p.what+" to "+vip, 20*time.Millisecond, s.Ping)
+			tr.load.Run("pings", "stream ping from "+p.what+" to "+vip, loadPause, s.Ping)
 		}
-		tr.load.Run("conns", "new connection from "+p.what+" to "+p.target, 20*time.Millisecond, request(p.ns, p.target))
+		tr.load.Run("conns", "new connection from "+p.what+" to "+p.target, loadPause, request(p.ns, p.target))
 	}
 	tr.phase("steady")
 	time.Sleep(time.Second)
@@ -79,9 +79,10 @@ func (tr *traffic) finish(what string) {
 	}
 	pings, pingFails := tr.load.Count("pings")
 	conns, connFails := tr.load.Count("conns")
-	escaped := escapedPackets() - tr.escaped
-	figures := fmt.Sprintf("stream pings ok=%d failed=%d, new connections ok=%d failed=%d, packets to Service addresses that reached the hub untranslated: %d, over %s",
-		pings, pingFails, conns, connFails, escaped, time.Since(tr.start).Round(100*time.Millisecond))
+	hub := readHub()
+	figures := fmt.Sprintf("stream pings ok=%d failed=%d, new connections ok=%d failed=%d; at the hub: %d packets to Service addresses (untranslated), %d ICMP net unreachable sent; over %s",
+		pings, pingFails, conns, connFails, hub.escaped-tr.hub.escaped, hub.netUnreachable-tr.hub.netUnreachable,
+		time.Since(tr.start).Round(100*time.Millisecond))
 	fmt.Fprintf(GinkgoWriter, "%s: %s\n", what, figures)
 	AddReportEntry(what, figures)
 	detail := strings.Join(tr.load.Failures(), "\n")
@@ -91,36 +92,50 @@ func (tr *traffic) finish(what string) {
 }
 
 // The hub counts, in its own raw table, the packets for Service addresses
-// that reach it: a node sends one there only when its rules did not
-// translate it (the hub has no route for them and answers with ICMP net
-// unreachable, which a client sees as ENETUNREACH). See docs/testing.md.
-const escapeRule = "synx: Service address reached the hub untranslated"
+// that reach it, and the ICMP net unreachable it sends. A node sends a
+// packet for a Service address to the hub only when its rules did not
+// translate it; the hub has no route for it (nor for any address outside
+// the cluster network) and answers with ICMP net unreachable, which fails
+// the sender's connect with ENETUNREACH. See docs/testing.md.
+const (
+	escapeRule      = "synx: Service address reached the hub untranslated"
+	unreachableRule = "synx: ICMP net unreachable sent by the hub"
+)
 
-// countEscapes installs the counting rule in the hub.
-func countEscapes() {
+// countAtHub installs the counting rules in the hub.
+func countAtHub() {
 	GinkgoHelper()
-	_, err := hub().Exec("iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-d", clusternet.ServiceCIDR,
-		"-m", "comment", "--comment", escapeRule)
-	Expect(err).NotTo(HaveOccurred())
+	Expect(hub().Run(
+		[]string{"iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-d", clusternet.ServiceCIDR, "-m", "comment", "--comment", escapeRule},
+		[]string{"iptables", "-w", "-t", "raw", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "network-unreachable", "-m", "comment", "--comment", unreachableRule},
+	)).To(Succeed())
 }
 
-var counterRE = regexp.MustCompile(`\[(\d+):\d+\]`)
+var counterRE = regexp.MustCompile(`^\[(\d+):\d+\]`)
 
-// escapedPackets reads the hub's counter.
-func escapedPackets() int64 {
+// hubCounts are the hub's counters.
+type hubCounts struct{ escaped, netUnreachable int64 }
+
+func readHub() hubCounts {
+	var c hubCounts
 	out, err := hub().Exec("iptables-save", "-c", "-t", "raw")
 	if err != nil {
-		return 0
+		return c
 	}
 	for _, l := range strings.Split(out, "\n") {
-		if strings.Contains(l, escapeRule) {
-			if m := counterRE.FindStringSubmatch(l); m != nil {
-				n, _ := strconv.ParseInt(m[1], 10, 64)
-				return n
-			}
+		m := counterRE.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		switch {
+		case strings.Contains(l, escapeRule):
+			c.escaped = n
+		case strings.Contains(l, unreachableRule):
+			c.netUnreachable = n
 		}
 	}
-	return 0
+	return c
 }
 
 func hub() *netns.NS {
@@ -129,3 +144,6 @@ func hub() *netns.NS {
 	}
 	return pc.Hub
 }
+
+// loadPause is the pause between two probes of one loop.
+const loadPause = 20 * time.Millisecond

@@ -181,37 +181,10 @@ func (d *demo) walk(ctx context.Context) error {
 	if err := d.kubectl("get", "nodes", "-o", "wide"); err != nil {
 		return err
 	}
-	d.progress("Installing the product as docs/install.md says: the API server's address, then hack/deploy.sh (config/default with %s)", c.ManagerImage())
-	fmt.Printf("    kubectl -n %s create configmap %s KUBERNETES_SERVICE_HOST=%s KUBERNETES_SERVICE_PORT=%d\n",
-		shipped.OperatorNamespace, shipped.APIServerConfigMap, clusternet.APIServerIP, clusternet.APIServerPort)
-	fmt.Printf("    IMG=%s AGENT_IMG=%s hack/deploy.sh\n", c.ManagerImage(), c.AgentImage())
-	var out strings.Builder
-	if err := c.Install(ctx, &out); err != nil {
-		fmt.Print(indent(out.String()))
+	if err := d.install(ctx); err != nil {
 		return err
 	}
-	fmt.Printf("      %d objects applied server-side; the operator's Deployment is available\n", strings.Count(out.String(), "serverside-applied"))
-	if err := d.kubectl("-n", shipped.OperatorNamespace, "get", "deployments,pods", "-o", "wide"); err != nil {
-		return err
-	}
-
-	d.progress("Applying config/samples and the workload: echo pods behind demo/web (LoadBalancer) and default/checkout")
-	if err := d.kubectl("apply", "-f", filepath.Join(c.RepoRoot(), "config", "samples")); err != nil {
-		return err
-	}
-	if err := d.kubectl("apply", "-f", d.manifest("web.yaml")); err != nil {
-		return err
-	}
-	gc, err := shipped.WaitRolledOut(ctx, c.Client, "default", 3*time.Minute)
-	if err != nil {
-		return err
-	}
-	if _, err := c.WaitAgentsReady(ctx, 2*time.Minute); err != nil {
-		return err
-	}
-	fmt.Printf("    GatewayConfig default rolled out: revision %s ready on %d/%d nodes; its DaemonSet runs the agent pods:\n",
-		gc.Status.CurrentRevision, gc.Status.ReadyNodes, gc.Status.DesiredNodes)
-	if err := d.kubectl("-n", shipped.OperatorNamespace, "get", "pods", "-l", "app.kubernetes.io/name=synterix-agent", "-o", "wide"); err != nil {
+	if err := d.samples(ctx); err != nil {
 		return err
 	}
 	web, err := d.backends(ctx)
@@ -254,6 +227,46 @@ func (d *demo) walk(ctx context.Context) error {
 		return err
 	}
 	return d.fromNodes(ctx, web, rotate)
+}
+
+// install installs the product as docs/install.md tells a user on a
+// cluster without kube-proxy, and shows the operator.
+func (d *demo) install(ctx context.Context) error {
+	c := d.c
+	d.progress("Installing the product as docs/install.md says: the API server's address, then hack/deploy.sh (config/default with %s)", c.ManagerImage())
+	fmt.Printf("    kubectl -n %s create configmap %s KUBERNETES_SERVICE_HOST=%s KUBERNETES_SERVICE_PORT=%d\n",
+		shipped.OperatorNamespace, shipped.APIServerConfigMap, clusternet.APIServerIP, clusternet.APIServerPort)
+	fmt.Printf("    IMG=%s AGENT_IMG=%s hack/deploy.sh\n", c.ManagerImage(), c.AgentImage())
+	var out strings.Builder
+	if err := c.Install(ctx, &out); err != nil {
+		fmt.Print(indent(out.String()))
+		return err
+	}
+	fmt.Printf("      %d objects applied server-side; the operator's Deployment is available\n", strings.Count(out.String(), "serverside-applied"))
+	return d.kubectl("-n", shipped.OperatorNamespace, "get", "deployments,pods", "-o", "wide")
+}
+
+// samples applies config/samples and the workload, and shows the agent
+// pods once the GatewayConfig default rolled out.
+func (d *demo) samples(ctx context.Context) error {
+	c := d.c
+	d.progress("Applying config/samples and the workload: echo pods behind demo/web (LoadBalancer) and default/checkout")
+	if err := d.kubectl("apply", "-f", filepath.Join(c.RepoRoot(), "config", "samples")); err != nil {
+		return err
+	}
+	if err := d.kubectl("apply", "-f", d.manifest("web.yaml")); err != nil {
+		return err
+	}
+	gc, err := shipped.WaitRolledOut(ctx, c.Client, "default", 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WaitAgentsReady(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	fmt.Printf("    GatewayConfig default rolled out: revision %s ready on %d/%d nodes; its DaemonSet runs the agent pods:\n",
+		gc.Status.CurrentRevision, gc.Status.ReadyNodes, gc.Status.DesiredNodes)
+	return d.kubectl("-n", shipped.OperatorNamespace, "get", "pods", "-l", "app.kubernetes.io/name=synterix-agent", "-o", "wide")
 }
 
 // web is the demo Service and where to reach it.
