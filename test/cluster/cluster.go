@@ -325,9 +325,6 @@ func (c *Cluster) newProcess(name string, ns *netns.NS, args ...string) *netns.P
 	return p
 }
 
-// KubectlCommand is the command line that runs kubectl against the cluster.
-func (c *Cluster) KubectlCommand() string { return c.Plane.KubectlCommand() }
-
 // Kubectl runs kubectl in the control-plane namespace and returns its output.
 func (c *Cluster) Kubectl(args ...string) (string, error) { return c.Plane.Kubectl(args...) }
 
