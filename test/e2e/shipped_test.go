@@ -48,6 +48,8 @@ var _ = Describe("As shipped", Label(tierShipped), func() {
 		ns := newNamespace()
 		nodePortService(ns, "perm", startPods(ns, "perm", nodes()[0]))
 
+		By("the operator paused, so that it does not revert the DaemonSet edit below")
+		pauseOperator()
 		By("the agent DaemonSet leaves " + n.Name)
 		old, err := sc.AgentPod(background, n.Name)
 		Expect(err).NotTo(HaveOccurred())
@@ -106,9 +108,34 @@ func agentDaemonSet() *appsv1.DaemonSet {
 	return &list.Items[0]
 }
 
+// pauseOperator scales the operator to no replica until the spec ends: it
+// reverts any edit of an agent DaemonSet, which a spec that stands in for
+// one node's agent must make.
+func pauseOperator() {
+	GinkgoHelper()
+	key := client.ObjectKey{Namespace: shipped.OperatorNamespace, Name: "synterix-operator"}
+	scale := func(n int32) {
+		var d appsv1.Deployment
+		Expect(t.API().Get(background, key, &d)).To(Succeed())
+		patch := client.MergeFrom(d.DeepCopy())
+		d.Spec.Replicas = &n
+		Expect(t.API().Patch(background, &d, patch)).To(Succeed())
+		Eventually(func(g Gomega) {
+			g.Expect(t.API().Get(background, key, &d)).To(Succeed())
+			g.Expect(d.Status.ObservedGeneration).To(Equal(d.Generation))
+			g.Expect(d.Status.Replicas).To(Equal(n))
+			g.Expect(d.Status.ReadyReplicas).To(Equal(n))
+		}).WithTimeout(2 * time.Minute).WithPolling(poll).Should(Succeed())
+	}
+	var d appsv1.Deployment
+	Expect(t.API().Get(background, key, &d)).To(Succeed())
+	replicas := *d.Spec.Replicas
+	scale(0)
+	DeferCleanup(func() { scale(replicas) })
+}
+
 // excludeNode keeps the DaemonSet's pods off node, and puts its affinity
-// back when the spec ends (the operator rewrites a DaemonSet only when its
-// own wish for it changes).
+// back when the spec ends.
 func excludeNode(ds *appsv1.DaemonSet, node string) {
 	GinkgoHelper()
 	orig := ds.Spec.Template.Spec.Affinity.DeepCopy()
