@@ -1,0 +1,224 @@
+package nftables
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// conn is a netlink socket to nf_tables in the network namespace of the
+// thread that opened it. It sends a whole transaction in one sendmsg and
+// asks for one acknowledgement per transaction, not per message (the
+// per-message acknowledgements and echoes of github.com/google/nftables'
+// Conn cost more than the kernel's own work at 100k rules; see
+// docs/performance.md).
+type conn struct {
+	nl  *netlink.Conn
+	raw syscall.RawConn
+	buf []byte
+	// deadline bounds every exchange with the kernel.
+	deadline time.Time
+}
+
+// dial opens a socket in the calling thread's network namespace.
+func dial(ctx context.Context) (*conn, error) {
+	nl, err := netlink.Dial(unix.NETLINK_NETFILTER, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open nf_tables netlink socket: %w", err)
+	}
+	raw, err := nl.SyscallConn()
+	if err != nil {
+		nl.Close()
+		return nil, err
+	}
+	c := &conn{nl: nl, raw: raw, buf: make([]byte, 256<<10), deadline: time.Now().Add(5 * time.Minute)}
+	if dl, ok := ctx.Deadline(); ok {
+		c.deadline = dl
+	}
+	// Room for a whole transaction and for its replies; root may force
+	// buffers beyond the sysctl limits, others keep the defaults and get
+	// ENOBUFS/EMSGSIZE as errors.
+	_ = raw.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, maxTxnBytes+1<<20)
+		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
+	})
+	return c, nil
+}
+
+func (c *conn) close() { _ = c.nl.Close() }
+
+// maxTxnBytes bounds the transactions of a cold start, which are split;
+// a transaction that must be atomic is sent whole with a buffer to fit.
+const maxTxnBytes = 8 << 20
+
+// msgType is the netlink type of an nf_tables message.
+func msgType(m int) netlink.HeaderType {
+	return netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | m)
+}
+
+// nfgen is the nfgenmsg header every nf_tables message starts with.
+func nfgen(fam byte, res uint16) []byte {
+	return []byte{fam, unix.NFNETLINK_V0, byte(res >> 8), byte(res)}
+}
+
+// KernelError is an error the kernel reported for one message of a
+// transaction or for a request.
+type KernelError struct {
+	What  string
+	Errno syscall.Errno
+}
+
+func (e *KernelError) Error() string { return fmt.Sprintf("%s: %v", e.What, e.Errno) }
+func (e *KernelError) Unwrap() error { return e.Errno }
+
+// commit sends a transaction and waits for its outcome. The kernel applies
+// all of it or nothing; every error it reports is returned, named by the
+// message that caused it.
+func (c *conn) commit(t *txn) error {
+	if len(t.msgs) == 0 {
+		return nil
+	}
+	begin := netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: netlink.Request},
+		Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)}
+	end := begin
+	end.Header.Type = netlink.HeaderType(unix.NFNL_MSG_BATCH_END)
+	msgs := make([]netlink.Message, 0, len(t.msgs)+2)
+	msgs = append(append(append(msgs, begin), t.msgs...), end)
+	msgs[len(msgs)-2].Header.Flags |= netlink.Acknowledge
+	sent, err := c.nl.SendMessages(msgs)
+	if err != nil {
+		return fmt.Errorf("send nf_tables transaction of %d messages: %w", len(t.msgs), err)
+	}
+	// The kernel answers with an error per failed message, the requested
+	// acknowledgement of the last one, or one error on the batch header
+	// when the commit itself fails.
+	first, last := sent[0].Header.Sequence, sent[len(sent)-2].Header.Sequence
+	var errs []error
+	for {
+		reply, err := c.recv()
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("nf_tables transaction: %w", err))...)
+		}
+		for _, m := range reply {
+			if m.Header.Type != netlink.Error {
+				continue
+			}
+			seq := m.Header.Sequence
+			if errno := errnoOf(m.Data); errno != 0 {
+				what := "commit"
+				if i := int(seq - first); i > 0 && i <= len(t.what) {
+					what = t.what[i-1]
+				}
+				errs = append(errs, &KernelError{What: what, Errno: errno})
+			}
+			if seq == last || seq == first {
+				return errors.Join(errs...)
+			}
+		}
+	}
+}
+
+// dump sends a dump request and hands every reply message to fn. An
+// NLMSG_ERROR ends it with that error (ENOENT when the table or set does
+// not exist).
+func (c *conn) dump(what string, typ int, fam byte, attrs []netlink.Attribute, fn func(data []byte) error) error {
+	data, err := netlink.MarshalAttributes(attrs)
+	if err != nil {
+		return err
+	}
+	req := netlink.Message{Header: netlink.Header{Type: msgType(typ), Flags: netlink.Request | netlink.Dump | netlink.Acknowledge},
+		Data: append(nfgen(fam, 0), data...)}
+	sent, err := c.nl.Send(req)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	for {
+		reply, err := c.recv()
+		if err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
+		for _, m := range reply {
+			if m.Header.Sequence != sent.Header.Sequence {
+				continue
+			}
+			switch m.Header.Type {
+			case netlink.Done:
+				return nil
+			case netlink.Error:
+				if errno := errnoOf(m.Data); errno != 0 {
+					return &KernelError{What: what, Errno: errno}
+				}
+				return nil
+			}
+			if len(m.Data) < 4 {
+				return fmt.Errorf("%s: short message", what)
+			}
+			if err := fn(m.Data[4:]); err != nil {
+				return fmt.Errorf("%s: %w", what, err)
+			}
+		}
+	}
+}
+
+// errnoOf reads the (negative) error code of an NLMSG_ERROR payload.
+func errnoOf(data []byte) syscall.Errno {
+	if len(data) < 4 {
+		return syscall.EPROTO
+	}
+	code := int32(binary.NativeEndian.Uint32(data[:4]))
+	if code < 0 {
+		code = -code
+	}
+	return syscall.Errno(code)
+}
+
+// recv reads one datagram and splits it into messages, without turning
+// NLMSG_ERROR into Go errors, so that commit can attribute each error.
+func (c *conn) recv() ([]netlink.Message, error) {
+	if err := c.nl.SetReadDeadline(c.deadline); err != nil {
+		return nil, err
+	}
+	var n int
+	var rerr error
+	err := c.raw.Read(func(fd uintptr) bool {
+		n, _, rerr = unix.Recvfrom(int(fd), c.buf, unix.MSG_DONTWAIT)
+		return rerr != unix.EAGAIN && rerr != unix.EINTR
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rerr != nil {
+		return nil, rerr
+	}
+	return splitMessages(c.buf[:n])
+}
+
+// splitMessages parses the netlink messages of one datagram.
+func splitMessages(b []byte) ([]netlink.Message, error) {
+	var out []netlink.Message
+	for len(b) >= unix.NLMSG_HDRLEN {
+		l := int(binary.NativeEndian.Uint32(b[:4]))
+		if l < unix.NLMSG_HDRLEN || l > len(b) {
+			return out, fmt.Errorf("malformed netlink message: length %d of %d bytes", l, len(b))
+		}
+		out = append(out, netlink.Message{Header: netlink.Header{
+			Length:   uint32(l),
+			Type:     netlink.HeaderType(binary.NativeEndian.Uint16(b[4:])),
+			Flags:    netlink.HeaderFlags(binary.NativeEndian.Uint16(b[6:])),
+			Sequence: binary.NativeEndian.Uint32(b[8:]),
+			PID:      binary.NativeEndian.Uint32(b[12:]),
+		}, Data: b[unix.NLMSG_HDRLEN:l]})
+		if a := (l + unix.NLMSG_ALIGNTO - 1) &^ (unix.NLMSG_ALIGNTO - 1); a < len(b) {
+			b = b[a:]
+		} else {
+			break
+		}
+	}
+	return out, nil
+}
