@@ -232,4 +232,3 @@ func (b *Backend) hairpinElems(st *model.State) map[string]elem {
 	}
 	return out
 }
-

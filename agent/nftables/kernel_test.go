@@ -34,7 +34,7 @@ func harness(opts Options) backendtest.Harness {
 	}
 	return backendtest.Harness{
 		Tools: []string{"nft"},
-		New: func(ctx context.Context) (backend.Backend, error) { return New(opts) },
+		New:   func(ctx context.Context) (backend.Backend, error) { return New(opts) },
 		Dump: func(t testing.TB, node *netns.NS) string {
 			return canonicalRuleset(nft(t, node, "list", "ruleset"))
 		},
