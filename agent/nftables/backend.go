@@ -47,7 +47,7 @@ type Options struct {
 	// MasqueradeBit is the packet mark bit that requests masquerade.
 	// Default 17 (0x20000), away from kube-proxy's 0x4000.
 	MasqueradeBit int
-	// ChunkBytes bounds a cold start's transactions (default 4 MiB).
+	// ChunkBytes bounds a cold start's transactions (default 2 MiB).
 	ChunkBytes int
 }
 
@@ -63,7 +63,9 @@ type Backend struct {
 	frags   map[string]*fragment
 	key     renderKey
 	hairpin map[string]elem
-	shared  int // rules in the shared chains
+	sum     epsSum           // digest of the endpoints map
+	picks   map[pickSpec]int // pick chains and how many fragments use them
+	shared  int              // rules in the shared chains, pick chains included
 	last    *model.State
 	synced  bool
 
@@ -90,7 +92,7 @@ func New(opts Options) (*Backend, error) {
 		b.table = DefaultTable
 	}
 	if b.chunk <= 0 {
-		b.chunk = 4 << 20
+		b.chunk = 2 << 20
 	}
 	return b, nil
 }
@@ -183,7 +185,7 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 func (b *Backend) owned() int {
 	n := b.shared + len(b.hairpin)
 	for _, f := range b.frags {
-		n += f.rules + len(f.dispatch) + len(f.noEps)
+		n += f.rules + len(f.dispatch) + len(f.noEps) + len(f.eps)
 	}
 	return n
 }
@@ -210,7 +212,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err := b.localnet.restore(); err != nil {
 		errs = append(errs, err)
 	}
-	b.frags, b.hairpin, b.last, b.synced, b.shared = map[string]*fragment{}, nil, nil, false, 0
+	b.frags, b.hairpin, b.picks, b.sum, b.last, b.synced, b.shared = map[string]*fragment{}, nil, nil, epsSum{}, nil, false, 0
 	return errors.Join(errs...)
 }
 

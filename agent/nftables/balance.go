@@ -86,9 +86,11 @@ const lookupOp = ^uint32(0)
 // the affinity set for an endpoint (op lookupOp) or record the binding
 // (NFT_DYNSET_OP_UPDATE: add, or refresh its timeout).
 //
-// The key is "ip saddr . anchor address . protocol . anchor port .
-// endpoint address . endpoint port"; everything after the client is a
-// constant of the rule, loaded by immediates.
+// The key is "ip saddr . anchor address . anchor port . endpoint address
+// . endpoint port" (nft names concatenations of at most five fields);
+// everything after the client is a constant of the rule, loaded by
+// immediates. The TCP and UDP ports of one number share bindings when
+// they share endpoints, which keeps a client on one pod.
 func (r *renderer) affinity(s *model.Service) func(t target, op uint32) []expr.Any {
 	an := anchor(s)
 	a, err := r.f.addr(an.Addr)
@@ -100,7 +102,7 @@ func (r *renderer) affinity(s *model.Service) func(t target, op uint32) []expr.A
 		// One immediate per field: nft prints (and does not crash on)
 		// what it would have written itself.
 		// A short value zeroes the rest of its 4-byte register.
-		fields := [][]byte{a, {protoNum(s.Protocol)}, be16(uint16(an.Port)), t.addr, be16(t.port)}
+		fields := [][]byte{a, be16(uint16(an.Port)), t.addr, be16(t.port)}
 		out := []expr.Any{&expr.Payload{DestRegister: reg32_0, Base: expr.PayloadBaseNetworkHeader, Offset: r.f.saddr, Len: r.f.addrLen}}
 		reg := uint32(reg32_0) + r.f.addrLen/4
 		for _, v := range fields {

@@ -21,7 +21,8 @@ import (
 type conn struct {
 	nl  *netlink.Conn
 	raw syscall.RawConn
-	buf []byte
+	buf    []byte
+	sndbuf int
 	// deadline bounds every exchange with the kernel.
 	deadline time.Time
 }
@@ -41,21 +42,16 @@ func dial(ctx context.Context) (*conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		c.deadline = dl
 	}
-	// Room for a whole transaction and for its replies; root may force
-	// buffers beyond the sysctl limits, others keep the defaults and get
-	// ENOBUFS/EMSGSIZE as errors.
+	// Room for the replies to a dump or a failed transaction; root may
+	// force buffers beyond the sysctl limits (send grows the send
+	// buffer to fit each transaction), others get ENOBUFS/EMSGSIZE.
 	_ = raw.Control(func(fd uintptr) {
-		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, maxTxnBytes+1<<20)
 		_ = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 4<<20)
 	})
 	return c, nil
 }
 
 func (c *conn) close() { _ = c.nl.Close() }
-
-// maxTxnBytes bounds the transactions of a cold start, which are split;
-// a transaction that must be atomic is sent whole with a buffer to fit.
-const maxTxnBytes = 8 << 20
 
 // msgType is the netlink type of an nf_tables message.
 func msgType(m int) netlink.HeaderType {
@@ -81,24 +77,19 @@ func (e *KernelError) Unwrap() error { return e.Errno }
 // all of it or nothing; every error it reports is returned, named by the
 // message that caused it.
 func (c *conn) commit(t *txn) error {
-	if len(t.msgs) == 0 {
+	if len(t.what) == 0 {
 		return nil
 	}
-	begin := netlink.Message{Header: netlink.Header{Type: netlink.HeaderType(unix.NFNL_MSG_BATCH_BEGIN), Flags: netlink.Request},
-		Data: nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)}
-	end := begin
-	end.Header.Type = netlink.HeaderType(unix.NFNL_MSG_BATCH_END)
-	msgs := make([]netlink.Message, 0, len(t.msgs)+2)
-	msgs = append(append(append(msgs, begin), t.msgs...), end)
-	msgs[len(msgs)-2].Header.Flags |= netlink.Acknowledge
-	sent, err := c.nl.SendMessages(msgs)
-	if err != nil {
-		return fmt.Errorf("send nf_tables transaction of %d messages: %w", len(t.msgs), err)
+	// Ask for one acknowledgement: of the last message. The kernel
+	// answers with an error per failed message, then that ack; or with
+	// one error on the batch header (sequence 0) when the commit fails.
+	flags := binary.NativeEndian.Uint16(t.buf[t.last+6:])
+	binary.NativeEndian.PutUint16(t.buf[t.last+6:], flags|unix.NLM_F_ACK)
+	last := uint32(len(t.what))
+	bufs := [][]byte{batchMsg(unix.NFNL_MSG_BATCH_BEGIN, 0), t.buf, batchMsg(unix.NFNL_MSG_BATCH_END, last+1)}
+	if err := c.send(bufs, len(t.buf)); err != nil {
+		return fmt.Errorf("send nf_tables transaction of %d messages: %w", len(t.what), err)
 	}
-	// The kernel answers with an error per failed message, the requested
-	// acknowledgement of the last one, or one error on the batch header
-	// when the commit itself fails.
-	first, last := sent[0].Header.Sequence, sent[len(sent)-2].Header.Sequence
 	var errs []error
 	for {
 		reply, err := c.recv()
@@ -110,18 +101,50 @@ func (c *conn) commit(t *txn) error {
 				continue
 			}
 			seq := m.Header.Sequence
-			if errno := errnoOf(m.Data); errno != 0 {
-				what := "commit"
-				if i := int(seq - first); i > 0 && i <= len(t.what) {
-					what = t.what[i-1]
-				}
-				errs = append(errs, &KernelError{What: what, Errno: errno})
+			if seq > last {
+				continue // not ours: an older exchange's
 			}
-			if seq == last || seq == first {
+			if errno := errnoOf(m.Data); errno != 0 {
+				errs = append(errs, &KernelError{What: t.describe(seq), Errno: errno})
+			}
+			if seq == last || seq == 0 {
 				return errors.Join(errs...)
 			}
 		}
 	}
+}
+
+// batchMsg is a batch begin or end message.
+func batchMsg(typ int, seq uint32) []byte {
+	b := make([]byte, unix.NLMSG_HDRLEN, unix.NLMSG_HDRLEN+4)
+	binary.NativeEndian.PutUint32(b[0:], unix.NLMSG_HDRLEN+4)
+	binary.NativeEndian.PutUint16(b[4:], uint16(typ))
+	binary.NativeEndian.PutUint16(b[6:], unix.NLM_F_REQUEST)
+	binary.NativeEndian.PutUint32(b[8:], seq)
+	return append(b, nfgen(unix.AF_UNSPEC, unix.NFNL_SUBSYS_NFTABLES)...)
+}
+
+// send writes buffers as one datagram, growing the send buffer to fit.
+func (c *conn) send(bufs [][]byte, size int) error {
+	if need := size + 64<<10; need > c.sndbuf {
+		_ = c.raw.Control(func(fd uintptr) {
+			if unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, need) == nil {
+				c.sndbuf = need
+			}
+		})
+	}
+	if err := c.nl.SetWriteDeadline(c.deadline); err != nil {
+		return err
+	}
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		_, werr = unix.SendmsgBuffers(int(fd), bufs, nil, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}, 0)
+		return werr != unix.EAGAIN && werr != unix.EINTR
+	})
+	if err != nil {
+		return err
+	}
+	return werr
 }
 
 // dump sends a dump request and hands every reply message to fn. An

@@ -60,7 +60,7 @@ func (f *family) addr(a netip.Addr) ([]byte, error) {
 const (
 	typeVerdict     = 1
 	typeInteger     = 4
-	typeMark        = 5
+	typeMark        = 19
 	typeIPv4Addr    = 7
 	typeIPv6Addr    = 8
 	typeInetProto   = 12

@@ -19,6 +19,9 @@ type kstate struct {
 	udata  map[string][][]byte // shared chain -> its rules' user data, in order
 	sets   map[string]setDef
 	elems  map[string]map[string]elem // set -> key -> element
+	// trusted says the endpoints map holds what its digest says, so it
+	// was not listed.
+	trusted bool
 }
 
 // readKernel reads our table in the socket's network namespace. A missing

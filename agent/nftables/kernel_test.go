@@ -52,9 +52,10 @@ func harness(opts Options) backendtest.Harness {
 			}
 			node.MustExec("iptables-nft", "-w", "-A", "FORWARD", "-m", "comment", "--comment", "someone else", "-j", "ACCEPT")
 		},
-		// The new chain of the service port (masquerade jump and one
-		// endpoint) and its dispatch element.
-		OneEndpointWrites: 3,
+		// The shared chain that picks one of one endpoint (the
+		// masquerade jump and the pick: 2 rules), the service's dispatch
+		// entry, now going there, and its one endpoints map entry.
+		OneEndpointWrites: 4,
 	}
 }
 
@@ -119,7 +120,7 @@ func countOwned(t testing.TB, out string) int {
 				if err := json.Unmarshal(raw, &s); err != nil {
 					t.Fatal(err)
 				}
-				if s.Name != setAffinity {
+				if s.Name != setAffinity && s.Name != setDigest {
 					n += len(s.Elem)
 				}
 			}

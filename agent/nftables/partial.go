@@ -25,63 +25,162 @@ func (b *Backend) partialSync(c *conn, st *model.State) (backend.SyncResult, err
 		return res, err
 	}
 	ch := model.Diff(b.last, st)
-	t := newTxn(b.f, b.table)
-	old := map[string]map[string]elem{setServices: {}, setNoEndpoint: {}}
-	cur := map[string]map[string]elem{setServices: {}, setNoEndpoint: {}}
-	frags := map[string]*fragment{}
-	var stale []string
+	d := &delta{old: newElemSets(), cur: newElemSets(), frags: map[string]*fragment{}, picks: map[pickSpec]int{}, sum: b.sum}
 	for _, k := range ch.Removed {
 		if f := b.frags[k]; f != nil {
-			stale = append(stale, f.chains...)
-			f.addElems(old)
+			d.stale = append(d.stale, f.chains...)
+			d.drop(f)
 		}
 	}
+	t := newTxn(b.f, b.table)
+	var chains []*chain
 	for _, k := range append(append([]string(nil), ch.Added...), ch.Changed...) {
-		s := st.Service(k)
-		nf, chains := r.service(s)
+		nf, cs := r.service(st.Service(k))
 		of := b.frags[k]
 		if of == nil {
 			of = &fragment{}
 		}
-		for _, c := range chains {
+		for _, c := range cs {
 			if !slices.Contains(of.chains, c.name) {
-				t.addChain(c)
-				t.addRules(c)
+				chains = append(chains, c)
 			}
 		}
 		for _, n := range of.chains {
 			if !slices.Contains(nf.chains, n) {
-				stale = append(stale, n)
+				d.stale = append(d.stale, n)
 			}
 		}
-		of.addElems(old)
-		nf.addElems(cur)
-		frags[k] = nf
+		d.drop(of)
+		d.take(nf)
+		d.frags[k] = nf
+	}
+	born, dead := b.pickChanges(d.picks)
+	for _, p := range born {
+		pc := r.pickChain(p)
+		t.addChain(pc)
+		t.addRules(pc)
+	}
+	for _, c := range chains {
+		t.addChain(c)
+		t.addRules(c)
 	}
 	hairpin := b.hairpinElems(st)
-	old[setHairpin], cur[setHairpin] = b.hairpin, hairpin
-	sets := []string{setServices, setNoEndpoint, setHairpin}
-	for _, set := range sets {
-		t.setElems(set, true, changed(old[set], cur[set]))
+	d.old[setHairpin], d.cur[setHairpin] = b.hairpin, hairpin
+	if d.sum != b.sum {
+		d.old[setDigest] = map[string]elem{"": b.sum.elem()}
+		d.cur[setDigest] = map[string]elem{"": d.sum.elem()}
 	}
-	for _, set := range sets {
-		t.setElems(set, false, changed(cur[set], old[set]))
+	for _, set := range elemSets {
+		t.setElems(set, true, changed(d.old[set], d.cur[set]))
 	}
-	for _, n := range deletionOrder(stale) {
+	for _, set := range elemSets {
+		t.setElems(set, false, changed(d.cur[set], d.old[set]))
+	}
+	for _, n := range deletionOrder(append(d.stale, pickNames(dead)...)) {
 		t.delChain(n)
 	}
 	if err := c.commit(t); err != nil {
 		return res, fmt.Errorf("partial nftables sync of %d service ports: %w", len(ch.Added)+len(ch.Changed)+len(ch.Removed), err)
 	}
+	b.record(ch, d, hairpin, r, born, dead)
+	res.Rules = t.rules + t.elems
+	return res, nil
+}
+
+// delta collects what a partial sync changes: the elements of the service
+// ports before and after, the chains to delete, the pick chains' use
+// counts and the endpoints digest.
+type delta struct {
+	old, cur map[string]map[string]elem
+	frags    map[string]*fragment
+	stale    []string
+	picks    map[pickSpec]int // change of each pick chain's use count
+	sum      epsSum
+}
+
+func newElemSets() map[string]map[string]elem {
+	m := map[string]map[string]elem{}
+	for _, s := range elemSets {
+		m[s] = map[string]elem{}
+	}
+	return m
+}
+
+// drop removes a fragment that was written; take adds one to write.
+func (d *delta) drop(f *fragment) { d.apply(f, d.old, -1) }
+func (d *delta) take(f *fragment) { d.apply(f, d.cur, +1) }
+
+func (d *delta) apply(f *fragment, m map[string]map[string]elem, sign int) {
+	for set, els := range map[string][]elem{setServices: f.dispatch, setNoEndpoint: f.noEps, setEndpoints: f.eps} {
+		for _, e := range els {
+			m[set][e.key] = e
+		}
+	}
+	for _, p := range f.picks {
+		d.picks[p] += sign
+	}
+	if sign < 0 {
+		d.sum.minus(f.sum)
+	} else {
+		d.sum.plus(f.sum)
+	}
+}
+
+// pickChanges applies use count changes and returns the pick chains that
+// come into use (to create) and out of it (to delete).
+func (b *Backend) pickChanges(changes map[pickSpec]int) (born, dead []pickSpec) {
+	for p, dn := range changes {
+		before := b.picks[p]
+		switch after := before + dn; {
+		case before == 0 && after > 0:
+			born = append(born, p)
+		case before > 0 && after == 0:
+			dead = append(dead, p)
+		}
+	}
+	return sortedSpecs(born), sortedSpecs(dead)
+}
+
+func sortedSpecs(ps []pickSpec) []pickSpec {
+	m := map[pickSpec]int{}
+	for _, p := range ps {
+		m[p] = 1
+	}
+	return sortedPicks(m)
+}
+
+func pickNames(ps []pickSpec) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		out[i] = p.name()
+	}
+	return out
+}
+
+// record makes the backend's memory of the kernel match what a partial
+// sync committed.
+func (b *Backend) record(ch model.Changes, d *delta, hairpin map[string]elem, r *renderer, born, dead []pickSpec) {
 	for _, k := range ch.Removed {
 		delete(b.frags, k)
 	}
-	for k, f := range frags {
+	for k, f := range d.frags {
 		b.frags[k] = f
 	}
-	b.hairpin = hairpin
-	res.Rules = t.rules + t.elems
-	return res, nil
+	if b.picks == nil {
+		b.picks = map[pickSpec]int{}
+	}
+	for p, dn := range d.picks {
+		if b.picks[p] += dn; b.picks[p] <= 0 {
+			delete(b.picks, p)
+		}
+	}
+	for _, p := range born {
+		b.shared += len(r.pickChain(p).rules)
+	}
+	for _, p := range dead {
+		b.shared -= len(r.pickChain(p).rules)
+	}
+	b.hairpin, b.sum = hairpin, d.sum
 }
 
 // changed lists the elements of a that b lacks or maps elsewhere.
@@ -93,16 +192,6 @@ func changed(a, b map[string]elem) []elem {
 		}
 	}
 	return out
-}
-
-// addElems adds the fragment's dispatch elements to per-set maps.
-func (f *fragment) addElems(m map[string]map[string]elem) {
-	for _, e := range f.dispatch {
-		m[setServices][e.key] = e
-	}
-	for _, e := range f.noEps {
-		m[setNoEndpoint][e.key] = e
-	}
 }
 
 // checkCanary lists the canary chain: its one rule is gone after "nft

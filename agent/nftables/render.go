@@ -21,6 +21,8 @@ const (
 	setNoEndpoint = "no-endpoint-services" // vmap: frontend -> drop | goto reject
 	setHairpin    = "hairpin"              // set: local endpoint . itself
 	setAffinity   = "affinity"             // dynamic set: client . anchor frontend . endpoint
+	setEndpoints  = "endpoints"            // map: frontend . index -> endpoint
+	setDigest     = "endpoints-digest"     // set: one element, the digest of endpoints
 
 	chainServices   = "services"
 	chainFilter     = "filter-services"
@@ -33,6 +35,8 @@ const (
 	prefixSvc = "svc-" // ClusterIP frontends: masquerade, affinity, endpoints
 	prefixExt = "ext-" // external frontends: traffic policy, endpoints
 	prefixFw  = "fw-"  // load balancer source ranges
+	// Shared chains that pick one of n endpoints: "pick-<n>[-<masquerade>]".
+	prefixPick = "pick-"
 )
 
 // affinitySize bounds the affinity set: a client bound through a full set
@@ -50,12 +54,17 @@ type renderer struct {
 // names and elements, not rule bytes.
 type fragment struct {
 	hash string
-	// chains are created in this order and deleted in the reverse one
-	// (fw goes to ext, ext to svc).
-	chains   []string
+	// chains are the service port's own chains, created in this order and
+	// deleted in the reverse one (fw goes to ext, ext to svc).
+	chains []string
+	// picks are the shared pick chains it sends frontends to.
+	picks    []pickSpec
 	rules    int
 	dispatch []elem // service-ips
 	noEps    []elem // no-endpoint-services
+	eps      []elem // endpoints: frontend . index -> endpoint
+	// sum is the digest of eps (see epsSum).
+	sum epsSum
 }
 
 var b32 = base32.StdEncoding.WithPadding(base32.NoPadding)
@@ -82,8 +91,17 @@ func chainName(prefix string, s *model.Service, rules []rule) string {
 	return prefix + b32.EncodeToString(h.Sum(nil))[:12] + "-" + label
 }
 
-// service renders one service port: its chains (with rules) and its
-// entries in the dispatch maps.
+// service renders one service port: its chains (with rules), the shared
+// pick chains it uses, and its entries in the maps.
+//
+// A frontend whose traffic is "maybe masquerade, then a uniform random
+// endpoint of a list" (the default algorithm without affinity, and no
+// Local external traffic policy) gets no chain of its own: its dispatch
+// entry goes to the shared chain pick-<n>[-<masquerade>], which looks the
+// endpoint up in the endpoints map by frontend and a random index. An
+// endpoint change is then a change of map elements, not of rules, and
+// the kernel does not validate the whole table again. Other service ports
+// get chains of their own with a rule per endpoint.
 func (r *renderer) service(s *model.Service) (*fragment, []*chain) {
 	frag := &fragment{hash: s.Hash}
 	var chains []*chain
@@ -94,10 +112,14 @@ func (r *renderer) service(s *model.Service) (*fragment, []*chain) {
 		frag.rules += len(rules)
 		return c.name
 	}
+	special := s.Affinity.ClientIP || s.Algorithm == model.AlgorithmRoundRobin || s.Algorithm == model.AlgorithmSourceHashing
 	hasInternal := len(s.InternalEndpoints) > 0
 	svc := ""
-	if hasInternal {
+	switch {
+	case hasInternal && special:
 		svc = add(prefixSvc, r.internalRules(s))
+	case hasInternal:
+		svc = frag.pick(pickSpec{mode: r.internalMode(s), n: len(s.InternalEndpoints)})
 	}
 	external := false
 	for _, fe := range s.Frontends {
@@ -106,8 +128,20 @@ func (r *renderer) service(s *model.Service) (*fragment, []*chain) {
 	// The external chain exists when something can be DNATed through it.
 	extUsable := len(s.ExternalEndpoints) > 0 || (s.ExternalLocal && !s.InternalLocal && hasInternal)
 	ext := ""
-	if external && extUsable {
+	var extList []model.Endpoint // what external frontends' map entries hold
+	switch {
+	case !external || !extUsable:
+	case !special && !s.ExternalLocal:
+		extList = s.ExternalEndpoints
+		if !s.InternalLocal && hasInternal {
+			extList = s.InternalEndpoints
+		}
+		ext = frag.pick(pickSpec{mode: masqAlways, n: len(extList)})
+	default:
 		ext = add(prefixExt, r.externalRules(s, svc))
+		if !special && s.ExternalLocal && !s.InternalLocal && hasInternal {
+			extList = s.InternalEndpoints // pods and the node go through svc's pick chain
+		}
 	}
 	fw := ""
 	for _, fe := range s.Frontends {
@@ -116,15 +150,21 @@ func (r *renderer) service(s *model.Service) (*fragment, []*chain) {
 		}
 	}
 	for _, fe := range s.Frontends {
-		r.frontend(frag, s, fe, svc, ext, fw)
+		list := extList
+		if !fe.Kind.External() && !special {
+			list = s.InternalEndpoints
+		} else if !fe.Kind.External() {
+			list = nil
+		}
+		r.frontend(frag, s, fe, svc, ext, fw, list)
 	}
 	return frag, chains
 }
 
 // frontend adds one frontend's dispatch entry, or its no-endpoint entry
-// when it has nowhere to go: REJECT for a Cluster traffic policy, DROP for
-// a Local one.
-func (r *renderer) frontend(frag *fragment, s *model.Service, fe model.Frontend, svc, ext, fw string) {
+// when it has nowhere to go (REJECT for a Cluster traffic policy, DROP for
+// a Local one), and the endpoints map entries of its list.
+func (r *renderer) frontend(frag *fragment, s *model.Service, fe model.Frontend, svc, ext, fw string, list []model.Endpoint) {
 	a, err := r.f.addr(fe.Addr)
 	if err != nil {
 		klog.ErrorS(err, "Skipping a frontend of another family", "service", s.Key, "frontend", fe.String())
@@ -142,6 +182,7 @@ func (r *renderer) frontend(frag *fragment, s *model.Service, fe model.Frontend,
 	switch {
 	case target != "":
 		frag.dispatch = append(frag.dispatch, elem{key: key, isVerdict: true, verdict: unix.NFT_GOTO, chain: target})
+		r.endpointElems(frag, s, key, list)
 	case local:
 		frag.noEps = append(frag.noEps, elem{key: key, isVerdict: true, verdict: nfDrop})
 	default:
@@ -149,10 +190,10 @@ func (r *renderer) frontend(frag *fragment, s *model.Service, fe model.Frontend,
 	}
 }
 
-// internalRules is the chain of ClusterIP frontends: the masquerade
-// request, if any, then the endpoints.
-func (r *renderer) internalRules(s *model.Service) []rule {
-	var rules []rule
+// internalMode is the masquerade of the ClusterIP frontends: the last one
+// that asks for some wins, as in the iptables backend; OffCluster without
+// cluster CIDRs means none.
+func (r *renderer) internalMode(s *model.Service) masqMode {
 	masq := model.MasqueradeNever
 	for _, fe := range s.Frontends {
 		if fe.Kind == model.KindClusterIP && fe.Masquerade != model.MasqueradeNever {
@@ -161,11 +202,36 @@ func (r *renderer) internalRules(s *model.Service) []rule {
 	}
 	switch {
 	case masq == model.MasqueradeAlways:
-		rules = append(rules, encode(r.f.proto, false, jump(chainMarkMasq)))
+		return masqAlways
 	case masq == model.MasqueradeOffCluster && len(r.cidrs) > 0:
-		rules = append(rules, encode(r.f.proto, false, jump(chainOffCluster)))
+		return masqOffCluster
+	}
+	return masqNone
+}
+
+// internalRules is the chain of ClusterIP frontends of a service port
+// with its own chains: the masquerade request, if any, then the
+// endpoints.
+func (r *renderer) internalRules(s *model.Service) []rule {
+	var rules []rule
+	if m := r.masqRule(r.internalMode(s)); m != nil {
+		rules = append(rules, *m)
 	}
 	return append(rules, r.balance(s, s.InternalEndpoints)...)
+}
+
+// masqRule is the rule requesting a masquerade mode, or nil.
+func (r *renderer) masqRule(m masqMode) *rule {
+	var out rule
+	switch m {
+	case masqAlways:
+		out = encode(r.f.proto, false, jump(chainMarkMasq))
+	case masqOffCluster:
+		out = encode(r.f.proto, false, jump(chainOffCluster))
+	default:
+		return nil
+	}
+	return &out
 }
 
 // externalRules is the chain of external frontends (NodePort, load

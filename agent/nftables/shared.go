@@ -25,10 +25,14 @@ func (r *renderer) sets() []*setDef {
 	return []*setDef{
 		frontend(setServices),
 		frontend(setNoEndpoint),
+		{name: setEndpoints, flags: unix.NFT_SET_MAP | setConcat,
+			keyType: concatType(r.f.addrType, typeInetProto, typeInetService, typeMark), fields: []uint32{a, 1, 2, 4},
+			dataType: concatType(r.f.addrType, typeInetService), dataLen: a + 4},
+		{name: setDigest, flags: setConcat, keyType: concatType(typeMark, typeMark, typeMark, typeMark), fields: []uint32{4, 4, 4, 4}},
 		{name: setHairpin, flags: setConcat, keyType: concatType(r.f.addrType, r.f.addrType), fields: []uint32{a, a}},
 		{name: setAffinity, flags: unix.NFT_SET_TIMEOUT | unix.NFT_SET_EVAL | setConcat, size: affinitySize,
-			keyType: concatType(r.f.addrType, r.f.addrType, typeInetProto, typeInetService, r.f.addrType, typeInetService),
-			fields:  []uint32{a, a, 1, 2, a, 2}},
+			keyType: concatType(r.f.addrType, r.f.addrType, typeInetService, r.f.addrType, typeInetService),
+			fields:  []uint32{a, a, 2, a, 2}},
 	}
 }
 

@@ -2,181 +2,259 @@ package nftables
 
 import (
 	"encoding/binary"
+	"fmt"
 
-	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 )
 
-// txn collects the messages of one nf_tables transaction.
+// txn is one nf_tables transaction, encoded as it goes onto the socket:
+// netlink messages in one buffer, their attributes written in place. A
+// cold start at 10k Services writes ~100k rules and elements; encoding
+// them directly keeps the backend's allocations near the size of the
+// transaction itself.
 type txn struct {
 	fam   byte
 	table string
-	msgs  []netlink.Message
-	// what names each message for errors ("add rule to chain svc-…").
-	what []string
-	// bytes is the encoded size so far; rules and elems count what the
-	// transaction writes.
-	bytes        int
+	buf   []byte
+	last  int // offset of the last message
+	// what names each message for errors, e.g. {"add rule to chain", name}.
+	what []msgInfo
+	// rules and elems count what the transaction writes.
 	rules, elems int
 }
 
+type msgInfo struct{ op, name string }
+
+func (m msgInfo) String() string { return m.op + " " + m.name }
+
 func newTxn(f *family, table string) *txn { return &txn{fam: f.proto, table: table} }
 
-func (t *txn) add(what string, typ int, flags netlink.HeaderFlags, attrs ...netlink.Attribute) {
-	data, err := netlink.MarshalAttributes(attrs)
-	if err != nil {
-		// Attributes are built by this package; a failure is a bug.
-		panic("nftables: encode " + what + ": " + err.Error())
+// bytes is the encoded size so far.
+func (t *txn) bytes() int { return len(t.buf) }
+
+// msg starts a message; its sequence number is its index (1-based) in the
+// transaction, so that an error names the message. end finishes it.
+func (t *txn) msg(typ int, flags uint16, op, name string) int {
+	start := len(t.buf)
+	t.last = start
+	t.what = append(t.what, msgInfo{op, name})
+	var h [unix.NLMSG_HDRLEN]byte
+	binary.NativeEndian.PutUint16(h[4:], uint16(unix.NFNL_SUBSYS_NFTABLES<<8|typ))
+	binary.NativeEndian.PutUint16(h[6:], unix.NLM_F_REQUEST|flags)
+	binary.NativeEndian.PutUint32(h[8:], uint32(len(t.what)))
+	t.buf = append(append(t.buf, h[:]...), nfgen(t.fam, 0)...)
+	return start
+}
+
+func (t *txn) end(start int) {
+	binary.NativeEndian.PutUint32(t.buf[start:], uint32(len(t.buf)-start))
+}
+
+// attr appends a netlink attribute, padded to 4 bytes.
+func (t *txn) attr(typ uint16, data []byte) {
+	l := unix.SizeofNlAttr + len(data)
+	t.buf = binary.NativeEndian.AppendUint16(t.buf, uint16(l))
+	t.buf = binary.NativeEndian.AppendUint16(t.buf, typ)
+	t.buf = append(t.buf, data...)
+	for ; l%4 != 0; l++ {
+		t.buf = append(t.buf, 0)
 	}
-	t.msgs = append(t.msgs, netlink.Message{Header: netlink.Header{Type: msgType(typ), Flags: netlink.Request | flags},
-		Data: append(nfgen(t.fam, 0), data...)})
-	t.what = append(t.what, what)
-	t.bytes += len(data) + 20
+}
+
+func (t *txn) str(typ uint16, s string) {
+	l := unix.SizeofNlAttr + len(s) + 1
+	t.buf = binary.NativeEndian.AppendUint16(t.buf, uint16(l))
+	t.buf = binary.NativeEndian.AppendUint16(t.buf, typ)
+	t.buf = append(append(t.buf, s...), 0)
+	for ; l%4 != 0; l++ {
+		t.buf = append(t.buf, 0)
+	}
+}
+
+// attrS is attr with the data in a string (keys and values are kept as
+// strings).
+func (t *txn) attrS(typ uint16, data string) {
+	l := unix.SizeofNlAttr + len(data)
+	t.buf = binary.NativeEndian.AppendUint16(t.buf, uint16(l))
+	t.buf = binary.NativeEndian.AppendUint16(t.buf, typ)
+	t.buf = append(t.buf, data...)
+	for ; l%4 != 0; l++ {
+		t.buf = append(t.buf, 0)
+	}
+}
+
+func (t *txn) u32(typ uint16, v uint32) { t.attr(typ, binary.BigEndian.AppendUint32(nil, v)) }
+
+// nest starts a nested attribute; unnest finishes it.
+func (t *txn) nest(typ uint16) int {
+	start := len(t.buf)
+	t.buf = append(t.buf, 0, 0, 0, 0)
+	binary.NativeEndian.PutUint16(t.buf[start+2:], unix.NLA_F_NESTED|typ)
+	return start
+}
+
+func (t *txn) unnest(start int) {
+	l := len(t.buf) - start
+	if l > 0xffff {
+		panic(fmt.Sprintf("nftables: nested attribute of %d bytes", l))
+	}
+	binary.NativeEndian.PutUint16(t.buf[start:], uint16(l))
 }
 
 func cstr(s string) []byte { return append([]byte(s), 0) }
 
-func be32(v uint32) []byte { return binary.BigEndian.AppendUint32(nil, v) }
-
-func nested(typ uint16, attrs ...netlink.Attribute) netlink.Attribute {
-	b, err := netlink.MarshalAttributes(attrs)
-	if err != nil {
-		panic("nftables: encode nested attribute: " + err.Error())
-	}
-	return netlink.Attribute{Type: unix.NLA_F_NESTED | typ, Data: b}
-}
-
 // addTable creates the table if it does not exist.
 func (t *txn) addTable() {
-	t.add("add table "+t.table, unix.NFT_MSG_NEWTABLE, netlink.Create,
-		netlink.Attribute{Type: unix.NFTA_TABLE_NAME, Data: cstr(t.table)})
+	m := t.msg(unix.NFT_MSG_NEWTABLE, unix.NLM_F_CREATE, "add table", t.table)
+	t.str(unix.NFTA_TABLE_NAME, t.table)
+	t.end(m)
 }
 
 // delTable deletes the table and everything in it.
 func (t *txn) delTable() {
-	t.add("delete table "+t.table, unix.NFT_MSG_DELTABLE, 0,
-		netlink.Attribute{Type: unix.NFTA_TABLE_NAME, Data: cstr(t.table)})
+	m := t.msg(unix.NFT_MSG_DELTABLE, 0, "delete table", t.table)
+	t.str(unix.NFTA_TABLE_NAME, t.table)
+	t.end(m)
 }
 
 // addChain creates a chain; a base chain gets its hook.
 func (t *txn) addChain(c *chain) {
-	attrs := []netlink.Attribute{
-		{Type: unix.NFTA_CHAIN_TABLE, Data: cstr(t.table)},
-		{Type: unix.NFTA_CHAIN_NAME, Data: cstr(c.name)},
-	}
+	m := t.msg(unix.NFT_MSG_NEWCHAIN, unix.NLM_F_CREATE, "add chain", c.name)
+	t.str(unix.NFTA_CHAIN_TABLE, t.table)
+	t.str(unix.NFTA_CHAIN_NAME, c.name)
 	if b := c.base; b != nil {
-		attrs = append(attrs,
-			nested(unix.NFTA_CHAIN_HOOK,
-				netlink.Attribute{Type: unix.NFTA_HOOK_HOOKNUM, Data: be32(b.hook)},
-				netlink.Attribute{Type: unix.NFTA_HOOK_PRIORITY, Data: be32(uint32(b.prio))}),
-			netlink.Attribute{Type: unix.NFTA_CHAIN_TYPE, Data: cstr(b.typ)},
-			netlink.Attribute{Type: unix.NFTA_CHAIN_POLICY, Data: be32(nfAccept)})
+		h := t.nest(unix.NFTA_CHAIN_HOOK)
+		t.u32(unix.NFTA_HOOK_HOOKNUM, b.hook)
+		t.u32(unix.NFTA_HOOK_PRIORITY, uint32(b.prio))
+		t.unnest(h)
+		t.str(unix.NFTA_CHAIN_TYPE, b.typ)
+		t.u32(unix.NFTA_CHAIN_POLICY, nfAccept)
 	}
-	t.add("add chain "+c.name, unix.NFT_MSG_NEWCHAIN, netlink.Create, attrs...)
+	t.end(m)
 }
 
 // delChain deletes a chain with its rules; nothing may refer to it.
 func (t *txn) delChain(name string) {
-	t.add("delete chain "+name, unix.NFT_MSG_DELCHAIN, 0,
-		netlink.Attribute{Type: unix.NFTA_CHAIN_TABLE, Data: cstr(t.table)},
-		netlink.Attribute{Type: unix.NFTA_CHAIN_NAME, Data: cstr(name)})
+	m := t.msg(unix.NFT_MSG_DELCHAIN, 0, "delete chain", name)
+	t.str(unix.NFTA_CHAIN_TABLE, t.table)
+	t.str(unix.NFTA_CHAIN_NAME, name)
+	t.end(m)
 }
 
 // flushChain deletes every rule of a chain.
 func (t *txn) flushChain(name string) {
-	t.add("flush chain "+name, unix.NFT_MSG_DELRULE, 0,
-		netlink.Attribute{Type: unix.NFTA_RULE_TABLE, Data: cstr(t.table)},
-		netlink.Attribute{Type: unix.NFTA_RULE_CHAIN, Data: cstr(name)})
+	m := t.msg(unix.NFT_MSG_DELRULE, 0, "flush chain", name)
+	t.str(unix.NFTA_RULE_TABLE, t.table)
+	t.str(unix.NFTA_RULE_CHAIN, name)
+	t.end(m)
 }
 
-// addRules appends rules to a chain.
+// addRules appends a chain's rules to it.
 func (t *txn) addRules(c *chain) {
 	for _, r := range c.rules {
-		attrs := []netlink.Attribute{
-			{Type: unix.NFTA_RULE_TABLE, Data: cstr(t.table)},
-			{Type: unix.NFTA_RULE_CHAIN, Data: cstr(c.name)},
-			{Type: unix.NLA_F_NESTED | unix.NFTA_RULE_EXPRESSIONS, Data: r.exprs},
-		}
+		m := t.msg(unix.NFT_MSG_NEWRULE, unix.NLM_F_CREATE|unix.NLM_F_APPEND, "add rule to chain", c.name)
+		t.str(unix.NFTA_RULE_TABLE, t.table)
+		t.str(unix.NFTA_RULE_CHAIN, c.name)
+		t.attr(unix.NLA_F_NESTED|unix.NFTA_RULE_EXPRESSIONS, r.exprs)
 		if r.udata != nil {
-			attrs = append(attrs, netlink.Attribute{Type: unix.NFTA_RULE_USERDATA, Data: r.udata})
+			t.attr(unix.NFTA_RULE_USERDATA, r.udata)
 		}
-		t.add("add rule to chain "+c.name, unix.NFT_MSG_NEWRULE, netlink.Create|netlink.Append, attrs...)
+		t.end(m)
 		t.rules++
 	}
 }
 
 // addSet creates a set or map.
 func (t *txn) addSet(s *setDef) {
-	attrs := []netlink.Attribute{
-		{Type: unix.NFTA_SET_TABLE, Data: cstr(t.table)},
-		{Type: unix.NFTA_SET_NAME, Data: cstr(s.name)},
-		{Type: unix.NFTA_SET_FLAGS, Data: be32(s.flags)},
-		{Type: unix.NFTA_SET_KEY_TYPE, Data: be32(s.keyType)},
-		{Type: unix.NFTA_SET_KEY_LEN, Data: be32(s.keyLen())},
-		{Type: unix.NFTA_SET_ID, Data: be32(uint32(len(t.msgs) + 1))},
-	}
+	m := t.msg(unix.NFT_MSG_NEWSET, unix.NLM_F_CREATE, "add set", s.name)
+	t.str(unix.NFTA_SET_TABLE, t.table)
+	t.str(unix.NFTA_SET_NAME, s.name)
+	t.u32(unix.NFTA_SET_FLAGS, s.flags)
+	t.u32(unix.NFTA_SET_KEY_TYPE, s.keyType)
+	t.u32(unix.NFTA_SET_KEY_LEN, s.keyLen())
+	t.u32(unix.NFTA_SET_ID, uint32(len(t.what)))
 	if s.flags&unix.NFT_SET_MAP != 0 {
-		attrs = append(attrs,
-			netlink.Attribute{Type: unix.NFTA_SET_DATA_TYPE, Data: be32(s.dataType)},
-			netlink.Attribute{Type: unix.NFTA_SET_DATA_LEN, Data: be32(s.dataLen)})
+		t.u32(unix.NFTA_SET_DATA_TYPE, s.dataType)
+		t.u32(unix.NFTA_SET_DATA_LEN, s.dataLen)
 	}
-	var desc []netlink.Attribute
-	if s.size != 0 {
-		desc = append(desc, netlink.Attribute{Type: unix.NFTA_SET_DESC_SIZE, Data: be32(s.size)})
-	}
-	if len(s.fields) > 1 {
-		var fields []netlink.Attribute
-		for _, l := range s.fields {
-			fields = append(fields, nested(unix.NFTA_LIST_ELEM, netlink.Attribute{Type: attrSetFieldLen, Data: be32(l)}))
+	if s.size != 0 || len(s.fields) > 1 {
+		d := t.nest(unix.NFTA_SET_DESC)
+		if s.size != 0 {
+			t.u32(unix.NFTA_SET_DESC_SIZE, s.size)
 		}
-		desc = append(desc, nested(attrSetDescConcat, fields...))
-	}
-	if desc != nil {
-		attrs = append(attrs, nested(unix.NFTA_SET_DESC, desc...))
+		if len(s.fields) > 1 {
+			c := t.nest(attrSetDescConcat)
+			for _, l := range s.fields {
+				f := t.nest(unix.NFTA_LIST_ELEM)
+				t.u32(attrSetFieldLen, l)
+				t.unnest(f)
+			}
+			t.unnest(c)
+		}
+		t.unnest(d)
 	}
 	if s.timeout != 0 {
-		attrs = append(attrs, netlink.Attribute{Type: unix.NFTA_SET_TIMEOUT, Data: binary.BigEndian.AppendUint64(nil, uint64(s.timeout.Milliseconds()))})
+		t.attr(unix.NFTA_SET_TIMEOUT, binary.BigEndian.AppendUint64(nil, uint64(s.timeout.Milliseconds())))
 	}
-	t.add("add set "+s.name, unix.NFT_MSG_NEWSET, netlink.Create, attrs...)
+	t.end(m)
 }
 
-// elems adds (or, with del, deletes) elements of a set or map. One message
-// carries many elements.
+// setElems adds (or, with del, deletes) elements of a set or map, as many
+// per message as the 16-bit length of the list attribute allows.
 func (t *txn) setElems(set string, del bool, els []elem) {
-	const perMsg = 512
+	const maxList = 60 << 10
 	for len(els) > 0 {
-		n := min(len(els), perMsg)
-		list := make([]netlink.Attribute, 0, n)
-		for i, e := range els[:n] {
-			list = append(list, e.attr(uint16(i+1), del))
-		}
-		typ, flags, what := unix.NFT_MSG_NEWSETELEM, netlink.Create, "add elements to "+set
+		typ, flags, op := unix.NFT_MSG_NEWSETELEM, uint16(unix.NLM_F_CREATE), "add elements to"
 		if del {
-			typ, flags, what = unix.NFT_MSG_DELSETELEM, 0, "delete elements from "+set
-		} else {
+			typ, flags, op = unix.NFT_MSG_DELSETELEM, 0, "delete elements from"
+		}
+		m := t.msg(typ, flags, op, set)
+		t.str(unix.NFTA_SET_ELEM_LIST_TABLE, t.table)
+		t.str(unix.NFTA_SET_ELEM_LIST_SET, set)
+		l := t.nest(unix.NFTA_SET_ELEM_LIST_ELEMENTS)
+		n := 0
+		for n < len(els) && len(t.buf)-l < maxList {
+			t.elem(uint16(n+1), els[n], del)
+			n++
+		}
+		t.unnest(l)
+		t.end(m)
+		if !del && set != setDigest { // the digest is bookkeeping, not something traffic uses
 			t.elems += n
 		}
-		t.add(what, typ, flags,
-			netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(t.table)},
-			netlink.Attribute{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(set)},
-			nested(unix.NFTA_SET_ELEM_LIST_ELEMENTS, list...))
 		els = els[n:]
 	}
 }
 
-// attr encodes one element: its key, and for a map its data or verdict.
-func (e elem) attr(i uint16, keyOnly bool) netlink.Attribute {
-	attrs := []netlink.Attribute{nested(unix.NFTA_SET_ELEM_KEY, netlink.Attribute{Type: unix.NFTA_DATA_VALUE, Data: []byte(e.key)})}
+// elem encodes one element: its key, and for a map its data or verdict.
+func (t *txn) elem(i uint16, e elem, keyOnly bool) {
+	n := t.nest(i)
+	k := t.nest(unix.NFTA_SET_ELEM_KEY)
+	t.attrS(unix.NFTA_DATA_VALUE, e.key)
+	t.unnest(k)
 	switch {
 	case keyOnly:
 	case e.isVerdict:
-		v := []netlink.Attribute{{Type: unix.NFTA_VERDICT_CODE, Data: be32(uint32(e.verdict))}}
+		d := t.nest(unix.NFTA_SET_ELEM_DATA)
+		v := t.nest(unix.NFTA_DATA_VERDICT)
+		t.u32(unix.NFTA_VERDICT_CODE, uint32(e.verdict))
 		if e.chain != "" {
-			v = append(v, netlink.Attribute{Type: unix.NFTA_VERDICT_CHAIN, Data: cstr(e.chain)})
+			t.str(unix.NFTA_VERDICT_CHAIN, e.chain)
 		}
-		attrs = append(attrs, nested(unix.NFTA_SET_ELEM_DATA, nested(unix.NFTA_DATA_VERDICT, v...)))
+		t.unnest(v)
+		t.unnest(d)
 	case e.data != "":
-		attrs = append(attrs, nested(unix.NFTA_SET_ELEM_DATA, netlink.Attribute{Type: unix.NFTA_DATA_VALUE, Data: []byte(e.data)}))
+		d := t.nest(unix.NFTA_SET_ELEM_DATA)
+		t.attrS(unix.NFTA_DATA_VALUE, e.data)
+		t.unnest(d)
 	}
-	return nested(i, attrs...)
+	t.unnest(n)
+}
+
+// describe names message seq (1-based) of the transaction.
+func (t *txn) describe(seq uint32) string {
+	if seq >= 1 && int(seq) <= len(t.what) {
+		return t.what[seq-1].String()
+	}
+	return fmt.Sprintf("commit of %d messages", len(t.what))
 }
