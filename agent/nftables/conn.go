@@ -19,8 +19,8 @@ import (
 // Conn cost more than the kernel's own work at 100k rules; see
 // docs/performance.md).
 type conn struct {
-	nl  *netlink.Conn
-	raw syscall.RawConn
+	nl     *netlink.Conn
+	raw    syscall.RawConn
 	buf    []byte
 	sndbuf int
 	// deadline bounds every exchange with the kernel.

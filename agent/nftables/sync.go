@@ -121,10 +121,10 @@ type planner struct {
 	del, add map[string][]elem // pending element changes of cur, by set
 	// scratch slices of elems, reused
 	scratchDel, scratchAdd []elem
-	atomic   bool
-	commit   func(*txn) error
-	err      error
-	written  int // rules and elements committed
+	atomic                 bool
+	commit                 func(*txn) error
+	err                    error
+	written                int // rules and elements committed
 }
 
 func newPlanner(b *Backend, atomic bool, commit func(*txn) error) *planner {
@@ -186,7 +186,6 @@ func (p *planner) elems(set string, want []elem, have map[string]elem) {
 	p.cur.setElems(set, false, adds)
 	p.scratchDel, p.scratchAdd = dels, adds
 }
-
 
 // planFull plans a full sync: table, sets and shared chains first, then
 // the service ports' chains and elements in chunks, then the deletion of
