@@ -12,6 +12,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/iptables"
 	"github.com/synterix/synterix-kube-proxy/agent/ipvs"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/nftables"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
@@ -20,7 +21,7 @@ import (
 // namespace.
 type Factory func(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities) (backend.Backend, error)
 
-// DefaultNewBackend builds the real iptables or IPVS backend.
+// DefaultNewBackend builds the real iptables, IPVS or nftables backend.
 func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities) (backend.Backend, error) {
 	switch choice {
 	case v1alpha1.BackendIPTables:
@@ -33,6 +34,8 @@ func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alp
 		cfg := ipvsConfig(spec.IPVS)
 		cfg.IPTablesMode = caps.IPTablesMode
 		return ipvs.New(cfg)
+	case v1alpha1.BackendNFTables:
+		return nftables.New(nftablesOptions(spec))
 	}
 	return nil, fmt.Errorf("unknown backend %q", choice)
 }
@@ -80,6 +83,17 @@ func ipvsConfig(v *v1alpha1.IPVSConfig) ipvs.Config {
 	return cfg
 }
 
+// nftablesOptions are the nftables backend's options of a revision: the
+// masquerade bit of spec.iptables, which names the packet mark bit of
+// every backend's rules.
+func nftablesOptions(spec *v1alpha1.GatewayConfigSpec) nftables.Options {
+	o := nftables.Options{Family: model.IPv4}
+	if spec.IPTables != nil && spec.IPTables.MasqueradeBit != nil {
+		o.MasqueradeBit = int(*spec.IPTables.MasqueradeBit)
+	}
+	return o
+}
+
 // CleanupAll removes the rules of every backend the node can run. It is
 // what "agent --cleanup" does.
 func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
@@ -101,6 +115,17 @@ func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipvs: %w", err))
+		}
+	}
+	if caps.NFTables {
+		for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+			be, err := nftables.New(nftables.Options{Family: fam})
+			if err == nil {
+				err = be.Cleanup(ctx)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("nftables %s: %w", fam, err))
+			}
 		}
 	}
 	if len(errs) == 0 {

@@ -158,4 +158,3 @@ func containsNUL(s string) bool {
 	}
 	return false
 }
-
