@@ -83,9 +83,11 @@ func (r *renderer) endpointElems(frag *fragment, s *model.Service, frontend stri
 		}
 		k := binary.NativeEndian.AppendUint32(append(kb[:0], frontend...), i)
 		var d []byte
-		if a4, a16 := a.As4(), a.As16(); a.Is4() {
+		if a.Is4() {
+			a4 := a.As4()
 			d = append(db[:0], a4[:]...)
 		} else {
+			a16 := a.As16()
 			d = append(db[:0], a16[:]...)
 		}
 		d = append(d, byte(e.Port>>8), byte(e.Port), 0, 0)
