@@ -97,7 +97,10 @@ func TestIPv6(t *testing.T) {
 
 func syncIn(t *testing.T, ns *netns.NS, be *Backend, st *model.State, full bool) (res backend.SyncResult) {
 	t.Helper()
-	if err := ns.Do(func() (err error) { res, err = be.Sync(context.Background(), st, backend.SyncOptions{Full: full}); return }); err != nil {
+	if err := ns.Do(func() (err error) {
+		res, err = be.Sync(context.Background(), st, backend.SyncOptions{Full: full})
+		return
+	}); err != nil {
 		t.Fatal(err)
 	}
 	return res
