@@ -208,3 +208,14 @@ func BenchmarkPartialRender(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkFirstPacket: connection setup to the first and the last of N
+// Services (backendtest.FirstPacket); the dispatch chain matches them in
+// order.
+//
+//	go test ./agent/iptables -run XXX -bench FirstPacket -benchtime 200x
+func BenchmarkFirstPacket(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { backendtest.FirstPacket(b, harness(Options{}), n) })
+	}
+}

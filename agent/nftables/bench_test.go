@@ -118,3 +118,13 @@ func benchApply(b *testing.B, n int) {
 	b.ReportMetric(float64(t.owned), "owned")
 	r.in(func() error { return r.be.Cleanup(context.Background()) })
 }
+
+// BenchmarkFirstPacket: connection setup to the first and the last of N
+// Services (backendtest.FirstPacket).
+//
+//	go test ./agent/nftables -run XXX -bench FirstPacket -benchtime 200x
+func BenchmarkFirstPacket(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { backendtest.FirstPacket(b, harness(Options{}), n) })
+	}
+}

@@ -2,12 +2,16 @@ package backendtest
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
 	"runtime"
 	"runtime/metrics"
+	"sort"
+	"testing"
 	"time"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // BenchState builds the benchmarks' workload: n ClusterIP Services with
@@ -111,4 +115,62 @@ func (h Heap) Report(b interface{ ReportMetric(float64, string) }, name string) 
 	b.ReportMetric(mib(h.Alloc), name+"-alloc-MiB")
 	b.ReportMetric(mib(h.Retained), name+"-retained-MiB")
 	b.ReportMetric(mib(h.Peak), name+"-peak-MiB")
+}
+
+// FirstPacket measures, in the scenario topology, how long a new TCP
+// connection from the client takes to the first and to the last of n
+// Services (BenchState, whose first and last Service get one real
+// endpoint each): a backend that matches frontends one rule after another
+// takes longer for the last; one that looks them up in a map does not.
+// Connections alternate between the two targets so that the machine's
+// load drifts over both alike. It reports the medians in microseconds and
+// their ratio.
+func FirstPacket(b *testing.B, h Harness, n int) {
+	tp := NewTopo(b, h)
+	st := BenchState(n, 10, 0)
+	real := []model.Endpoint{{Addr: netip.MustParseAddr("10.211.1.2"), Port: 8080, Ready: true}}
+	for _, i := range []int{0, n - 1} {
+		s := st.Services[i]
+		s.InternalEndpoints, s.ExternalEndpoints, s.ClusterEndpoints = real, real, real
+		s.Hash += "-real"
+	}
+	tp.SyncState(st, true)
+	targets := []string{BenchVIP(0).String() + ":80", BenchVIP(n-1).String() + ":80"}
+	times := [2][]time.Duration{}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k, target := range targets {
+			d, err := connectTime(tp.Client, target)
+			if err != nil {
+				b.Fatalf("connect to %s: %v", target, err)
+			}
+			times[k] = append(times[k], d)
+		}
+	}
+	b.StopTimer()
+	first, last := medianOf(times[0]), medianOf(times[1])
+	b.ReportMetric(float64(first.Nanoseconds())/1000, "first-us")
+	b.ReportMetric(float64(last.Nanoseconds())/1000, "last-us")
+	b.ReportMetric(float64(last)/float64(first), "last/first")
+}
+
+// connectTime is how long a TCP handshake from ns to target takes.
+func connectTime(ns *netns.NS, target string) (time.Duration, error) {
+	var d time.Duration
+	err := ns.Do(func() error {
+		start := time.Now()
+		c, err := net.DialTimeout("tcp4", target, 2*time.Second)
+		d = time.Since(start)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	return d, err
+}
+
+func medianOf(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
 }

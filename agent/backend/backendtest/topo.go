@@ -42,7 +42,7 @@ var BackendIPs = []string{"10.211.1.2", "10.211.1.3", "10.211.1.4", "10.211.2.2"
 // Topo is one scenario's namespaces, its Services and the backend under
 // test.
 type Topo struct {
-	T            *testing.T
+	T            testing.TB
 	H            Harness
 	Node, Client *netns.NS
 	B1, B2       *netns.NS
@@ -56,7 +56,7 @@ type Topo struct {
 }
 
 // NewTopo builds the topology and a backend in the node namespace.
-func NewTopo(t *testing.T, h Harness) *Topo {
+func NewTopo(t testing.TB, h Harness) *Topo {
 	t.Helper()
 	netns.Require(t, h.Tools...)
 	tp := &Topo{T: t, H: h, Servers: map[string]*netns.Server{}, svcs: map[string]*corev1.Service{},
