@@ -3,6 +3,7 @@ package nftables
 import (
 	"errors"
 	"syscall"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -86,23 +87,37 @@ func readKernel(c *conn, f *family, table string, shared []string, filled []stri
 	return ks, nil
 }
 
-// readElems lists the elements of one set.
+// readElems lists the elements of one set. The kernel walks a hash set by
+// position and resumes a dump by skipping what it sent, so a dump that
+// races with the table's background resize (right after many elements
+// were added) repeats some elements and misses as many; a repeated key
+// makes readElems list the set again, up to three times.
 func readElems(c *conn, f *family, table, set string) (map[string]elem, error) {
-	out := map[string]elem{}
-	err := c.dump("list elements of "+set, unix.NFT_MSG_GETSETELEM, f.proto, []netlink.Attribute{
-		{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(table)},
-		{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(set)},
-	}, func(data []byte) error {
-		t, s, els, err := parseElems(data)
-		if err != nil || t != table || s != set {
-			return err
+	var out map[string]elem
+	for try := 0; ; try++ {
+		out = map[string]elem{}
+		repeated := 0
+		err := c.dump("list elements of "+set, unix.NFT_MSG_GETSETELEM, f.proto, []netlink.Attribute{
+			{Type: unix.NFTA_SET_ELEM_LIST_TABLE, Data: cstr(table)},
+			{Type: unix.NFTA_SET_ELEM_LIST_SET, Data: cstr(set)},
+		}, func(data []byte) error {
+			t, s, els, err := parseElems(data)
+			if err != nil || t != table || s != set {
+				return err
+			}
+			for _, e := range els {
+				if _, ok := out[e.key]; ok {
+					repeated++
+				}
+				out[e.key] = e
+			}
+			return nil
+		})
+		if err != nil || repeated == 0 || try == 2 {
+			return out, err
 		}
-		for _, e := range els {
-			out[e.key] = e
-		}
-		return nil
-	})
-	return out, err
+		time.Sleep(time.Duration(try+1) * 50 * time.Millisecond)
+	}
 }
 
 // readUdata lists the user data of one chain's rules (the canary check).
