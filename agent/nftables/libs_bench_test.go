@@ -27,13 +27,15 @@ import (
 //   - ours: this package's transport, netlink messages encoded in one
 //     buffer, one acknowledgement per transaction (expressions encoded by
 //     github.com/google/nftables/expr);
+//
 //   - gnft: github.com/google/nftables' Conn (AddSet, SetAddElements,
 //     GetSetElements, Flush), 1,000 elements per message, one Flush per
 //     10 messages;
+//
 //   - knft: sigs.k8s.io/knftables, which writes nft syntax to `nft -f`
 //     and lists with `nft --json list` (as kube-proxy does).
 //
-//	go test ./agent/nftables -run XXX -bench Libraries -benchtime 3x
+//     go test ./agent/nftables -run XXX -bench Libraries -benchtime 3x
 func BenchmarkLibraries(b *testing.B) {
 	netns.Require(b, "nft")
 	for _, n := range []int{1000, 10000} {
