@@ -57,7 +57,7 @@ func median(ds []time.Duration) time.Duration {
 //	go test ./agent/iptables -run XXX -bench Apply -benchtime 5x
 func BenchmarkApply(b *testing.B) {
 	netns.Require(b, "iptables", "iptables-save", "iptables-restore")
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 30000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { benchApply(b, n) })
 	}
 }
@@ -215,7 +215,7 @@ func BenchmarkPartialRender(b *testing.B) {
 //
 //	go test ./agent/iptables -run XXX -bench FirstPacket -benchtime 200x
 func BenchmarkFirstPacket(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 30000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { backendtest.FirstPacket(b, harness(Options{}), n) })
 	}
 }

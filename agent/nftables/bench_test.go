@@ -124,7 +124,7 @@ func benchApply(b *testing.B, n int) {
 //
 //	go test ./agent/nftables -run XXX -bench FirstPacket -benchtime 200x
 func BenchmarkFirstPacket(b *testing.B) {
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 30000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { backendtest.FirstPacket(b, harness(Options{}), n) })
 	}
 }
