@@ -70,6 +70,9 @@ type Backend struct {
 	synced  bool
 
 	localnet localnet
+	// sock is kept between calls: closing a netlink socket costs the
+	// kernel an RCU grace period (13 ms of a 13.6 ms partial sync here).
+	sock *conn
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -143,11 +146,10 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	if f, err := familyOf(st.Family); err != nil || f != b.f {
 		return backend.SyncResult{}, fmt.Errorf("state of family %q given to the %s backend", st.Family, b.f.model)
 	}
-	c, err := dial(ctx)
+	c, err := b.socket(ctx)
 	if err != nil {
 		return backend.SyncResult{}, err
 	}
-	defer c.close()
 	full := opts.Full || !b.synced
 	var res backend.SyncResult
 	if !full {
@@ -167,6 +169,7 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	res.Duration = time.Since(start)
 	if err != nil {
 		b.synced = false
+		b.dropSocket(err)
 		return res, err
 	}
 	ch := model.Diff(b.last, st)
@@ -194,11 +197,11 @@ func (b *Backend) owned() int {
 // else, and restores route_localnet if it set it.
 func (b *Backend) Cleanup(ctx context.Context) error {
 	var errs []error
-	c, err := dial(ctx)
+	c, err := b.socket(ctx)
 	if err != nil {
 		return err
 	}
-	defer c.close()
+	defer b.dropSocket(nil)
 	ks, err := readKernel(c, b.f, b.table, nil, nil)
 	if err != nil {
 		errs = append(errs, err)

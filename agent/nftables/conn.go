@@ -23,6 +23,7 @@ type conn struct {
 	raw    syscall.RawConn
 	buf    []byte
 	sndbuf int
+	netns  uint64 // inode of the network namespace it was opened in
 	// deadline bounds every exchange with the kernel.
 	deadline time.Time
 }
@@ -52,6 +53,51 @@ func dial(ctx context.Context) (*conn, error) {
 }
 
 func (c *conn) close() { _ = c.nl.Close() }
+
+// socket returns the backend's socket, opening it (again) when there is
+// none or when the calling thread is in another network namespace than
+// the one it was opened in.
+func (b *Backend) socket(ctx context.Context) (*conn, error) {
+	ns, err := threadNetns()
+	if err != nil {
+		return nil, err
+	}
+	if b.sock != nil && b.sock.netns != ns {
+		b.dropSocket(nil)
+	}
+	if b.sock == nil {
+		c, err := dial(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.netns, b.sock = ns, c
+	}
+	b.sock.deadline = time.Now().Add(5 * time.Minute)
+	if dl, ok := ctx.Deadline(); ok {
+		b.sock.deadline = dl
+	}
+	return b.sock, nil
+}
+
+// dropSocket closes the backend's socket: at Cleanup, or after an error
+// that may have left unread replies on it (a kernel error does not).
+func (b *Backend) dropSocket(err error) {
+	var ke *KernelError
+	if b.sock == nil || (err != nil && errors.As(err, &ke)) {
+		return
+	}
+	b.sock.close()
+	b.sock = nil
+}
+
+// threadNetns identifies the calling thread's network namespace.
+func threadNetns() (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat("/proc/thread-self/ns/net", &st); err != nil {
+		return 0, fmt.Errorf("network namespace of this thread: %w", err)
+	}
+	return st.Ino, nil
+}
 
 // msgType is the netlink type of an nf_tables message.
 func msgType(m int) netlink.HeaderType {
