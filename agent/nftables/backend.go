@@ -70,8 +70,8 @@ type Backend struct {
 	synced  bool
 
 	localnet localnet
-	// sock is kept between calls: closing a netlink socket costs the
-	// kernel an RCU grace period (13 ms of a 13.6 ms partial sync here).
+	// sock is kept between calls: closing the netlink socket took 13 ms
+	// of a 13.6 ms partial sync here.
 	sock *conn
 }
 
