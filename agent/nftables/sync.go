@@ -128,12 +128,8 @@ type planner struct {
 }
 
 func newPlanner(b *Backend, atomic bool, commit func(*txn) error) *planner {
-	p := &planner{b: b, cur: newTxn(b.f, b.table), del: map[string][]elem{}, add: map[string][]elem{},
+	return &planner{b: b, cur: newTxn(b.f, b.table), del: map[string][]elem{}, add: map[string][]elem{},
 		atomic: atomic, commit: commit}
-	if !atomic {
-		p.cur.buf = make([]byte, 0, b.chunk+b.chunk/4)
-	}
-	return p
 }
 
 // next commits the current transaction and starts the next one in the
@@ -194,6 +190,8 @@ func (p *planner) elems(set string, want []elem, have map[string]elem) {
 func (b *Backend) planFull(d *desired, ks *kstate, commit func(*txn) error) (int, error) {
 	p := newPlanner(b, false, commit)
 	if !ks.table {
+		// A cold start fills chunks: one buffer for all of them.
+		p.cur.buf = make([]byte, 0, b.chunk+b.chunk/4)
 		p.cur.addTable()
 	}
 	distrust := ks.table
