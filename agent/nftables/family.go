@@ -58,8 +58,6 @@ func (f *family) addr(a netip.Addr) ([]byte, error) {
 
 // nft datatypes (nftables' include/datatype.h), for set key types.
 const (
-	typeVerdict     = 1
-	typeInteger     = 4
 	typeMark        = 19
 	typeIPv4Addr    = 7
 	typeIPv6Addr    = 8
