@@ -45,7 +45,7 @@ func countNodes(st *proxyv1alpha1.GatewayConfigStatus, obs *observation, pl *rol
 	st.FailedNodes = int32(len(pl.Failed))
 	st.FailedNodeNames = boundedNames(pl.Failed)
 	st.Backends = nil
-	for _, b := range []proxyv1alpha1.Backend{proxyv1alpha1.BackendIPTables, proxyv1alpha1.BackendIPVS} {
+	for _, b := range []proxyv1alpha1.Backend{proxyv1alpha1.BackendIPTables, proxyv1alpha1.BackendIPVS, proxyv1alpha1.BackendNFTables} {
 		if backends[b] > 0 {
 			st.Backends = append(st.Backends, proxyv1alpha1.BackendCount{Backend: b, Nodes: backends[b]})
 		}

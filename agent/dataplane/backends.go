@@ -12,6 +12,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/iptables"
 	"github.com/synterix/synterix-kube-proxy/agent/ipvs"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/nftables"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
@@ -21,8 +22,8 @@ import (
 type Factory func(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities,
 	family model.Family) (backend.Backend, error)
 
-// DefaultNewBackend builds the real iptables or IPVS backend of one IP
-// family.
+// DefaultNewBackend builds the real iptables, IPVS or nftables backend of
+// one IP family.
 func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alpha1.GatewayConfigSpec, caps probe.Capabilities,
 	family model.Family) (backend.Backend, error) {
 	switch choice {
@@ -36,6 +37,10 @@ func DefaultNewBackend(ctx context.Context, choice v1alpha1.Backend, spec *v1alp
 		cfg := ipvsConfig(spec.IPVS)
 		cfg.IPTablesMode, cfg.Family = caps.IPTablesMode, family
 		return ipvs.New(cfg)
+	case v1alpha1.BackendNFTables:
+		o := nftablesOptions(spec)
+		o.Family = family
+		return nftables.New(o)
 	}
 	return nil, fmt.Errorf("unknown backend %q", choice)
 }
@@ -83,17 +88,30 @@ func ipvsConfig(v *v1alpha1.IPVSConfig) ipvs.Config {
 	return cfg
 }
 
+// nftablesOptions are the nftables backend's options of a revision: the
+// masquerade bit of spec.iptables, which names the packet mark bit of
+// every backend's rules.
+func nftablesOptions(spec *v1alpha1.GatewayConfigSpec) nftables.Options {
+	o := nftables.Options{Family: model.IPv4}
+	if spec.IPTables != nil && spec.IPTables.MasqueradeBit != nil {
+		o.MasqueradeBit = int(*spec.IPTables.MasqueradeBit)
+	}
+	return o
+}
+
 // CleanupAll removes the rules of every backend the node can run. It is
 // what "agent --cleanup" does.
 func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
 	var errs []error
 	if caps.IPTablesMode != "" {
-		be, err := iptables.New(ctx, iptables.Options{Mode: caps.IPTablesMode})
-		if err == nil {
-			err = be.Cleanup(ctx)
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("iptables: %w", err))
+		for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+			be, err := iptables.New(ctx, iptables.Options{Mode: caps.IPTablesMode, Family: fam})
+			if err == nil {
+				err = be.Cleanup(ctx)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("iptables %s: %w", fam, err))
+			}
 		}
 	}
 	if caps.IPVS {
@@ -104,6 +122,17 @@ func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
 		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("ipvs: %w", err))
+		}
+	}
+	if caps.NFTables {
+		for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+			be, err := nftables.New(nftables.Options{Family: fam})
+			if err == nil {
+				err = be.Cleanup(ctx)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("nftables %s: %w", fam, err))
+			}
 		}
 	}
 	if len(errs) == 0 {

@@ -4,44 +4,19 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/netip"
 	"os/exec"
 	"sort"
 	"testing"
 	"time"
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/backend/backendtest"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
-// benchState builds a state of n ClusterIP Services with eps endpoints each.
-// With variant != 0 the first endpoint of Service n/2 moves.
-func benchState(n, eps, variant int) *model.State {
-	st := &model.State{Family: model.IPv4, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")}}
-	for i := 0; i < n; i++ {
-		s := &model.Service{
-			Key: fmt.Sprintf("bench/svc-%05d:http/TCP", i), Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i),
-			PortName: "http", Protocol: model.TCP,
-			Frontends: []model.Frontend{{Kind: model.KindClusterIP, Protocol: model.TCP, Port: 80,
-				Addr: netip.AddrFrom4([4]byte{10, 96, byte(i / 250), byte(i%250 + 1)}), Masquerade: model.MasqueradeOffCluster}},
-		}
-		for j := 0; j < eps; j++ {
-			a := netip.AddrFrom4([4]byte{10, byte(128 + j), byte(i / 250), byte(i%250 + 1)})
-			if variant != 0 && i == n/2 && j == 0 {
-				a = netip.AddrFrom4([4]byte{10, 250, byte(variant), 1})
-			}
-			s.InternalEndpoints = append(s.InternalEndpoints, model.Endpoint{Addr: a, Port: 8080, Ready: true})
-		}
-		s.ExternalEndpoints, s.ClusterEndpoints = s.InternalEndpoints, s.InternalEndpoints
-		s.Hash = fmt.Sprintf("%d-%d", i, variant)
-		if variant != 0 && i != n/2 {
-			s.Hash = fmt.Sprintf("%d-0", i)
-		}
-		st.Services = append(st.Services, s)
-	}
-	return st
-}
+// benchState is the shared workload of the backends' benchmarks.
+func benchState(n, eps, variant int) *model.State { return backendtest.BenchState(n, eps, variant) }
 
 // BenchmarkRender measures rendering a state into restore input from
 // scratch (no cached fragments, empty kernel).
@@ -82,7 +57,7 @@ func median(ds []time.Duration) time.Duration {
 //	go test ./agent/iptables -run XXX -bench Apply -benchtime 5x
 func BenchmarkApply(b *testing.B) {
 	netns.Require(b, "iptables", "iptables-save", "iptables-restore")
-	for _, n := range []int{1000, 10000} {
+	for _, n := range []int{1000, 10000, 30000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { benchApply(b, n) })
 	}
 }
@@ -140,14 +115,21 @@ func (r *applyRig) bare(payload []byte) time.Duration {
 type applyTimes struct {
 	full, fullBare, part, partBare, adopt []time.Duration
 	rules                                 int
+	// peakFull and peakAdopt are the largest live heaps seen during a
+	// full sync and an adoption (backendtest.PeakHeap), as the nftables
+	// benchmark measures them.
+	heapFull, heapAdopt backendtest.Heap
 }
 
 // round runs one iteration: a full sync onto empty tables, three partial
 // syncs, a restarted backend's adoption, then the same payloads bare.
 func (r *applyRig) round(t *applyTimes) {
 	r.in(func() error { return r.be.Cleanup(r.ctx) })
-	res, d := r.sync(r.states[0], true)
+	var res backend.SyncResult
+	var d time.Duration
+	hf := backendtest.MeasureHeap(func() { res, d = r.sync(r.states[0], true) })
 	t.full, t.rules = append(t.full, d), res.Rules
+	t.heapFull.Max(hf)
 	payload := append(append([]byte(nil), r.be.lastPayload[tableNAT]...), r.be.lastPayload[tableFilter]...)
 	// Partial syncs: move one endpoint there and back.
 	var partPayloads [][]byte
@@ -161,10 +143,13 @@ func (r *applyRig) round(t *applyTimes) {
 	}
 	// A restarted agent: full sync that reads the kernel and adopts
 	// (writes nothing).
-	start := time.Now()
-	r.start()
-	res, _ = r.sync(r.states[0], true)
-	t.adopt = append(t.adopt, time.Since(start))
+	ha := backendtest.MeasureHeap(func() {
+		start := time.Now()
+		r.start()
+		res, _ = r.sync(r.states[0], true)
+		t.adopt = append(t.adopt, time.Since(start))
+	})
+	t.heapAdopt.Max(ha)
 	if res.Rules != 0 {
 		r.b.Fatalf("adoption wrote %d rules", res.Rules)
 	}
@@ -199,6 +184,8 @@ func benchApply(b *testing.B, n int) {
 	b.ReportMetric(float64(median(t.full))/float64(median(t.fullBare)), "full-ratio")
 	b.ReportMetric(float64(median(t.part))/float64(median(t.partBare)), "partial-ratio")
 	b.ReportMetric(float64(t.rules), "rules")
+	t.heapFull.Report(b, "full")
+	t.heapAdopt.Report(b, "adopt")
 	r.in(func() error { return r.be.Cleanup(r.ctx) })
 }
 
@@ -219,5 +206,16 @@ func BenchmarkPartialRender(b *testing.B) {
 		if p, _ := plans[tableNAT].payload(tableNAT, canaryGuard); p == nil {
 			b.Fatal("no payload")
 		}
+	}
+}
+
+// BenchmarkFirstPacket: connection setup to the first and the last of N
+// Services (backendtest.FirstPacket); the dispatch chain matches them in
+// order.
+//
+//	go test ./agent/iptables -run XXX -bench FirstPacket -benchtime 200x
+func BenchmarkFirstPacket(b *testing.B) {
+	for _, n := range []int{1000, 10000, 30000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { backendtest.FirstPacket(b, harness(Options{}), n) })
 	}
 }

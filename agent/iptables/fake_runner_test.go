@@ -2,8 +2,8 @@ package iptables
 
 // Unit tests of the sync logic on a FAKE xtables runner (in-memory tables,
 // package xtablestest): which commands a sync runs and what it writes. They
-// prove nothing about the kernel; kernel_test.go, lifecycle_test.go and
-// partial_test.go's TestPartialSync do, with real netfilter.
+// prove nothing about the kernel; kernel_test.go's TestScenarios (the
+// shared scenarios of agent/backend/backendtest) does, with real netfilter.
 
 import (
 	"context"

@@ -2,221 +2,128 @@ package iptables
 
 import (
 	"context"
+	"regexp"
 	"strings"
 	"testing"
-	"time"
 
-	corev1 "k8s.io/api/core/v1"
-
+	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/backend/backendtest"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
-const vip = "10.96.0.10"
+// TestScenarios runs the kernel scenarios every backend passes (package
+// backendtest) against the iptables backend, in the flavour the namespace
+// detection picks (nft on a fresh namespace).
+func TestScenarios(t *testing.T) { backendtest.Run(t, harness(Options{})) }
 
-func fourEndpoints() []ep {
-	return []ep{{ip: "10.211.1.2"}, {ip: "10.211.1.3"}, {ip: "10.211.2.2"}, {ip: "10.211.2.3"}}
-}
-
-// TestDistribution: random balancing reaches every endpoint over TCP and
-// UDP. With 200 requests over 4 endpoints each expects 50; fewer than 15 has
-// a probability below 1e-10, so the bound only fails when balancing is
-// broken.
-func TestDistribution(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "web", clusterIP: vip, port: 80, eps: fourEndpoints()})
-	tp.put(svcSpec{name: "dns", clusterIP: "10.96.0.11", proto: corev1.ProtocolUDP, port: 53, eps: fourEndpoints()})
-	tp.sync(false)
-	for _, tc := range []struct{ proto, target string }{{"tcp", vip + ":80"}, {"udp", "10.96.0.11:53"}} {
-		got := tp.client.Tally(tc.proto, tc.target, 200, netns.RequestOptions{})
-		t.Logf("%s distribution: %v", tc.proto, got)
-		for _, e := range fourEndpoints() {
-			if got[e.ip] < 15 {
-				t.Errorf("%s: endpoint %s got %d of 200 requests: %v", tc.proto, e.ip, got[e.ip], got)
-			}
-		}
-		if got[""] != 0 || len(got) != 4 {
-			t.Errorf("%s: unexpected answers: %v", tc.proto, got)
-		}
-	}
-}
-
-// TestRoundRobin: the nth-based RoundRobin policy rotates strictly.
-func TestRoundRobin(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "web", clusterIP: vip, port: 80, eps: fourEndpoints()})
-	st := tp.state()
-	st.Services[0].Algorithm = "RoundRobin"
-	st.Services[0].Hash += "-rr"
-	if err := tp.node.Do(func() error { _, err := tp.be.Sync(context.Background(), st, syncOpts(false)); return err }); err != nil {
-		t.Fatal(err)
-	}
-	got := tp.client.Tally("tcp", vip+":80", 40, netns.RequestOptions{})
-	for _, e := range fourEndpoints() {
-		if got[e.ip] != 10 {
-			t.Errorf("round robin: %s got %d of 40, want exactly 10: %v", e.ip, got[e.ip], got)
-		}
-	}
-}
-
-// TestAffinity: ClientIP affinity pins a client to one endpoint, and the
-// binding is forgotten once the timeout passed without traffic.
-func TestAffinity(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "web", clusterIP: vip, port: 80, affinity: 2, eps: fourEndpoints()})
-	tp.sync(false)
-	got := tp.client.Tally("tcp", vip+":80", 30, netns.RequestOptions{})
-	if len(got) != 1 {
-		t.Fatalf("affinity: 30 requests from one client spread over %v", got)
-	}
-	var first string
-	for k := range got {
-		first = k
-	}
-	// After the timeout a fresh choice is made; with 4 endpoints the chance
-	// of drawing the same one 10 times in a row is 1e-6.
-	moved := false
-	for i := 0; i < 10 && !moved; i++ {
-		time.Sleep(3 * time.Second)
-		r, err := tp.client.Request("tcp", vip+":80", netns.RequestOptions{})
+// harness tells the scenarios how to build this backend and how to read
+// and disturb its rules with the tools of its flavour.
+func harness(opts Options) backendtest.Harness {
+	var bins xtables.Binaries // of the backend built last
+	ipt := func(t testing.TB, node *netns.NS, args ...string) string {
+		t.Helper()
+		out, err := node.Exec(append([]string{bins.Cmd, "-w"}, args...)...)
 		if err != nil {
 			t.Fatal(err)
 		}
-		moved = r.Server != first
+		return out
 	}
-	if !moved {
-		t.Errorf("affinity never expired: every request after the 2s timeout still went to %s", first)
-	}
-	// A second client IP gets its own binding and stays on it.
-	got2 := tp.client.Tally("tcp", vip+":80", 10, netns.RequestOptions{Local: client2IP})
-	if len(got2) != 1 {
-		t.Errorf("second client not sticky: %v", got2)
-	}
-}
-
-// TestRejectVersusDrop: no endpoints rejects (fast failure); Local traffic
-// without a local endpoint is dropped (timeout) while the ClusterIP of the
-// same Service still works.
-func TestRejectVersusDrop(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "empty", clusterIP: vip, port: 80})
-	tp.put(svcSpec{name: "empty-udp", clusterIP: "10.96.0.12", proto: corev1.ProtocolUDP, port: 53})
-	tp.put(svcSpec{name: "local", clusterIP: "10.96.0.11", port: 80, nodePort: 30080, etpLocal: true,
-		eps: []ep{{ip: "10.211.2.2"}}})
-	tp.sync(false)
-	opts := netns.RequestOptions{Timeout: time.Second}
-	for _, tc := range []struct{ proto, target, want string }{
-		{"tcp", vip + ":80", "refused"},
-		{"udp", "10.96.0.12:53", "refused"},
-		{"tcp", nodeIP + ":30080", "timeout"},
-		{"tcp", "10.96.0.11:80", "ok"},
-	} {
-		_, err := tp.client.Request(tc.proto, tc.target, opts)
-		if got := netns.Outcome(err); got != tc.want {
-			t.Errorf("%s %s: outcome %s (%v), want %s", tc.proto, tc.target, got, err, tc.want)
-		}
-	}
-}
-
-// TestSourceRanges: a LoadBalancer IP with loadBalancerSourceRanges serves
-// clients inside the ranges and drops the others.
-func TestSourceRanges(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "lb", clusterIP: vip, port: 80, nodePort: 30080, lbIP: "203.0.113.10",
-		ranges: []string{clientIP + "/32"}, eps: fourEndpoints()})
-	tp.sync(false)
-	if _, err := tp.client.Request("tcp", "203.0.113.10:80", netns.RequestOptions{Local: clientIP}); err != nil {
-		t.Errorf("allowed source %s: %v", clientIP, err)
-	}
-	_, err := tp.client.Request("tcp", "203.0.113.10:80", netns.RequestOptions{Local: client2IP, Timeout: time.Second})
-	if netns.Outcome(err) != "timeout" {
-		t.Errorf("denied source %s: outcome %s (%v), want timeout (dropped)", client2IP, netns.Outcome(err), err)
-	}
-}
-
-// TestExternalFrontends: NodePort and LoadBalancer IPs work; with
-// externalTrafficPolicy Cluster the server sees the node (masquerade), with
-// Local it sees the real client and only local endpoints answer.
-func TestExternalFrontends(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "cluster", clusterIP: vip, port: 80, nodePort: 30080, lbIP: "203.0.113.10", eps: fourEndpoints()})
-	tp.put(svcSpec{name: "local", clusterIP: "10.96.0.11", port: 80, nodePort: 30081, lbIP: "203.0.113.11", etpLocal: true,
-		eps: []ep{{ip: "10.211.1.2", local: true}, {ip: "10.211.1.3", local: true}, {ip: "10.211.2.2"}}})
-	tp.sync(false)
-	for _, target := range []string{nodeIP + ":30080", "203.0.113.10:80"} {
-		for i := 0; i < 10; i++ {
-			r, err := tp.client.Request("tcp", target, netns.RequestOptions{})
+	return backendtest.Harness{
+		Tools: []string{"iptables", "iptables-save", "iptables-restore"},
+		New: func(ctx context.Context) (backend.Backend, error) {
+			be, err := New(ctx, opts)
+			if err == nil {
+				bins = be.bins
+			}
+			return be, err
+		},
+		Dump: func(t testing.TB, node *netns.NS) string {
+			t.Helper()
+			out, err := node.Exec(bins.Save)
 			if err != nil {
-				t.Fatalf("%s: %v", target, err)
+				t.Fatal(err)
 			}
-			if ip := r.ClientIP(); ip == clientIP || !strings.HasPrefix(ip, "10.211.") || !strings.HasSuffix(ip, ".1") {
-				t.Errorf("%s (Cluster policy): server %s saw client %s, want the node's address", target, r.Server, ip)
-			}
-		}
-	}
-	for _, target := range []string{nodeIP + ":30081", "203.0.113.11:80"} {
-		got := map[string]int{}
-		for i := 0; i < 40; i++ {
-			r, err := tp.client.Request("tcp", target, netns.RequestOptions{})
+			return canonicalSave(out)
+		},
+		Owned: func(t testing.TB, node *netns.NS) int {
+			t.Helper()
+			out, err := node.Exec(bins.Save)
 			if err != nil {
-				t.Fatalf("%s: %v", target, err)
+				t.Fatal(err)
 			}
-			if r.ClientIP() != clientIP {
-				t.Errorf("%s (Local policy): server saw %s, want the real client %s", target, r.ClientIP(), clientIP)
+			n := 0
+			for _, l := range strings.Split(out, "\n") {
+				if strings.HasPrefix(l, "-A "+ChainPrefix) {
+					n++
+				}
 			}
-			got[r.Server]++
-		}
-		if got["10.211.2.2"] != 0 || got["10.211.1.2"] == 0 || got["10.211.1.3"] == 0 {
-			t.Errorf("%s (Local policy): want only the two local endpoints, got %v", target, got)
-		}
+			return n
+		},
+		Dispatch: func(t testing.TB, node *netns.NS) []string {
+			var rules []string
+			for _, l := range strings.Split(ipt(t, node, "-t", "nat", "-S", chainServices), "\n") {
+				if strings.HasPrefix(l, "-A ") {
+					rules = append(rules, l)
+				}
+			}
+			return rules
+		},
+		Wipe:         func(t testing.TB, node *netns.NS) { ipt(t, node, "-t", "nat", "-F") },
+		WipeDispatch: func(t testing.TB, node *netns.NS) { ipt(t, node, "-t", "nat", "-F", chainServices) },
+		Foreign: func(t testing.TB, node *netns.NS) {
+			ipt(t, node, "-t", "nat", "-N", "KUBE-SERVICES")
+			ipt(t, node, "-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES")
+			ipt(t, node, "-t", "nat", "-A", "KUBE-SERVICES", "-d", backendtest.ForeignVIP+"/32", "-p", "tcp", "--dport", "80",
+				"-j", "DNAT", "--to-destination", "10.211.1.4:8080")
+			ipt(t, node, "-t", "nat", "-A", "POSTROUTING", "-s", "10.211.0.0/16", "-o", "uplink", "-j", "MASQUERADE")
+			ipt(t, node, "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+			ipt(t, node, "-t", "filter", "-A", "FORWARD", "-m", "comment", "--comment", "someone else", "-j", "ACCEPT")
+		},
+		// The service's chain: masquerade test + one DNAT rule.
+		OneEndpointWrites: 2,
 	}
 }
 
-// TestHairpin: a local endpoint reaching its own Service through the
-// ClusterIP is answered by itself, which only works when the connection is
-// masqueraded.
-func TestHairpin(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "self", clusterIP: vip, port: 80, eps: []ep{{ip: "10.211.1.2", local: true}}})
-	tp.sync(false)
-	r, err := tp.b1.Request("tcp", vip+":80", netns.RequestOptions{Local: "10.211.1.2"})
-	if err != nil {
-		t.Fatalf("hairpin request: %v", err)
-	}
-	if r.Server != "10.211.1.2" || r.ClientIP() != "10.211.1.1" {
-		t.Errorf("hairpin: got %+v, want server 10.211.1.2 seeing the node 10.211.1.1", r)
-	}
-}
+var counterRE = regexp.MustCompile(`\[\d+:\d+\]`)
 
-// TestSamePortDifferentProtocols: port 53 over TCP and over UDP of one
-// Service go to different endpoints.
-func TestSamePortDifferentProtocols(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.put(svcSpec{name: "dns", clusterIP: vip, port: 53, portName: "tcp", eps: []ep{{ip: "10.211.1.2"}},
-		extraPort: &svcSpec{portName: "udp", proto: corev1.ProtocolUDP, port: 53, eps: []ep{{ip: "10.211.2.3"}}}})
-	tp.sync(false)
-	for _, tc := range []struct{ proto, want string }{{"tcp", "10.211.1.2"}, {"udp", "10.211.2.3"}} {
-		got := tp.client.Tally(tc.proto, vip+":53", 10, netns.RequestOptions{})
-		if got[tc.want] != 10 {
-			t.Errorf("%s %s:53: got %v, want all 10 from %s", tc.proto, vip, got, tc.want)
+// canonicalSave drops comment lines and counters from iptables-save output.
+func canonicalSave(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "#") || l == "" {
+			continue
 		}
+		keep = append(keep, counterRE.ReplaceAllString(l, "[0:0]"))
 	}
+	return strings.Join(keep, "\n")
 }
 
-// TestLocalhostNodePort: the node itself reaches a NodePort on 127.0.0.1.
-func TestLocalhostNodePort(t *testing.T) {
-	tp := newTopo(t, Options{})
-	tp.cfg.LocalhostNodePorts = true
-	tp.put(svcSpec{name: "np", clusterIP: vip, port: 80, nodePort: 30080, eps: []ep{{ip: "10.211.2.2"}}})
-	tp.sync(false)
-	r, err := tp.node.Request("tcp", "127.0.0.1:30080", netns.RequestOptions{})
-	if err != nil || r.Server != "10.211.2.2" {
-		t.Fatalf("localhost NodePort: %+v %v", r, err)
+// TestLegacyMode runs a NodePort distribution, adoption and Cleanup round
+// with the legacy flavour.
+func TestLegacyMode(t *testing.T) {
+	netns.Require(t, "iptables-legacy", "iptables-legacy-save", "iptables-legacy-restore")
+	h := harness(Options{Mode: xtables.ModeLegacy})
+	tp := backendtest.NewTopo(t, h)
+	// Legacy tables only show up in iptables-save once something used
+	// them; make both exist before taking the reference.
+	tp.Node.MustExec("iptables-legacy", "-w", "-t", "nat", "-S")
+	tp.Node.MustExec("iptables-legacy", "-w", "-t", "filter", "-S")
+	before := tp.Dump()
+	tp.Put(backendtest.Svc{Name: "web", ClusterIP: backendtest.VIP, Port: 80, NodePort: 30080, Eps: backendtest.FourEndpoints()})
+	tp.Sync(false)
+	got := tp.Client.Tally("tcp", backendtest.NodeIP+":30080", 40, netns.RequestOptions{})
+	if len(got) < 2 || got["!timeout"]+got["!refused"] > 0 {
+		t.Errorf("legacy NodePort distribution: %v", got)
 	}
-	if got := strings.TrimSpace(tp.node.MustExec("sysctl", "-n", "net.ipv4.conf.all.route_localnet")); got != "1" {
-		t.Errorf("route_localnet = %s, want 1", got)
+	if res := tp.Sync(true); res.Rules != 0 {
+		t.Errorf("legacy: full resync rewrote %d rules", res.Rules)
 	}
-	tp.cleanup()
-	if got := strings.TrimSpace(tp.node.MustExec("sysctl", "-n", "net.ipv4.conf.all.route_localnet")); got != "0" {
-		t.Errorf("after cleanup route_localnet = %s, want 0 (restored)", got)
+	if mode := tp.Backend.(*Backend).Mode(); mode != xtables.ModeLegacy {
+		t.Errorf("backend runs %s, want legacy", mode)
+	}
+	tp.Cleanup()
+	if after := tp.Dump(); after != before {
+		t.Errorf("legacy cleanup:\n%s", backendtest.DiffLines(before, after))
 	}
 }

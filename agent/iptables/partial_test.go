@@ -112,7 +112,7 @@ func randomState(r *rand.Rand) *model.State {
 // TestPartialPlansConverge: a chain of random states synced partially must
 // leave exactly what a full sync from scratch renders, for 200 steps. The
 // kernel is simulated by applyPlan (a fake of iptables-restore semantics);
-// the real-kernel version of this check is TestPartialSync.
+// the real-kernel version of this check is TestScenarios/PartialSync.
 func TestPartialPlansConverge(t *testing.T) {
 	r := rand.New(rand.NewSource(5))
 	be := &Backend{masqMark: "0x20000/0x20000", frags: map[string]*fragment{}}

@@ -23,6 +23,8 @@ type Capabilities struct {
 	// IPVSMissing says why IPVS is not available.
 	IPVSMissing string
 	NFTables    bool
+	// NFTablesMissing says why nf_tables is not available.
+	NFTablesMissing string
 	// IPTablesMode is the iptables flavour in use; empty when no iptables
 	// userspace was found.
 	IPTablesMode    xtables.Mode
@@ -53,7 +55,11 @@ func (p Prober) Probe(ctx context.Context) Capabilities {
 	} else {
 		c.IPVS = true
 	}
-	c.NFTables = p.NFTables() == nil
+	if err := p.NFTables(); err != nil {
+		c.NFTablesMissing = err.Error()
+	} else {
+		c.NFTables = true
+	}
 	if m, err := p.IPTables(ctx); err != nil {
 		c.IPTablesMissing = err.Error()
 	} else {
@@ -89,6 +95,11 @@ type Choice struct {
 
 // Choose picks the backend for a configured mode. It returns an error, and
 // no choice, when the mode asks for something the node lacks.
+//
+// Auto never picks nftables: what Auto means must not change under a
+// running cluster because its agents were upgraded. A cluster moves to
+// nftables by setting mode NFTables, a config change the operator rolls
+// out node by node (docs/backends.md).
 func Choose(mode v1alpha1.BackendMode, c Capabilities) (Choice, error) {
 	switch mode {
 	case v1alpha1.BackendModeIPVS:
@@ -99,6 +110,11 @@ func Choose(mode v1alpha1.BackendMode, c Capabilities) (Choice, error) {
 			return Choice{}, fmt.Errorf("mode IPVS requested but the IPVS backend needs iptables for its glue rules: %s", c.IPTablesMissing)
 		}
 		return Choice{v1alpha1.BackendIPVS, "mode IPVS requested and the kernel has IPVS"}, nil
+	case v1alpha1.BackendModeNFTables:
+		if !c.NFTables {
+			return Choice{}, fmt.Errorf("mode NFTables requested but the kernel has no nf_tables (or it cannot be listed): %s", c.NFTablesMissing)
+		}
+		return Choice{v1alpha1.BackendNFTables, "mode NFTables requested and the kernel has nf_tables"}, nil
 	case v1alpha1.BackendModeIPTables:
 		if c.IPTablesMode == "" {
 			return Choice{}, fmt.Errorf("mode IPTables requested but no iptables userspace was found: %s", c.IPTablesMissing)
@@ -133,7 +149,7 @@ func (c Capabilities) Status() *v1alpha1.KernelCapabilities {
 		missing = append(missing, "iptables: "+c.IPTablesMissing)
 	}
 	if !c.NFTables {
-		missing = append(missing, "nftables: not available")
+		missing = append(missing, "nftables: "+firstLine(c.NFTablesMissing))
 	}
 	k.Missing = truncate(strings.Join(missing, "; "), 1024)
 	return k

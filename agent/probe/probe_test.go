@@ -11,7 +11,7 @@ import (
 )
 
 func TestChoose(t *testing.T) {
-	withIPVS := Capabilities{IPVS: true, IPTablesMode: xtables.ModeNFT}
+	withIPVS := Capabilities{IPVS: true, IPTablesMode: xtables.ModeNFT, NFTables: true}
 	noIPVS := Capabilities{IPVSMissing: "IPVS is not available in this kernel: /proc/net/ip_vs missing", IPTablesMode: xtables.ModeLegacy}
 	nothing := Capabilities{IPVSMissing: "no ipvs", IPTablesMissing: "no iptables-save on PATH"}
 	for _, tc := range []struct {
@@ -29,6 +29,11 @@ func TestChoose(t *testing.T) {
 		{v1alpha1.BackendModeIPTables, nothing, "", "no iptables-save"},
 		{v1alpha1.BackendModeAuto, nothing, "", "no iptables-save"},
 		{"Bogus", withIPVS, "", "unknown backend mode"},
+		{v1alpha1.BackendModeNFTables, withIPVS, v1alpha1.BackendNFTables, ""},
+		{v1alpha1.BackendModeNFTables, Capabilities{NFTables: true}, v1alpha1.BackendNFTables, ""}, // needs no iptables
+		{v1alpha1.BackendModeNFTables, noIPVS, "", "no nf_tables"},
+		// Auto keeps its meaning whatever the kernel can do.
+		{v1alpha1.BackendModeAuto, Capabilities{NFTables: true, IPTablesMode: xtables.ModeNFT, IPVSMissing: "none"}, v1alpha1.BackendIPTables, ""},
 	} {
 		c, err := Choose(tc.mode, tc.caps)
 		if tc.errWant != "" {

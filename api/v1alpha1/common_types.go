@@ -15,20 +15,27 @@ const (
 )
 
 // BackendMode is the data-plane backend an agent programs.
-// +kubebuilder:validation:Enum=Auto;IPTables;IPVS
+// +kubebuilder:validation:Enum=Auto;IPTables;IPVS;NFTables
 type BackendMode string
 
 const (
-	// BackendModeAuto picks IPVS where the kernel has it, else iptables.
+	// BackendModeAuto picks IPVS where the kernel has it, else iptables. Its
+	// choice never changes with an agent upgrade; nftables is chosen
+	// explicitly with BackendModeNFTables, which reaches nodes through a new
+	// config revision and its rollout.
 	BackendModeAuto BackendMode = "Auto"
 	// BackendModeIPTables always uses iptables.
 	BackendModeIPTables BackendMode = "IPTables"
 	// BackendModeIPVS always uses IPVS; a node whose kernel lacks it reports Degraded.
 	BackendModeIPVS BackendMode = "IPVS"
+	// BackendModeNFTables always uses nftables (a table of its own per address
+	// family, programmed over netlink; no iptables userspace needed); a node
+	// whose kernel lacks nf_tables reports Degraded.
+	BackendModeNFTables BackendMode = "NFTables"
 )
 
 // Backend is the backend an agent actually runs.
-// +kubebuilder:validation:Enum=IPTables;IPVS
+// +kubebuilder:validation:Enum=IPTables;IPVS;NFTables
 type Backend string
 
 const (
@@ -36,4 +43,6 @@ const (
 	BackendIPTables Backend = "IPTables"
 	// BackendIPVS is the IPVS backend.
 	BackendIPVS Backend = "IPVS"
+	// BackendNFTables is the nftables backend.
+	BackendNFTables Backend = "NFTables"
 )

@@ -9,7 +9,7 @@ import (
 // GatewayConfigSpec describes how the proxy runs on a set of nodes.
 //
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.serviceProxyName) == has(self.serviceProxyName) && (!has(self.serviceProxyName) || oldSelf.serviceProxyName == self.serviceProxyName)",message="spec.serviceProxyName is immutable: create a new GatewayConfig to serve another proxy name"
-// +kubebuilder:validation:XValidation:rule="!has(self.ipvs) || self.mode != 'IPTables'",message="spec.ipvs applies only when spec.mode is Auto or IPVS: remove spec.ipvs or change spec.mode"
+// +kubebuilder:validation:XValidation:rule="!has(self.ipvs) || !(self.mode in ['IPTables', 'NFTables'])",message="spec.ipvs applies only when spec.mode is Auto or IPVS: remove spec.ipvs or change spec.mode"
 // +kubebuilder:validation:XValidation:rule="!has(self.minSyncPeriod) || !has(self.syncPeriod) || duration(self.minSyncPeriod) <= duration(self.syncPeriod)",message="spec.minSyncPeriod must not be longer than spec.syncPeriod"
 type GatewayConfigSpec struct {
 	// nodeSelector selects the nodes this configuration runs on. An empty or
@@ -19,8 +19,10 @@ type GatewayConfigSpec struct {
 	NodeSelector *metav1.LabelSelector `json:"nodeSelector,omitempty"`
 
 	// mode is the backend the agents program: Auto picks IPVS where the kernel has
-	// it and iptables elsewhere; IPTables and IPVS force one, and a node whose
-	// kernel cannot run it reports Degraded instead of falling back.
+	// it and iptables elsewhere; IPTables, IPVS and NFTables force one, and a node
+	// whose kernel cannot run it reports Degraded instead of falling back. Auto's
+	// choice does not change when the agent is upgraded: to move nodes to
+	// nftables, set NFTables, which rolls out like any other config change.
 	// +optional
 	// +kubebuilder:default=Auto
 	Mode BackendMode `json:"mode,omitempty"`
@@ -158,7 +160,8 @@ type IPVSConfig struct {
 // IPTablesConfig tunes the iptables rules.
 type IPTablesConfig struct {
 	// masqueradeBit is the bit of the packet mark that flags packets to be
-	// masqueraded. It must not collide with the bits other software uses.
+	// masqueraded, by the iptables and the nftables backends. It must not collide
+	// with the bits other software uses.
 	// +optional
 	// +kubebuilder:default=14
 	// +kubebuilder:validation:Minimum=0

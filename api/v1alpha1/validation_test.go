@@ -106,6 +106,8 @@ var _ = Describe("Validation", func() {
 			`spec.ipvs.scheduler: Unsupported value: "fifo"`, `"rr", "wrr"`),
 		Entry("ipvs settings with the IPTables mode", gatewayConfig+indent("mode: IPTables\nipvs:\n  scheduler: rr"),
 			"spec.ipvs applies only when spec.mode is Auto or IPVS"),
+		Entry("ipvs settings with the NFTables mode", gatewayConfig+indent("mode: NFTables\nipvs:\n  scheduler: rr"),
+			"spec.ipvs applies only when spec.mode is Auto or IPVS"),
 		Entry("minSyncPeriod above syncPeriod", gatewayConfig+indent("minSyncPeriod: 1m\nsyncPeriod: 30s"),
 			"spec.minSyncPeriod must not be longer than spec.syncPeriod"),
 		Entry("a syncPeriod under a second", gatewayConfig+indent("syncPeriod: 500ms"),

@@ -76,6 +76,9 @@ var hostTools = []struct {
 }{
 	{"ip", true, "iproute2"},
 	{"conntrack", false, "conntrack"},
+	// The nftables backend needs no tool; its kernel tests read the table
+	// with nft.
+	{"nft", false, "nftables"},
 }
 
 const xtablesDir = "/usr/lib/x86_64-linux-gnu/xtables"

@@ -1,0 +1,69 @@
+// Package backendtest holds the kernel scenarios every backend of the agent
+// must pass, written once and run by each backend's own tests with real
+// packets in network namespaces (package test/netns).
+//
+// A backend's test file fills a Harness (how to build the backend, how to
+// read and disturb its rules) and calls Run; each scenario is a subtest,
+// e.g. go test ./agent/iptables -run 'Scenarios/Affinity'. The scenarios
+// program only the node namespace the topology creates and delete every
+// namespace at the end; nothing touches the host's rules.
+package backendtest
+
+import (
+	"context"
+	"testing"
+
+	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
+)
+
+// Harness is what a backend gives the scenarios.
+type Harness struct {
+	// Tools are the binaries the backend or the harness runs, besides ip;
+	// the scenarios skip loudly when one is missing.
+	Tools []string
+	// New builds the backend. It runs on a thread switched into the node
+	// namespace; a second call is an agent restart.
+	New func(ctx context.Context) (backend.Backend, error)
+	// Dump returns the node namespace's whole ruleset as text (other
+	// programs' rules included), without counters or anything else that
+	// changes while traffic flows, so that two dumps of the same rules are
+	// equal.
+	Dump func(t testing.TB, node *netns.NS) string
+	// Owned counts what the backend holds in the node namespace the way
+	// SyncResult.Owned counts it.
+	Owned func(t testing.TB, node *netns.NS) int
+	// Dispatch lists the backend's dispatch entries, one string per
+	// frontend, each containing the frontend's address.
+	Dispatch func(t testing.TB, node *netns.NS) []string
+	// Wipe removes the backend's rules the way another program would
+	// (iptables -t nat -F, nft delete table); the next sync must notice
+	// and restore them.
+	Wipe func(t testing.TB, node *netns.NS)
+	// WipeDispatch empties only the dispatch entries; a full sync must
+	// repair it.
+	WipeDispatch func(t testing.TB, node *netns.NS)
+	// Foreign installs another program's rules in the node namespace,
+	// among them a DNAT of ForeignVIP:80 to 10.211.1.4:8080, which must
+	// keep working while the backend is installed and after its Cleanup.
+	Foreign func(t testing.TB, node *netns.NS)
+	// OneEndpointWrites is SyncResult.Rules of the partial sync that
+	// replaces the four endpoints of a ClusterIP Service by one.
+	OneEndpointWrites int
+}
+
+// ForeignVIP is the address the Harness's foreign rules DNAT.
+const ForeignVIP = "10.96.9.9"
+
+// Run runs every scenario as a subtest.
+func Run(t *testing.T, h Harness) {
+	for _, sc := range Scenarios {
+		t.Run(sc.Name, func(t *testing.T) { sc.Run(t, h) })
+	}
+}
+
+// Scenario is one named kernel scenario.
+type Scenario struct {
+	Name string
+	Run  func(t *testing.T, h Harness)
+}
