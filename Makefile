@@ -84,6 +84,13 @@ test-e2e: build ## Run the end-to-end suite on a real cluster (kubelet and conta
 	E2E=1 go test ./test/e2e/... -count=1 -v -ginkgo.v -timeout 60m
 	E2E=1 E2E_TIER=process go test ./test/e2e/... -count=1 -v -ginkgo.v -ginkgo.label-filter=process -timeout 20m
 
+.PHONY: test-e2e-nftables
+test-e2e-nftables: build ## Run the end-to-end suite on the real cluster with the nftables backend (mode NFTables).
+	hack/deps.sh kernel cluster images
+	hack/build-k8s.sh $(CLUSTER_K8S_BINARIES)
+	$(MAKE) images
+	E2E=1 E2E_MODE=NFTables go test ./test/e2e/... -count=1 -v -ginkgo.v -timeout 60m
+
 .PHONY: test-ipvs-vm
 test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel.
 	hack/vm/run.sh

@@ -83,6 +83,9 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	countAtHub()
 	_, err := t.Kubectl("apply", "-f", manifest("e2e-gatewayconfig.yaml"))
 	Expect(err).NotTo(HaveOccurred())
+	if m := suiteMode(); m != "Auto" {
+		patchGC(`{"spec":{"mode":"` + m + `"}}`)
+	}
 	if pc != nil {
 		Expect(pc.StartAgents(ctx)).To(Succeed())
 	}
@@ -91,6 +94,15 @@ var _ = BeforeSuite(func(ctx SpecContext) {
 	AddReportEntry("cluster up", fmt.Sprintf("%s tier, %d nodes, up and installed in %s; logs in %s",
 		tierName(), len(t.Nodes()), time.Since(start).Round(100*time.Millisecond), t.Logs()))
 }, NodeTimeout(10*time.Minute))
+
+// suiteMode is the GatewayConfig mode the suite runs with: E2E_MODE
+// (Auto, IPTables, NFTables), Auto by default.
+func suiteMode() string {
+	if m := os.Getenv("E2E_MODE"); m != "" {
+		return m
+	}
+	return "Auto"
+}
 
 // upShipped brings up the real cluster and installs the product as a user
 // would (shipped.Install: the API server address ConfigMap, then

@@ -91,7 +91,7 @@ var _ = Describe("Operator", func() {
 		_, _, target, pods := webService("rb")
 		good := waitRolledOut().Status.CurrentRevision
 		DeferCleanup(func() {
-			patchGC(`{"spec":{"mode":"Auto"}}`)
+			patchGC(`{"spec":{"mode":"` + suiteMode() + `"}}`)
 			waitRolledOut()
 		})
 
