@@ -14,6 +14,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -251,7 +253,7 @@ func (c *Cluster) StartAgent(ctx context.Context, n *Node) error {
 			ctr = ct
 		}
 	}
-	kubeconfig, err := c.serviceAccountKubeconfig(ctx, ds.Namespace, spec.ServiceAccountName, "agent-"+n.Name)
+	kubeconfig, err := c.agentKubeconfig(ctx, ds, n)
 	if err != nil {
 		return err
 	}
@@ -337,4 +339,30 @@ func (c *Cluster) waitAgentDaemonSet(ctx context.Context, n *Node) (*appsv1.Daem
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// agentKubeconfig stands in for kubelet's token projection: it creates the
+// pod the DaemonSet controller would have created on the node (the
+// template, bound to the node; no kubelet ever runs it) and writes a
+// kubeconfig with a token bound to that pod, so the token names the node as
+// a real agent's does and the ProxyNode status policy (config/policy)
+// applies unchanged.
+func (c *Cluster) agentKubeconfig(ctx context.Context, ds *appsv1.DaemonSet, n *Node) (string, error) {
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{
+			Name: "agent-process-" + n.Name, Namespace: ds.Namespace,
+			Labels: map[string]string{"e2e.synterix.io/process-agent": n.Name},
+		},
+		Spec: *ds.Spec.Template.Spec.DeepCopy(),
+	}
+	pod.Spec.NodeName = n.Name
+	got, err := c.Kube.CoreV1().Pods(ds.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		got, err = c.Kube.CoreV1().Pods(ds.Namespace).Get(ctx, pod.Name, metav1.GetOptions{})
+	}
+	if err != nil {
+		return "", fmt.Errorf("the agent pod of node %s: %w", n.Name, err)
+	}
+	path := filepath.Join(c.Dir, "agent-"+n.Name+".kubeconfig")
+	return path, c.Plane.PodKubeconfig(ctx, got, path)
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -286,10 +287,23 @@ func (cp *ControlPlane) WriteKubectl(path string) error {
 // kubelet does for a pod) and writes a kubeconfig with it at path; it
 // retries while the ServiceAccount is being created.
 func (cp *ControlPlane) ServiceAccountKubeconfig(ctx context.Context, namespace, sa, path string) error {
+	return cp.boundKubeconfig(ctx, namespace, sa, nil, path)
+}
+
+// PodKubeconfig is ServiceAccountKubeconfig with the token bound to the pod,
+// exactly as kubelet requests it: the API server then records the pod's node
+// in the token (authentication.kubernetes.io/node-name), which the
+// ProxyNode status admission policy checks.
+func (cp *ControlPlane) PodKubeconfig(ctx context.Context, pod *corev1.Pod, path string) error {
+	ref := &authenticationv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	return cp.boundKubeconfig(ctx, pod.Namespace, pod.Spec.ServiceAccountName, ref, path)
+}
+
+func (cp *ControlPlane) boundKubeconfig(ctx context.Context, namespace, sa string, ref *authenticationv1.BoundObjectReference, path string) error {
 	var token string
 	err := poll.Until(ctx, 30*time.Second, "a token of ServiceAccount "+namespace+"/"+sa, func(ctx context.Context) (bool, string, error) {
 		tr, err := cp.Kube.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(48 * 3600))},
+			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: new(int64(48 * 3600)), BoundObjectRef: ref},
 		}, metav1.CreateOptions{})
 		if err != nil {
 			return false, err.Error(), nil
