@@ -18,10 +18,11 @@ func (t *IPTables) Trace(p Packet) (*Result, error) {
 	return walkPacket(t.Backend(), t.Rules, &t.Env, p, nil)
 }
 
-// localHook is a kernel table consulted on the local input or output path
-// after the filter (IPVS): it returns the flows it redirected, or nil when
-// it leaves the packet alone.
-type localHook func(w *walker, hook string, f *flow) []*flow
+// localHook is a kernel table consulted on the local input path after the
+// filter, and on the output path after nat (IPVS): it returns the flows it
+// redirected and the paths it ended, or nothing when it leaves the packet
+// alone.
+type localHook func(w *walker, hook string, f *flow) ([]*flow, []*Path)
 
 // walkPacket follows a packet through the hooks it meets: for one that
 // arrives, nat PREROUTING, routing, then filter INPUT (delivered to the
@@ -83,11 +84,15 @@ func (w *walker) arriving(f *flow, hook localHook) []*Path {
 	local = w.stage("INPUT", "filter", local, &paths)
 	for _, f := range local {
 		var redirected []*flow
+		var ended []*Path
 		if hook != nil {
-			redirected = hook(w, "INPUT", f)
+			redirected, ended = hook(w, "INPUT", f)
+			paths = append(paths, ended...)
 		}
 		if redirected == nil {
-			paths = append(paths, f.end(VerdictNoRule, "local"))
+			if ended == nil {
+				paths = append(paths, f.end(VerdictNoRule, "local"))
+			}
 			continue
 		}
 		// IPVS sends what it redirected out on the local output path.
@@ -119,9 +124,12 @@ func (w *walker) fromNode(f *flow, hook localHook) []*Path {
 	if hook != nil {
 		var next []*flow
 		for _, f := range flows {
-			if r := hook(w, "OUTPUT", f); r != nil {
+			r, ended := hook(w, "OUTPUT", f)
+			paths = append(paths, ended...)
+			switch {
+			case r != nil:
 				next = append(next, r...)
-			} else {
+			case ended == nil:
 				next = append(next, f)
 			}
 		}

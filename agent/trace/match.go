@@ -296,7 +296,7 @@ func ctstateConds(module string, opts []opt) ([]cond, error) {
 		out = append(out, cond{text: negText(neg) + "--" + o.name + " " + o.vals[0], eval: func(_ *walker, f *flow) []alt {
 			ok := false
 			for _, s := range states {
-				ok = ok || s == "NEW" || (s == "DNAT" && f.dnat)
+				ok = ok || s == "NEW" || (s == "DNAT" && f.ctdnat)
 			}
 			return yes(ok != neg)
 		}})

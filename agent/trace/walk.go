@@ -23,7 +23,9 @@ type flow struct {
 	// through, "" when unknown or none.
 	in, out string
 	mark    uint32
-	dnat    bool
+	// dnat: the destination was rewritten (by a rule or IPVS); ctdnat:
+	// by conntrack NAT, which --ctstate DNAT matches.
+	dnat, ctdnat bool
 	masq    bool
 	reject  string
 	hook    string
@@ -313,7 +315,7 @@ func (w *walker) dnat(r *Rule, f *flow, record func(string)) []exit {
 		record("DNAT (destination not understood)")
 		return []exit{{f: f, kind: exitNAT}}
 	}
-	f.dst, f.dport, f.dnat = a, port, true
+	f.dst, f.dport, f.dnat, f.ctdnat = a, port, true, true
 	record("DNAT to " + netip.AddrPortFrom(a, port).String())
 	return []exit{{f: f, kind: exitNAT}}
 }
