@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -84,6 +85,8 @@ type Agent struct {
 
 	// Owned by the sync loop (sync.go).
 	loop loopState
+	// published is the sync loop's last Snapshot, for other goroutines.
+	published atomic.Pointer[Snapshot]
 }
 
 // New returns an agent; Run starts it.

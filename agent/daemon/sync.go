@@ -252,6 +252,7 @@ func (a *Agent) synced(p *pass) {
 		FailedPolicies: p.failed,
 	}
 	a.writer.SetSync(a.loop.facts)
+	a.publish()
 	if recovered {
 		a.event(corev1.EventTypeNormal, v1alpha1.ReasonSynced, "Rules in sync again")
 	}
@@ -344,6 +345,7 @@ func (a *Agent) syncFailed(cfg *revision.Config, start time.Time, err error) err
 		a.loop.facts.Families = append(a.loop.facts.Families, fl.status)
 	}
 	a.writer.SetSync(a.loop.facts)
+	a.publish()
 	klog.ErrorS(err, "Sync failed; the rules in the kernel are left as they were", "revision", cfg.Name)
 	if first {
 		a.event(corev1.EventTypeWarning, v1alpha1.ReasonSyncFailed, err.Error())
@@ -372,6 +374,7 @@ func (a *Agent) removeAll(ctx context.Context) error {
 		a.loop.data.Stop()
 		a.loop.data = nil
 	}
+	a.publish()
 	msg := "ProxyNode " + a.opts.NodeName + " was deleted (its GatewayConfig no longer selects this node): removed every rule of the agent; idle until a ProxyNode is assigned again"
 	klog.InfoS("Removed all rules: ProxyNode deleted", "proxyNode", a.opts.NodeName)
 	if n := a.cachedNode(); n != nil {
