@@ -233,7 +233,6 @@ func (v *ipvsView) glueDiff(d ipvs.Desired) ([]report.Difference, int) {
 	return out, n
 }
 
-
 func (v *ipvsView) vipDiff(d ipvs.Desired) ([]report.Difference, int) {
 	var out []report.Difference
 	for _, a := range d.VIPs {

@@ -78,7 +78,9 @@ func ipvsSchedule(w *walker, v *VirtualServer, hook string, f *flow) ([]*flow, [
 			total += d.Weight
 		}
 	}
-	sort.Slice(live, func(i, j int) bool { return live[i].Addr.Less(live[j].Addr) || live[i].Addr == live[j].Addr && live[i].Port < live[j].Port })
+	sort.Slice(live, func(i, j int) bool {
+		return live[i].Addr.Less(live[j].Addr) || live[i].Addr == live[j].Addr && live[i].Port < live[j].Port
+	})
 	step := Step{Hook: hook, Table: "ipvs", Chain: v.String()}
 	if total == 0 {
 		g := f.fork()

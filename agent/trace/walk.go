@@ -26,10 +26,10 @@ type flow struct {
 	// dnat: the destination was rewritten (by a rule or IPVS); ctdnat:
 	// by conntrack NAT, which --ctstate DNAT matches.
 	dnat, ctdnat bool
-	masq    bool
-	reject  string
-	hook    string
-	steps   []Step
+	masq         bool
+	reject       string
+	hook         string
+	steps        []Step
 }
 
 // fork copies a flow for one branch of a decision.
