@@ -19,6 +19,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/tools/cache"
@@ -69,6 +71,8 @@ type Options struct {
 	StatusHeartbeat time.Duration
 	// Burst is the sync burst; default syncer.DefaultBurst.
 	Burst int
+	// TracerProvider traces the syncs (tracing.go); nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Agent is a running node agent.
@@ -87,6 +91,7 @@ type Agent struct {
 	loop loopState
 	// published is the sync loop's last Snapshot, for other goroutines.
 	published atomic.Pointer[Snapshot]
+	tracer    trace.Tracer
 }
 
 // New returns an agent; Run starts it.
@@ -115,7 +120,10 @@ func New(opts Options) *Agent {
 	if opts.Burst == 0 {
 		opts.Burst = syncer.DefaultBurst
 	}
-	a := &Agent{opts: opts}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	a := &Agent{opts: opts, tracer: opts.TracerProvider.Tracer(tracerName)}
 	a.runner = syncer.New(a.sync, syncer.DefaultMinSyncPeriod, syncer.DefaultSyncPeriod, opts.Burst)
 	a.hc = health.NewNodePorts(opts.Listen)
 	a.tracker = source.NewTracker(opts.Metrics, opts.Health, a.runner.Request)

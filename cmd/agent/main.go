@@ -31,6 +31,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
+	"github.com/synterix/synterix-kube-proxy/internal/telemetry"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -128,11 +129,23 @@ func run() error {
 	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, o.nodeName)
 	defer stopEvents()
 
+	// Traces go where the OTEL_* environment says (the agent pod gets it
+	// from the ConfigMap synterix-apiserver); none when it says nothing.
+	tp, stopTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "synterix-agent", ServiceVersion: version,
+		Attributes: map[string]string{"k8s.node.name": o.nodeName}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(c)
+	}()
 	m := metrics.New()
 	hs := health.NewState(time.Minute)
 	a := daemon.New(daemon.Options{
 		NodeName: o.nodeName, OperatorNamespace: o.operatorNS, Clients: clients, Recorder: recorder,
-		Metrics: m, Health: hs, AgentVersion: version,
+		Metrics: m, Health: hs, AgentVersion: version, TracerProvider: tp,
 	})
 	if o.healthAddr != "" {
 		if _, err := serve(ctx, o.healthAddr, hs.Handler()); err != nil {
