@@ -286,7 +286,7 @@ func (r *GatewayConfigReconciler) ensureRevision(ctx context.Context, gc *proxyv
 	}
 	rev := &appsv1.ControllerRevision{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: r.Agent.Namespace, Annotations: traceAnnotation(ctx),
+			Name: name, Namespace: r.Agent.Namespace, Annotations: revisionAnnotation(ctx),
 			Labels: map[string]string{
 				proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc.Name),
 				proxyv1alpha1.RevisionHashLabel:          hash,

@@ -33,9 +33,21 @@ func (r *GatewayConfigReconciler) tracer() trace.Tracer {
 	return r.Tracer
 }
 
+// reconcileKey keeps the span of the reconcile in its context, so that a
+// revision created in any phase records the reconcile as its origin.
+type reconcileKey struct{}
+
 // startReconcile starts the span of one reconcile.
 func (r *GatewayConfigReconciler) startReconcile(ctx context.Context, name string) (context.Context, trace.Span) {
-	return r.tracer().Start(ctx, spanReconcile, trace.WithAttributes(attribute.String("synterix.gatewayconfig", name)))
+	ctx, span := r.tracer().Start(ctx, spanReconcile, trace.WithAttributes(attribute.String("synterix.gatewayconfig", name)))
+	return context.WithValue(ctx, reconcileKey{}, span.SpanContext()), span
+}
+
+// revisionAnnotation is the traceparent annotation of a new revision: the
+// reconcile that creates it; nil when tracing is off.
+func revisionAnnotation(ctx context.Context) map[string]string {
+	sc, _ := ctx.Value(reconcileKey{}).(trace.SpanContext)
+	return traceAnnotation(trace.ContextWithSpanContext(ctx, sc))
 }
 
 // startPhase starts the span of one named phase of a reconcile.
@@ -53,16 +65,18 @@ func endSpan(span trace.Span, err error) {
 }
 
 // startBatch starts the span of a rollout batch: the nodes this step
-// assigns revision rev. Its parent is the reconcile that created the
-// revision (the revision's traceparent annotation), so that every batch of
-// a revision, in whatever reconcile, joins the trace of the change that
-// made it; the reconcile running the batch is linked.
+// assigns revision rev. In the reconcile that created the revision it is a
+// child of the apply phase; in a later one, its parent is that reconcile
+// (the revision's traceparent annotation), so that every batch of a
+// revision joins the trace of the change that made it, and the reconcile
+// running the batch is linked.
 func (r *GatewayConfigReconciler) startBatch(ctx context.Context, obs *observation, rev string, nodes []string) (context.Context, trace.Span) {
 	parent := ctx
 	var links []trace.Link
 	if rv := obs.revs[rev]; rv != nil {
-		if tp := rv.Annotations[proxyv1alpha1.TraceParentAnnotation]; tp != "" && traceparent.SpanContext(tp).IsValid() {
-			parent = traceparent.Into(ctx, tp)
+		origin := traceparent.SpanContext(rv.Annotations[proxyv1alpha1.TraceParentAnnotation])
+		if origin.IsValid() && origin.TraceID() != trace.SpanContextFromContext(ctx).TraceID() {
+			parent = traceparent.Into(ctx, rv.Annotations[proxyv1alpha1.TraceParentAnnotation])
 			links = append(links, trace.LinkFromContext(ctx))
 		}
 	}
