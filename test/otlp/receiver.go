@@ -164,7 +164,9 @@ func Tree(spans []Span, attrKeys ...string) string {
 		}
 		b.WriteString("\n")
 		cs := children[s.SpanID]
-		sort.SliceStable(cs, func(i, j int) bool { return cs[i].Service+cs[i].Name+cs[i].Attrs["synterix.node"] < cs[j].Service+cs[j].Name+cs[j].Attrs["synterix.node"] })
+		sort.SliceStable(cs, func(i, j int) bool {
+			return cs[i].Service+cs[i].Name+cs[i].Attrs["synterix.node"] < cs[j].Service+cs[j].Name+cs[j].Attrs["synterix.node"]
+		})
 		for _, c := range cs {
 			walk(c, depth+1)
 		}
