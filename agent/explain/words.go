@@ -69,14 +69,14 @@ func portFindings(r *report.Service, p report.Port) []finding {
 	case len(p.Endpoints) == 0:
 		add(true, "no endpoints: connections to %s are rejected", orNone(append(clusterIPs, externals...)))
 	case ready == 0 && term > 0 && internalUsed+externalUsed > 0:
-		add(false, "no ready endpoints; %d terminating endpoints are used as a fallback", term)
+		add(false, "no ready endpoints; %s used as a fallback", plural(term, "terminating endpoint is", "terminating endpoints are"))
 	case ready == 0:
 		add(true, "no ready endpoints (%d not ready): connections to %s are rejected", len(p.Endpoints), orNone(clusterIPs))
 	default:
-		add(false, "%d ready endpoints of %d", ready, len(p.Endpoints))
+		add(false, "%s of %d", plural(ready, "ready endpoint", "ready endpoints"), len(p.Endpoints))
 	}
 	if topo > 0 {
-		add(false, "topology hints keep %d endpoints for other zones or nodes", topo)
+		add(false, "topology hints keep %s for other zones or nodes", plural(topo, "endpoint", "endpoints"))
 	}
 	if p.InternalTrafficPolicyLocal && internalUsed == 0 && len(clusterIPs) > 0 {
 		add(true, "internalTrafficPolicy Local and no local endpoint: ClusterIP traffic from this node is dropped")
@@ -93,7 +93,7 @@ func portFindings(r *report.Service, p report.Port) []finding {
 		add(true, "the kernel could not be read: %s", p.Kernel.Error)
 	case len(p.Drift) > 0:
 		d := p.Drift[0]
-		add(true, "the kernel differs from what the agent programmed (%d differences; first: %s %s %s)", len(p.Drift), d.Kind, d.Object, d.Detail)
+		add(true, "the kernel differs from what the agent programmed (%s; first: %s %s %s)", plural(len(p.Drift), "difference", "differences"), d.Kind, d.Object, d.Detail)
 	default:
 		add(false, "the kernel holds exactly the %s rules the agent programmed", p.Kernel.Backend)
 	}
@@ -178,4 +178,12 @@ func okVerdict(r *report.Service) string {
 		parts = append(parts, fmt.Sprintf("%s: %d of %d endpoints in use (%d ready) behind %s", portName(r, p), used, len(p.Endpoints), ready, orNone(c)))
 	}
 	return strings.Join(parts, "; ")
+}
+
+// plural is "1 thing" or "N things".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }

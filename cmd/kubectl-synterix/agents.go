@@ -123,11 +123,32 @@ func (c *clients) token(ctx context.Context) (string, error) {
 	return c.tok, nil
 }
 
+// nodeAddress is where --direct finds an agent that runs outside a pod
+// (by hand, in a node's network namespace): the node's InternalIP and
+// --agent-port.
+func (c *clients) nodeAddress(ctx context.Context, node string) (*corev1.Pod, int, error) {
+	n, err := c.cs.CoreV1().Nodes().Get(ctx, node, metav1.GetOptions{})
+	if err != nil {
+		return nil, 0, err
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			return &corev1.Pod{Status: corev1.PodStatus{PodIP: a.Address}}, c.o.agentPort, nil
+		}
+	}
+	return nil, 0, fmt.Errorf("node %s has no InternalIP", node)
+}
+
 // agentGet fetches path?query from the agent of a node and decodes its
 // JSON answer into out.
 func (c *clients) agentGet(ctx context.Context, node, path string, query url.Values, out any) error {
 	pod, port, err := c.agentPod(ctx, node)
-	if err != nil {
+	if err != nil && c.o.direct {
+		var aerr error
+		if pod, port, aerr = c.nodeAddress(ctx, node); aerr != nil {
+			return fmt.Errorf("%w; and no node address: %v", err, aerr)
+		}
+	} else if err != nil {
 		return err
 	}
 	tok, err := c.token(ctx)

@@ -91,7 +91,7 @@ func printDiffs(w io.Writer, ds []diffOf) error {
 			case f.InSync:
 				indent(w, "  ", fmt.Sprintf("%s: in sync (%d objects compared)", f.Family, f.Compared))
 			default:
-				indent(w, "  ", fmt.Sprintf("%s: %d differences (%d objects compared)", f.Family, len(f.Differences), f.Compared))
+				indent(w, "  ", fmt.Sprintf("%s: %s (%d objects compared)", f.Family, plural(len(f.Differences), "difference", "differences"), f.Compared))
 				rows := [][]string{{"    KIND", "OBJECT", "SERVICE", "DETAIL"}}
 				for _, x := range f.Differences {
 					rows = append(rows, []string{"    " + x.Kind, x.Object, x.Service, x.Detail})

@@ -36,6 +36,7 @@ type options struct {
 	serviceAccount    string
 	agentToken        string
 	direct            bool
+	agentPort         int
 	// now is the clock of ages ("3s ago").
 	now func() time.Time
 }
@@ -66,6 +67,7 @@ agents' audience; config/explain ships the roles (docs/troubleshooting.md).`,
 	f.StringVar(&o.serviceAccount, "service-account", "synterix-explain", "ServiceAccount (in the operator namespace) whose audience-bound token the agents are asked with")
 	f.StringVar(&o.agentToken, "agent-token", "", "Token to present to the agents instead (it must be bound to the audience synterix-agent)")
 	f.BoolVar(&o.direct, "direct", false, "Connect to the agents' node addresses directly instead of through the API server's pods/proxy")
+	f.IntVar(&o.agentPort, "agent-port", agentDefaultPort, "With --direct, the agents' metrics port on nodes where no agent pod runs")
 	root.AddCommand(newStatus(o), newExplain(o), newTrace(o), newDiff(o))
 	return root
 }

@@ -64,3 +64,11 @@ func indent(w io.Writer, prefix string, lines ...string) {
 		fmt.Fprintln(w, prefix+l)
 	}
 }
+
+// plural is "1 thing" or "N things".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}

@@ -114,7 +114,7 @@ func nodeStatus(pn *v1alpha1.ProxyNode) NodeStatus {
 		}
 	}
 	if s.FailedPolicyCount > 0 {
-		n.Failures = append(n.Failures, fmt.Sprintf("%d policies not programmed", s.FailedPolicyCount))
+		n.Failures = append(n.Failures, plural(int(s.FailedPolicyCount), "policy", "policies")+" not programmed")
 	}
 	if c := meta.FindStatusCondition(s.Conditions, v1alpha1.ConditionDegraded); c != nil && c.Status == "True" && len(n.Failures) == 0 {
 		n.Failures = append(n.Failures, c.Reason+": "+c.Message)
@@ -144,7 +144,7 @@ func (c *clients) drifts(ctx context.Context, nodes []NodeStatus) {
 				}
 			}
 			if len(n.Differences) > 0 {
-				n.Drift = fmt.Sprintf("%d differences", len(n.Differences))
+				n.Drift = plural(len(n.Differences), "difference", "differences")
 			}
 		}(&nodes[i])
 	}
