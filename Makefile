@@ -96,6 +96,10 @@ build: ## Build the manager and the agent into bin/.
 	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -o bin/agent ./cmd/agent
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-synterix (put bin/ on PATH, then: kubectl synterix status).
+	CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-synterix ./cmd/kubectl-synterix
+
 .PHONY: demo
 demo: build k8s-binaries ## Bring up a local cluster of network namespaces with real traffic, walk through the product, tear down (KEEP=1 keeps it).
 	go run ./test/cluster/cmd/demo $(if $(KEEP),-keep)

@@ -178,7 +178,7 @@ func (w *walker) run(t *Table, chain string, idx int, f *flow, depth int) []exit
 		return append(out, w.target(t, chain, i, r, matched[0], depth)...)
 	}
 	if c.Policy == "" && depth > 0 {
-		f.steps = append(f.steps, Step{Hook: f.hook, Table: t.Name, Chain: chain, Effect: "end of chain: no rule matched, back to the calling chain"})
+		f.steps = append(f.steps, Step{Hook: f.hook, Table: t.Name, Chain: chain, Effect: "end of chain: back to the calling chain"})
 	}
 	return append(out, exit{f: f, kind: exitReturn})
 }

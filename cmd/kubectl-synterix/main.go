@@ -17,6 +17,9 @@ import (
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 )
 
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
 func main() {
 	cmd := newRoot(genericiooptions.IOStreams{In: os.Stdin, Out: os.Stdout, ErrOut: os.Stderr})
 	if err := cmd.Execute(); err != nil {
@@ -57,6 +60,9 @@ short-lived token of the ServiceAccount synterix-explain bound to the
 agents' audience; config/explain ships the roles (docs/troubleshooting.md).`,
 		SilenceUsage:  true,
 		SilenceErrors: false,
+		Version:       version,
+		// Help and usage say "kubectl synterix", as kubectl runs it.
+		Annotations: map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl synterix"},
 	}
 	root.SetOut(streams.Out)
 	root.SetErr(streams.ErrOut)
