@@ -72,10 +72,17 @@ k8s-binaries: ## Build kube-apiserver, etcd and kubectl of the version hack/k8s/
 test: verify-generated vet k8s-binaries ## Run every test: unit, CRD validation against a real kube-apiserver, operator, agent and kernel tests in network namespaces.
 	go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
+# What the real cluster needs: the control plane, kubelet, and the images.
+CLUSTER_K8S_BINARIES = etcd kube-apiserver kubectl kube-controller-manager kube-scheduler kubelet
+
 .PHONY: test-e2e
-test-e2e: build k8s-binaries ## Run the end-to-end suite on a local cluster of network namespaces.
-	E2E=1 go test ./test/cluster/... -count=1
-	E2E=1 go test ./test/e2e/... -v -ginkgo.v -timeout 30m
+test-e2e: build ## Run the end-to-end suite on a real cluster (kubelet and containerd per node, the product from config/default and the images built here), then the specs only the process tier can run; docs/testing.md.
+	hack/deps.sh kernel cluster images
+	hack/build-k8s.sh $(CLUSTER_K8S_BINARIES)
+	$(MAKE) images
+	E2E=1 go test ./test/cluster/... ./test/kubenode/... -count=1 -timeout 20m
+	E2E=1 go test ./test/e2e/... -count=1 -v -ginkgo.v -timeout 60m
+	E2E=1 E2E_TIER=process go test ./test/e2e/... -count=1 -v -ginkgo.v -ginkgo.label-filter=process -timeout 20m
 
 .PHONY: test-ipvs-vm
 test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel.
@@ -101,7 +108,10 @@ plugin: ## Build the kubectl plugin into bin/kubectl-synterix (put bin/ on PATH,
 	CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-synterix ./cmd/kubectl-synterix
 
 .PHONY: demo
-demo: build k8s-binaries ## Bring up a local cluster of network namespaces with real traffic, walk through the product, tear down (KEEP=1 keeps it).
+demo: ## Bring up a real cluster (kubelet and containerd per node, no kube-proxy), install the product from config/default with the images built here, send real traffic, walk a Manual rollout, tear down (KEEP=1: after Ctrl-C).
+	hack/deps.sh kernel cluster images
+	hack/build-k8s.sh $(CLUSTER_K8S_BINARIES)
+	$(MAKE) images
 	go run ./test/cluster/cmd/demo $(if $(KEEP),-keep)
 
 IMAGE_FLAGS = -out $(IMAGES_DIR) -build-arg VERSION=$(VERSION) -build-arg AGENT_IMAGE=$(AGENT_IMG) \

@@ -162,7 +162,6 @@ func agentPodSpec(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpe
 		Containers:                    []corev1.Container{agentContainer(agent, o)},
 		Volumes: []corev1.Volume{
 			{Name: "xtables-lock", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/run/xtables.lock", Type: &hostPathFile}}},
-			{Name: "lib-modules", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/lib/modules", Type: &hostPathDir}}},
 			{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}},
 			{Name: "proc-sys-net", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "/proc/sys/net", Type: &hostPathDir}}},
 		},
@@ -218,7 +217,6 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 		},
 		VolumeMounts: []corev1.VolumeMount{
 			{Name: "xtables-lock", MountPath: "/run/xtables.lock"},
-			{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true},
 			{Name: "tmp", MountPath: "/tmp"},
 			// The net.* sysctls the backends write (IPVS, route_localnet,
 			// conntrack): /proc/sys is read-only in a container that is not

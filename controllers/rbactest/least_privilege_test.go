@@ -166,7 +166,7 @@ func allowed(t *testing.T, user string, groups []string, a authorizationv1.Resou
 // Path 3a: a compromised operator wrote any DaemonSet it liked in a
 // privileged namespace. The shipped policy now admits in that namespace
 // only agent DaemonSets: an allowed image, exactly NET_ADMIN and NET_RAW,
-// the agent's host paths (/lib/modules read-only), nothing privileged.
+// the agent's two host paths, nothing privileged.
 // Each case is the operator's own DaemonSet with one field changed,
 // created (dry run) as the operator.
 func TestAgentDaemonSetPinned(t *testing.T) {
@@ -208,17 +208,14 @@ func TestAgentDaemonSetPinned(t *testing.T) {
 		}},
 		{"another path behind an agent volume", "hostPath", func(p *corev1.PodSpec, _ *corev1.Container) {
 			for i := range p.Volumes {
-				if p.Volumes[i].HostPath != nil && p.Volumes[i].HostPath.Path == "/lib/modules" {
+				if p.Volumes[i].HostPath != nil && p.Volumes[i].HostPath.Path == "/proc/sys/net" {
 					p.Volumes[i].HostPath.Path = "/etc"
 				}
 			}
 		}},
-		{"/lib/modules writable", "readOnly", func(_ *corev1.PodSpec, c *corev1.Container) {
-			for i := range c.VolumeMounts {
-				if c.VolumeMounts[i].MountPath == "/lib/modules" {
-					c.VolumeMounts[i].ReadOnly = false
-				}
-			}
+		{"the host's modules, once mounted by the agent", "hostPath", func(p *corev1.PodSpec, c *corev1.Container) {
+			p.Volumes = append(p.Volumes, hostPath("lib-modules", "/lib/modules"))
+			c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: "lib-modules", MountPath: "/lib/modules", ReadOnly: true})
 		}},
 		{"a Secret volume", "volumes", func(p *corev1.PodSpec, _ *corev1.Container) {
 			p.Volumes = append(p.Volumes, corev1.Volume{Name: "s", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "x"}}})

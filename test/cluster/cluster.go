@@ -1,36 +1,27 @@
-// Package cluster brings a whole Kubernetes cluster up on one Linux machine,
-// out of network namespaces and real processes, for the demo (make demo) and
-// the end-to-end suite (make test-e2e).
+// Package cluster is the process tier of the cluster harness: a whole
+// Kubernetes cluster on one Linux machine, out of network namespaces and
+// host processes, for fast runs of the end-to-end suite (E2E_TIER=process)
+// and the specs that need endpoint conditions set exactly. The real tier,
+// with kubelets, containerd and the product installed from its images, is
+// test/shipped.
 //
-// Topology (every address lives inside the cluster's namespaces; the host's
-// namespace gets nothing, not a link, not a route, not a rule):
-//
-//	                  hub (bridge br0, 10.77.0.1/24)
-//	┌───────────────┬─────────┴──────┬───────────────┐
-//	cp 10.77.0.2    node-1 .11   ... node-N .1N      client 10.77.0.100
-//	etcd            agent            agent           (external client;
-//	kube-apiserver   └ pod veths      └ pod veths      routes LB and
-//	manager            10.244.1.x       10.244.N.x     external IPs via nodes)
-//
-// Each "pod" is a namespace behind its node, running the harness's echo
-// server as a process. Its address is in the node's podCIDR 10.244.<n>.0/24
-// and nodes route each other's podCIDRs, as a host-gateway CNI would.
-// EndpointSlices are written by the harness, as the EndpointSlice controller
-// would write them (no kube-controller-manager runs; see docs/demo.md).
-//
-// The harness itself talks to the API server over sockets it opens inside the
-// control-plane namespace; kubectl runs there with "ip netns exec".
+// The network is test/clusternet's and the control plane (etcd and
+// kube-apiserver, no controllers) test/controlplane's, shared with the real
+// tier. Here the manager and the agents run as processes (bin/manager in
+// the control-plane namespace, bin/agent in each node's namespace, with the
+// arguments and ServiceAccounts config/default and the operator's DaemonSet
+// give them); each "pod" is a namespace behind its node, running the echo
+// server (test/echo) as a process; Nodes and EndpointSlices are written by
+// the harness, as kubelet and the EndpointSlice controller would.
 package cluster
 
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,10 +34,10 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
+	"github.com/synterix/synterix-kube-proxy/test/controlplane"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
@@ -91,6 +82,8 @@ type Cluster struct {
 	Hub, CP, ClientNS *netns.NS
 	// Nodes are the nodes, in order.
 	Nodes []*Node
+	// Plane is the control plane: etcd and kube-apiserver.
+	Plane *controlplane.ControlPlane
 	// Kubeconfig is the admin kubeconfig; it works from inside the cluster's
 	// namespaces (see KubectlCommand).
 	Kubeconfig string
@@ -98,11 +91,10 @@ type Cluster struct {
 	RESTConfig *rest.Config
 	Kube       kubernetes.Interface
 	Client     client.Client
-	// Etcd, APIServer and Manager are the control-plane processes.
-	Etcd, APIServer, Manager *netns.Process
+	// Manager is the operator's process.
+	Manager *netns.Process
 
 	opts       Options
-	pki        *pki
 	mu         sync.Mutex
 	procs      []*netns.Process
 	pods       map[string]*Pod
@@ -149,8 +141,8 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if opts.Nodes <= 0 {
 		opts.Nodes = 3
 	}
-	if opts.Nodes > 9 {
-		return nil, fmt.Errorf("at most 9 nodes, got %d", opts.Nodes)
+	if opts.Nodes > clusternet.MaxNodes {
+		return nil, fmt.Errorf("at most %d nodes, got %d", clusternet.MaxNodes, opts.Nodes)
 	}
 	if opts.RepoRoot == "" {
 		if opts.RepoRoot, err = testenv.RepoRoot(); err != nil {
@@ -206,15 +198,9 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := c.buildNetwork(); err != nil {
 		return c, fmt.Errorf("network: %w", err)
 	}
-	if c.pki, err = newPKI(filepath.Join(c.Dir, "pki"), []net.IP{net.ParseIP(APIServerIP)}); err != nil {
-		return c, fmt.Errorf("certificates: %w", err)
-	}
 	c.Progress("Starting etcd and kube-apiserver %s in %s", opts.K8sVersion, c.CP.Name)
 	if err := c.startControlPlane(ctx); err != nil {
 		return c, fmt.Errorf("control plane: %w", err)
-	}
-	if err := c.connect(); err != nil {
-		return c, err
 	}
 	c.Progress("Installing the CRDs from config/crd/bases")
 	if err := c.installCRDs(ctx); err != nil {
@@ -234,23 +220,13 @@ func (c *Cluster) buildNetwork() error {
 	if c.Hub, err = c.addNS("hub"); err != nil {
 		return err
 	}
-	if err := c.Hub.Run(
-		[]string{"ip", "link", "add", "br0", "type", "bridge"},
-		[]string{"ip", "link", "set", "br0", "up"},
-		[]string{"ip", "addr", "add", HubIP + "/24", "dev", "br0"},
-	); err != nil {
-		return err
-	}
-	if err := c.Hub.SetSysctls("net.ipv4.ip_forward", "1"); err != nil {
-		return err
-	}
-	if err := c.Hub.NoRedirects("br0"); err != nil {
+	if err := clusternet.SetUpHub(c.Hub); err != nil {
 		return err
 	}
 	if c.CP, err = c.addNS("cp"); err != nil {
 		return err
 	}
-	if err := c.attachToHub(c.CP, "cp", APIServerIP+"/24"); err != nil {
+	if err := clusternet.Attach(c.Hub, "cp", c.CP, clusternet.APIServerIP); err != nil {
 		return err
 	}
 	for i := 1; i <= c.opts.Nodes; i++ {
@@ -261,38 +237,10 @@ func (c *Cluster) buildNetwork() error {
 	if c.ClientNS, err = c.addNS("client"); err != nil {
 		return err
 	}
-	if err := c.attachToHub(c.ClientNS, "cl", ClientIP+"/24"); err != nil {
+	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP); err != nil {
 		return err
 	}
-	// The client reaches LoadBalancer addresses through node 1 and external
-	// IPs through node 2, as a router announcing them would send it.
-	ext := c.Nodes[0]
-	if len(c.Nodes) > 1 {
-		ext = c.Nodes[1]
-	}
-	return c.ClientNS.Run(
-		[]string{"ip", "route", "add", LoadBalancerCIDR, "via", c.Nodes[0].IP, "dev", "eth0"},
-		[]string{"ip", "route", "add", ExternalIPCIDR, "via", ext.IP, "dev", "eth0"},
-	)
-}
-
-// attachToHub plugs ns into the hub's bridge: a veth pair hubIf (enslaved
-// to br0) and eth0 (with address cidr and the default route via the hub),
-// and no ICMP redirects.
-func (c *Cluster) attachToHub(ns *netns.NS, hubIf, cidr string) error {
-	if err := netns.AddVeth(c.Hub, hubIf, ns, "eth0"); err != nil {
-		return err
-	}
-	if err := ns.Run(
-		[]string{"ip", "addr", "add", cidr, "dev", "eth0"},
-		[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"},
-	); err != nil {
-		return err
-	}
-	if _, err := c.Hub.Exec("ip", "link", "set", hubIf, "master", "br0"); err != nil {
-		return err
-	}
-	return ns.NoRedirects("eth0")
+	return clusternet.RouteClient(c.ClientNS, c.Nodes[0].IP, c.ExternalNode().IP)
 }
 
 // addNodeNetwork creates node i's namespace, links it to the hub and
@@ -301,43 +249,35 @@ func (c *Cluster) addNodeNetwork(i int) (*Node, error) {
 	n := &Node{
 		Name:    fmt.Sprintf("node-%d", i),
 		Index:   i,
-		IP:      fmt.Sprintf("10.77.0.%d", 10+i),
-		PodCIDR: fmt.Sprintf("10.244.%d.0/24", i),
-		Zone:    fmt.Sprintf("zone-%c", 'a'+(i-1)%3),
+		IP:      clusternet.NodeIP(i),
+		PodCIDR: clusternet.PodCIDR(i),
+		Zone:    clusternet.Zone(i),
 	}
 	var err error
 	if n.NS, err = c.addNS(n.Name); err != nil {
 		return nil, err
 	}
-	if err := c.attachToHub(n.NS, fmt.Sprintf("n%d", i), n.IP+"/24"); err != nil {
+	if err := clusternet.Attach(c.Hub, fmt.Sprintf("n%d", i), n.NS, n.IP); err != nil {
 		return nil, err
 	}
-	if err := n.NS.SetSysctls(
-		"net.ipv4.ip_forward", "1",
-		"net.ipv4.conf.all.rp_filter", "0",
-		"net.ipv4.conf.default.rp_filter", "0",
-		"net.ipv4.conf.eth0.rp_filter", "0",
-	); err != nil {
-		return nil, err
-	}
-	// Host-gateway pod routing: every node reaches the others' podCIDRs
-	// through their node address.
 	c.mu.Lock()
-	others := append([]*Node(nil), c.Nodes...)
+	others := netsOf(c.Nodes)
 	c.Nodes = append(c.Nodes, n)
 	c.mu.Unlock()
-	for _, m := range others {
-		if _, err := n.NS.Exec("ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"); err != nil {
-			return nil, err
-		}
-		if _, err := m.NS.Exec("ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "eth0"); err != nil {
-			return nil, err
-		}
-	}
-	if _, err := c.Hub.Exec("ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"); err != nil {
+	if err := clusternet.SetUpNode(n.net(), others); err != nil {
 		return nil, err
 	}
-	return n, nil
+	return n, clusternet.RoutePeers(c.Hub, n.net(), others)
+}
+
+func (n *Node) net() clusternet.Node { return clusternet.Node{NS: n.NS, IP: n.IP, PodCIDR: n.PodCIDR} }
+
+func netsOf(nodes []*Node) []clusternet.Node {
+	var out []clusternet.Node
+	for _, n := range nodes {
+		out = append(out, n.net())
+	}
+	return out
 }
 
 // AddNode adds a node to the running cluster: its namespace and routes and
@@ -351,8 +291,8 @@ func (c *Cluster) AddNode(ctx context.Context) (*Node, error) {
 		}
 	}
 	c.mu.Unlock()
-	if next+1 > 9 {
-		return nil, fmt.Errorf("at most 9 nodes")
+	if next+1 > clusternet.MaxNodes {
+		return nil, fmt.Errorf("at most %d nodes", clusternet.MaxNodes)
 	}
 	n, err := c.addNodeNetwork(next + 1)
 	if err != nil {
@@ -385,70 +325,12 @@ func (c *Cluster) newProcess(name string, ns *netns.NS, args ...string) *netns.P
 	return p
 }
 
-func (c *Cluster) caPool() (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(c.pki.caPEM) {
-		return nil, errors.New("bad CA certificate")
-	}
-	return pool, nil
-}
-
-// connect writes the admin kubeconfig and builds the harness's clients, which
-// dial from inside the control-plane namespace.
-func (c *Cluster) connect() error {
-	c.Kubeconfig = filepath.Join(c.Dir, "admin.kubeconfig")
-	if err := writeKubeconfig(c.Kubeconfig, c.pki.caPEM, func(a *clientcmdapi.AuthInfo) {
-		a.ClientCertificateData = c.pki.adminCertPEM
-		a.ClientKeyData = c.pki.adminKeyPEM
-	}); err != nil {
-		return err
-	}
-	c.RESTConfig = &rest.Config{
-		Host: APIServerURL,
-		TLSClientConfig: rest.TLSClientConfig{
-			CAData:   c.pki.caPEM,
-			CertData: c.pki.adminCertPEM,
-			KeyData:  c.pki.adminKeyPEM,
-		},
-		QPS:   100,
-		Burst: 200,
-		Dial:  c.CP.Dial,
-	}
-	var err error
-	if c.Kube, err = kubernetes.NewForConfig(c.RESTConfig); err != nil {
-		return err
-	}
-	c.Client, err = client.New(c.RESTConfig, client.Options{Scheme: testenv.Scheme()})
-	return err
-}
-
-// writeKubeconfig writes a kubeconfig for the cluster's API server.
-func writeKubeconfig(path string, caPEM []byte, auth func(*clientcmdapi.AuthInfo)) error {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["synx"] = &clientcmdapi.Cluster{Server: APIServerURL, CertificateAuthorityData: caPEM}
-	a := clientcmdapi.NewAuthInfo()
-	auth(a)
-	cfg.AuthInfos["synx"] = a
-	cfg.Contexts["synx"] = &clientcmdapi.Context{Cluster: "synx", AuthInfo: "synx"}
-	cfg.CurrentContext = "synx"
-	return clientcmd.WriteToFile(*cfg, path)
-}
-
-// KubectlCommand is the command line that runs kubectl against the cluster.
-func (c *Cluster) KubectlCommand() string {
-	return fmt.Sprintf("ip netns exec %s %s --kubeconfig %s", c.CP.Name,
-		filepath.Join(c.opts.K8sBin, "kubectl"), c.Kubeconfig)
-}
-
 // Kubectl runs kubectl in the control-plane namespace and returns its output.
-func (c *Cluster) Kubectl(args ...string) (string, error) {
-	return c.KubectlInput(nil, args...)
-}
+func (c *Cluster) Kubectl(args ...string) (string, error) { return c.Plane.Kubectl(args...) }
 
 // KubectlInput is Kubectl with stdin.
 func (c *Cluster) KubectlInput(stdin []byte, args ...string) (string, error) {
-	full := append([]string{filepath.Join(c.opts.K8sBin, "kubectl"), "--kubeconfig", c.Kubeconfig}, args...)
-	return c.CP.ExecInput(stdin, full...)
+	return c.Plane.KubectlInput(stdin, args...)
 }
 
 // RepoRoot is the repository root the cluster was built from.
@@ -465,9 +347,12 @@ func (c *Cluster) Down() error {
 		procs := append([]*netns.Process(nil), c.procs...)
 		names := append([]string(nil), c.nsNames...)
 		c.mu.Unlock()
-		// Agents and the manager first, the API server and etcd last.
+		// Agents, pods and the manager first, the API server and etcd last.
 		for i := len(procs) - 1; i >= 0; i-- {
 			procs[i].Stop(5 * time.Second)
+		}
+		if c.Plane != nil {
+			c.Plane.Stop()
 		}
 		for i := len(names) - 1; i >= 0; i-- {
 			if err := netns.Delete(names[i]); err != nil {

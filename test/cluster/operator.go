@@ -13,13 +13,9 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
-	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -212,28 +208,6 @@ func (c *Cluster) kustomize(dir string) ([]*unstructured.Unstructured, error) {
 	return objs, nil
 }
 
-// serviceAccountKubeconfig requests a token of the ServiceAccount (as
-// kubelet does for a pod) and writes a kubeconfig with it.
-func (c *Cluster) serviceAccountKubeconfig(ctx context.Context, namespace, sa, name string) (string, error) {
-	var tr *authenticationv1.TokenRequest
-	var err error
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		tr, err = c.Kube.CoreV1().ServiceAccounts(namespace).CreateToken(ctx, sa, &authenticationv1.TokenRequest{
-			Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To[int64](48 * 3600)},
-		}, metav1.CreateOptions{})
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
-	if err != nil {
-		return "", fmt.Errorf("token of ServiceAccount %s/%s: %w", namespace, sa, err)
-	}
-	path := filepath.Join(c.Dir, name+".kubeconfig")
-	return path, writeKubeconfig(path, c.pki.caPEM, func(a *clientcmdapi.AuthInfo) { a.Token = tr.Status.Token })
-}
-
 // StartAgents starts the agent on every node that does not run one yet. See
 // StartAgent.
 func (c *Cluster) StartAgents(ctx context.Context) error {
@@ -284,7 +258,11 @@ func (c *Cluster) StartAgent(ctx context.Context, n *Node) error {
 	env := containerEnv(ctr, ds.Namespace, n.Name)
 	args := []string{bin}
 	for _, a := range ctr.Args {
-		args = append(args, strings.ReplaceAll(a, "$(NODE_NAME)", n.Name))
+		a = strings.ReplaceAll(a, "$(NODE_NAME)", n.Name)
+		if root, ok := strings.CutPrefix(a, "--sysctl-root="); ok {
+			a = "--sysctl-root=" + hostPathOf(spec, ctr, root)
+		}
+		args = append(args, a)
 	}
 	args = append(args, "--kubeconfig="+kubeconfig)
 	n.Agent = c.newProcess("agent-"+n.Name, n.NS, args...)
@@ -294,6 +272,35 @@ func (c *Cluster) StartAgent(ctx context.Context, n *Node) error {
 		return err
 	}
 	return c.waitProcessHealthy(ctx, n.Agent, n.NS, n.healthURL)
+}
+
+// hostPathOf is the host path that a path of the container stands for,
+// through its hostPath mounts, as kubelet would mount them: the agent's
+// --sysctl-root=/host/proc/sys, under which the pod mounts the host's
+// /proc/sys/net at /host/proc/sys/net, is /proc/sys for a process on the
+// host. A path no mount explains is returned as it is.
+func hostPathOf(spec corev1.PodSpec, ctr corev1.Container, path string) string {
+	hostPaths := map[string]string{}
+	for _, v := range spec.Volumes {
+		if v.HostPath != nil {
+			hostPaths[v.Name] = v.HostPath.Path
+		}
+	}
+	for _, m := range ctr.VolumeMounts {
+		host, ok := hostPaths[m.Name]
+		if !ok {
+			continue
+		}
+		if rest, ok := strings.CutPrefix(path, m.MountPath); ok && (rest == "" || strings.HasPrefix(rest, "/")) {
+			return host + rest // the path is in the mount
+		}
+		if sub, ok := strings.CutPrefix(m.MountPath, path+"/"); ok {
+			if root, ok := strings.CutSuffix(host, "/"+sub); ok {
+				return root // the mount is below the path, at the same place
+			}
+		}
+	}
+	return path
 }
 
 // waitAgentDaemonSet waits until the node's ProxyNode names its

@@ -16,14 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/synterix/synterix-kube-proxy/test/cluster"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
-)
-
-// Every pod serves these ports.
-var (
-	podTCP = []int{8080, 8081, 5353}
-	podUDP = []int{8080, 5353}
 )
 
 const (
@@ -36,27 +29,36 @@ var seq atomic.Int32
 // uniq returns prefix-N, unique in the suite.
 func uniq(prefix string) string { return fmt.Sprintf("%s-%d", prefix, seq.Add(1)) }
 
-// newNamespace creates a namespace for one spec. Namespaces are not deleted:
-// no namespace controller runs; the spec deletes its Services instead.
+// nodes returns the nodes of the cluster.
+func nodes() []*node { return t.Nodes() }
+
+// newNamespace creates a namespace for one spec. On the shipped tier the
+// namespace controller deletes it, and everything in it, when the spec
+// ends; the process tier has no such controller, so its specs delete their
+// Services themselves (createService).
 func newNamespace() string {
 	name := uniq("e2e")
-	Expect(c.CreateNamespace(background, name)).To(Succeed())
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
+	Expect(t.API().Create(background, ns)).To(Succeed())
+	if sc != nil {
+		DeferCleanup(func() { Expect(client.IgnoreNotFound(t.API().Delete(background, ns))).To(Succeed()) })
+	}
 	return name
 }
 
-// startPods starts one pod per listed node, deleted when the spec ends.
-func startPods(prefix string, nodes ...*cluster.Node) []*cluster.Pod {
-	var pods []*cluster.Pod
-	for _, n := range nodes {
-		p, err := c.AddPod(background, n, uniq(prefix), podTCP, podUDP)
-		Expect(err).NotTo(HaveOccurred())
-		DeferCleanup(func() { Expect(c.DeletePod(p)).To(Succeed()) })
-		pods = append(pods, p)
+// startPods starts one echo pod per listed node in namespace ns, deleted
+// when the spec ends.
+func startPods(ns, prefix string, on ...*node) []*pod {
+	GinkgoHelper()
+	pods, err := t.StartPods(ns, prefix, on)
+	for _, p := range pods {
+		DeferCleanup(func() { Expect(t.DeletePod(p)).To(Succeed()) })
 	}
+	Expect(err).NotTo(HaveOccurred())
 	return pods
 }
 
-func names(pods []*cluster.Pod) []string {
+func names(pods []*pod) []string {
 	out := make([]string, len(pods))
 	for i, p := range pods {
 		out[i] = p.Name
@@ -83,21 +85,28 @@ func newService(ns, name string, ports ...corev1.ServicePort) *corev1.Service {
 // createService creates the Service and deletes it (and its slices) when the
 // spec ends.
 func createService(svc *corev1.Service) *corev1.Service {
-	Expect(c.Client.Create(background, svc)).To(Succeed())
+	GinkgoHelper()
+	t.Select(svc)
+	Expect(t.API().Create(background, svc)).To(Succeed())
 	DeferCleanup(func() { deleteService(svc) })
 	return svc
 }
 
-// deleteService deletes the Service and its EndpointSlices (no garbage
-// collector runs in the cluster).
+// deleteService deletes the Service and, on the process tier (no garbage
+// collector), its EndpointSlices.
 func deleteService(svc *corev1.Service) {
-	Expect(client.IgnoreNotFound(c.Client.Delete(background, svc))).To(Succeed())
-	Expect(c.Client.DeleteAllOf(background, &discoveryv1.EndpointSlice{}, client.InNamespace(svc.Namespace),
-		client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name})).To(Succeed())
+	GinkgoHelper()
+	Expect(client.IgnoreNotFound(t.API().Delete(background, svc))).To(Succeed())
+	if pc != nil {
+		Expect(t.API().DeleteAllOf(background, &discoveryv1.EndpointSlice{}, client.InNamespace(svc.Namespace),
+			client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name})).To(Succeed())
+	}
 }
 
-func setEndpoints(svc *corev1.Service, eps []cluster.Endpoint, slices int) {
-	Expect(c.SetEndpoints(background, svc, eps, slices)).To(Succeed())
+// setBackends makes pods the ready endpoints of svc (see tier.SetBackends).
+func setBackends(svc *corev1.Service, pods []*pod, slices int) {
+	GinkgoHelper()
+	Expect(t.SetBackends(svc, pods, slices)).To(Succeed())
 }
 
 func addr(ip string, port int32) string { return fmt.Sprintf("%s:%d", ip, port) }
@@ -110,16 +119,16 @@ func answering(ns *netns.NS, target string, count int) []string {
 
 // expectReachesAll waits until requests from ns to target are all answered
 // and every one of pods answers; it returns the last answers.
-func expectReachesAll(ns *netns.NS, proto, target string, pods []*cluster.Pod) netns.Answers {
+func expectReachesAll(ns *netns.NS, proto, target string, pods []*pod) netns.Answers {
 	GinkgoHelper()
-	var t netns.Answers
+	var a netns.Answers
 	Eventually(func(g Gomega) {
-		t = ns.Spread(proto, target, 4*len(pods)+8, netns.RequestOptions{})
-		g.Expect(t.Failures).To(BeZero(), "%s %s from %s: %s: %v", proto, target, ns.Name, t, t.LastError)
-		g.Expect(t.Names()).To(ConsistOf(names(pods)), "%s %s from %s", proto, target, ns.Name)
+		a = ns.Spread(proto, target, 4*len(pods)+8, netns.RequestOptions{})
+		g.Expect(a.Failures).To(BeZero(), "%s %s from %s: %s: %v", proto, target, ns.Name, a, a.LastError)
+		g.Expect(a.Names()).To(ConsistOf(names(pods)), "%s %s from %s", proto, target, ns.Name)
 	}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
-	fmt.Fprintf(GinkgoWriter, "%s %s from %s: %s\n", proto, target, ns.Name, t)
-	return t
+	fmt.Fprintf(GinkgoWriter, "%s %s from %s: %s\n", proto, target, ns.Name, a)
+	return a
 }
 
 // expectNoAnswer waits until requests from ns to target get no answer, then
@@ -155,7 +164,8 @@ func expectRefused(ns *netns.NS, proto, target string) {
 var isRefused = func(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
 // ruleDump returns iptables-save of a node's namespace.
-func ruleDump(n *cluster.Node) string {
+func ruleDump(n *node) string {
+	GinkgoHelper()
 	out, err := n.NS.Exec("iptables-save")
 	Expect(err).NotTo(HaveOccurred())
 	return out

@@ -13,28 +13,28 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
-	"github.com/synterix/synterix-kube-proxy/test/cluster"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
+	"github.com/synterix/synterix-kube-proxy/test/shipped"
 )
 
 const gcName = "e2e"
 
 func patchGC(patch string) {
 	GinkgoHelper()
-	_, err := c.Kubectl("patch", "gatewayconfig", gcName, "--type=merge", "-p", patch)
+	_, err := t.Kubectl("patch", "gatewayconfig", gcName, "--type=merge", "-p", patch)
 	Expect(err).NotTo(HaveOccurred())
 }
 
 func getGC() *proxyv1alpha1.GatewayConfig {
 	GinkgoHelper()
 	var gc proxyv1alpha1.GatewayConfig
-	Expect(c.Client.Get(background, client.ObjectKey{Name: gcName}, &gc)).To(Succeed())
+	Expect(t.API().Get(background, client.ObjectKey{Name: gcName}, &gc)).To(Succeed())
 	return &gc
 }
 
 func waitRolledOut() *proxyv1alpha1.GatewayConfig {
 	GinkgoHelper()
-	gc, err := c.WaitGatewayConfigRolledOut(background, gcName, 3*time.Minute)
+	gc, err := shipped.WaitRolledOut(background, t.API(), gcName, 3*time.Minute)
 	Expect(err).NotTo(HaveOccurred())
 	return gc
 }
@@ -42,7 +42,7 @@ func waitRolledOut() *proxyv1alpha1.GatewayConfig {
 // revisions returns each node's assigned and applied revision.
 func revisions() map[string][2]string {
 	GinkgoHelper()
-	pns, err := c.ProxyNodes(background)
+	pns, err := shipped.ProxyNodes(background, t.API())
 	Expect(err).NotTo(HaveOccurred())
 	out := map[string][2]string{}
 	for n, pn := range pns {
@@ -54,14 +54,14 @@ func revisions() map[string][2]string {
 // webService starts one pod per node behind a new ClusterIP Service and
 // waits until every node reaches all of them. It returns the Service's
 // namespace and name, its ClusterIP:80 and the pods.
-func webService(prefix string) (string, string, string, []*cluster.Pod) {
+func webService(prefix string) (string, string, string, []*pod) {
 	GinkgoHelper()
 	ns := newNamespace()
-	pods := startPods(prefix, c.Nodes...)
+	pods := startPods(ns, prefix, nodes()...)
 	svc := createService(newService(ns, prefix, tcp("http", 80, 8080)))
-	setEndpoints(svc, cluster.Ready(pods...), 1)
+	setBackends(svc, pods, 1)
 	target := addr(svc.Spec.ClusterIP, 80)
-	for _, n := range c.Nodes {
+	for _, n := range nodes() {
 		expectReachesAll(n.NS, "tcp", target, pods)
 	}
 	return ns, svc.Name, target, pods
@@ -73,8 +73,8 @@ func createPolicy(ns, name, service string, spec proxyv1alpha1.ProxyPolicySpec) 
 	GinkgoHelper()
 	spec.TargetRefs = []proxyv1alpha1.PolicyTargetReference{{Kind: "Service", Name: service}}
 	p := &proxyv1alpha1.ProxyPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name}, Spec: spec}
-	Expect(c.Client.Create(background, p)).To(Succeed())
-	DeferCleanup(func() { Expect(client.IgnoreNotFound(c.Client.Delete(background, p))).To(Succeed()) })
+	Expect(t.API().Create(background, p)).To(Succeed())
+	DeferCleanup(func() { Expect(client.IgnoreNotFound(t.API().Delete(background, p))).To(Succeed()) })
 	return p
 }
 
@@ -82,7 +82,7 @@ func createPolicy(ns, name, service string, spec proxyv1alpha1.ProxyPolicySpec) 
 func getPolicy(ns, name string) *proxyv1alpha1.ProxyPolicy {
 	GinkgoHelper()
 	var p proxyv1alpha1.ProxyPolicy
-	Expect(c.Client.Get(background, client.ObjectKey{Namespace: ns, Name: name}, &p)).To(Succeed())
+	Expect(t.API().Get(background, client.ObjectKey{Namespace: ns, Name: name}, &p)).To(Succeed())
 	return &p
 }
 
@@ -129,7 +129,7 @@ var _ = Describe("Operator", func() {
 				g.Expect(r).To(Equal([2]string{good, good}), "node %s", n)
 			}
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
-		for _, n := range c.Nodes {
+		for _, n := range nodes() {
 			expectReachesAll(n.NS, "tcp", target, pods)
 		}
 	})
@@ -172,23 +172,23 @@ var _ = Describe("Operator", func() {
 			g.Expect(p.Status.ObservedGeneration).To(Equal(p.Generation))
 			g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, proxyv1alpha1.ConditionAccepted)).To(BeTrue(), "%+v", p.Status)
 			g.Expect(meta.IsStatusConditionTrue(p.Status.Conditions, proxyv1alpha1.ConditionProgrammed)).To(BeTrue(), "%+v", p.Status)
-			g.Expect(p.Status.Nodes.Programmed).To(BeEquivalentTo(len(c.Nodes)))
-			g.Expect(p.Status.Nodes.Total).To(BeEquivalentTo(len(c.Nodes)))
+			g.Expect(p.Status.Nodes.Programmed).To(BeEquivalentTo(len(nodes())))
+			g.Expect(p.Status.Nodes.Total).To(BeEquivalentTo(len(nodes())))
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
-		for _, n := range c.Nodes {
+		for _, n := range nodes() {
 			Eventually(func() []string { return answering(n.NS, target, 20) }).
 				WithTimeout(converge).WithPolling(poll).Should(HaveLen(1), "node %s sticks to one of %d pods", n.Name, len(pods))
 		}
 
 		By("RoundRobin (iptables: statistic nth) rotates strictly: from one node every pod answers equally often")
-		Expect(c.Client.Delete(background, sticky)).To(Succeed())
+		Expect(t.API().Delete(background, sticky)).To(Succeed())
 		createPolicy(ns, "rotate", name, proxyv1alpha1.ProxyPolicySpec{
 			LoadBalancing: &proxyv1alpha1.LoadBalancingSpec{Algorithm: proxyv1alpha1.AlgorithmRoundRobin}})
 		Eventually(func(g Gomega) {
-			t := c.Nodes[0].NS.Spread("tcp", target, 4*len(pods), netns.RequestOptions{})
-			g.Expect(t.Failures).To(BeZero())
+			a := nodes()[0].NS.Spread("tcp", target, 4*len(pods), netns.RequestOptions{})
+			g.Expect(a.Failures).To(BeZero())
 			for _, p := range pods {
-				g.Expect(t.Servers).To(HaveKeyWithValue(p.Name, 4), "%s", t)
+				g.Expect(a.Servers).To(HaveKeyWithValue(p.Name, 4), "%s", a)
 			}
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
 
@@ -202,24 +202,26 @@ var _ = Describe("Operator", func() {
 			g.Expect(prog).NotTo(BeNil())
 			g.Expect(prog.Status).To(Equal(metav1.ConditionFalse))
 			g.Expect(prog.Reason).To(Equal(proxyv1alpha1.ReasonUnsupportedByBackend))
-			g.Expect(p.Status.Nodes.Failed).To(BeEquivalentTo(len(c.Nodes)))
+			g.Expect(p.Status.Nodes.Failed).To(BeEquivalentTo(len(nodes())))
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
 	})
 
-	It("drops a removed node from the rollout", func() {
-		n, err := c.AddNode(background)
+	It("drops a removed node from the rollout", Label(tierProcess), func() {
+		n, err := pc.AddNode(background)
 		Expect(err).NotTo(HaveOccurred())
-		Expect(c.StartAgent(background, n)).To(Succeed())
-		expectNodesRolledOut(len(c.Nodes))
+		t.(*processTier).sync()
+		Expect(pc.StartAgent(background, n)).To(Succeed())
+		expectNodesRolledOut(len(nodes()))
 		_, _, target, pods := webService("rm")
 		expectReachesAll(n.NS, "tcp", target, pods)
 
-		Expect(c.DeleteNode(background, n.Name)).To(Succeed())
+		Expect(pc.DeleteNode(background, n.Name)).To(Succeed())
+		t.(*processTier).sync()
 		Eventually(func() bool {
 			_, ok := revisions()[n.Name]
 			return ok
 		}).WithTimeout(converge).WithPolling(poll).Should(BeFalse(), "ProxyNode %s not deleted", n.Name)
-		expectNodesRolledOut(len(c.Nodes))
+		expectNodesRolledOut(len(nodes()))
 	})
 })
 
@@ -227,7 +229,7 @@ var _ = Describe("Operator", func() {
 // that the operator marked failed, or "".
 func failedRevision() string {
 	var list appsv1.ControllerRevisionList
-	Expect(c.Client.List(background, &list, client.InNamespace(c.OperatorNamespace()),
+	Expect(t.API().List(background, &list, client.InNamespace(t.OperatorNamespace()),
 		client.MatchingLabels{proxyv1alpha1.RevisionGatewayConfigLabel: gcName})).To(Succeed())
 	for _, r := range list.Items {
 		if _, ok := r.Annotations["proxy.synterix.io/rollout-failed"]; ok {

@@ -7,12 +7,15 @@ import (
 	. "github.com/onsi/ginkgo/v2"
 	. "github.com/onsi/gomega"
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
+	"github.com/synterix/synterix-kube-proxy/test/shipped"
 )
 
 var _ = Describe("[sig-network] Services", func() {
@@ -20,10 +23,10 @@ var _ = Describe("[sig-network] Services", func() {
 	BeforeEach(func() { ns = newNamespace() })
 
 	It("balances a multiport ClusterIP Service over every endpoint from every node and from a pod", func() {
-		pods := startPods("multi", c.Nodes...)
+		pods := startPods(ns, "multi", nodes()...)
 		svc := createService(newService(ns, "multi", tcp("a", 80, 8080), tcp("b", 81, 8081)))
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		for _, n := range c.Nodes {
+		setBackends(svc, pods, 1)
+		for _, n := range nodes() {
 			expectReachesAll(n.NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
 			expectReachesAll(n.NS, "tcp", addr(svc.Spec.ClusterIP, 81), pods)
 		}
@@ -31,44 +34,44 @@ var _ = Describe("[sig-network] Services", func() {
 	})
 
 	It("serves a NodePort on every node to an outside client", func() {
-		pods := startPods("np", c.Nodes[0], c.Nodes[1])
+		pods := startPods(ns, "np", nodes()[0], nodes()[1])
 		s := newService(ns, "np", tcp("http", 80, 8080))
 		s.Spec.Type = corev1.ServiceTypeNodePort
 		svc := createService(s)
-		setEndpoints(svc, cluster.Ready(pods...), 1)
+		setBackends(svc, pods, 1)
 		port := svc.Spec.Ports[0].NodePort
-		for _, n := range c.Nodes {
-			expectReachesAll(c.ClientNS, "tcp", addr(n.IP, port), pods)
+		for _, n := range nodes() {
+			expectReachesAll(t.Client(), "tcp", addr(n.IP, port), pods)
 		}
 	})
 
 	It("serves a LoadBalancer address to an outside client", func() {
-		pods := startPods("lb", c.Nodes[1], c.Nodes[2])
+		pods := startPods(ns, "lb", nodes()[1], nodes()[2])
 		s := newService(ns, "lb", tcp("http", 80, 8080))
 		s.Spec.Type = corev1.ServiceTypeLoadBalancer
 		svc := createService(s)
-		ip := c.NextLoadBalancerIP()
-		Expect(c.SetLoadBalancerIngress(background, svc, ip)).To(Succeed())
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		expectReachesAll(c.ClientNS, "tcp", addr(ip, 80), pods)
+		ip := clusternet.NextLoadBalancerIP()
+		Expect(shipped.SetLoadBalancerIngress(background, t.API(), svc, ip)).To(Succeed())
+		setBackends(svc, pods, 1)
+		expectReachesAll(t.Client(), "tcp", addr(ip, 80), pods)
 	})
 
 	It("serves externalIPs to an outside client", func() {
-		pods := startPods("ext", c.Nodes[0], c.Nodes[2])
+		pods := startPods(ns, "ext", nodes()[0], nodes()[2])
 		s := newService(ns, "ext", tcp("http", 80, 8080), udp("dns", 53, 5353))
-		ip := c.NextExternalIP()
+		ip := clusternet.NextExternalIP()
 		s.Spec.ExternalIPs = []string{ip}
 		svc := createService(s)
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		expectReachesAll(c.ClientNS, "tcp", addr(ip, 80), pods)
-		expectReachesAll(c.ClientNS, "udp", addr(ip, 53), pods)
+		setBackends(svc, pods, 1)
+		expectReachesAll(t.Client(), "tcp", addr(ip, 80), pods)
+		expectReachesAll(t.Client(), "udp", addr(ip, 53), pods)
 	})
 
 	It("switches session affinity on and off and honours its timeout", func() {
-		pods := startPods("aff", c.Nodes...)
+		pods := startPods(ns, "aff", nodes()...)
 		svc := createService(newService(ns, "aff", tcp("http", 80, 8080)))
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		from := c.Nodes[0].NS
+		setBackends(svc, pods, 1)
+		from := nodes()[0].NS
 		target := addr(svc.Spec.ClusterIP, 80)
 		expectReachesAll(from, "tcp", target, pods)
 
@@ -97,42 +100,42 @@ var _ = Describe("[sig-network] Services", func() {
 
 	It("rejects connections to a Service without endpoints", func() {
 		svc := createService(newService(ns, "empty", tcp("http", 80, 8080), udp("dns", 53, 5353)))
-		setEndpoints(svc, nil, 1)
-		for _, n := range c.Nodes {
+		setBackends(svc, nil, 1)
+		for _, n := range nodes() {
 			expectRefused(n.NS, "tcp", addr(svc.Spec.ClusterIP, 80))
 		}
 		// A node's own UDP send to a rejected address fails with EPERM,
 		// which a DROP would give too; a pod's gets the ICMP port
 		// unreachable the REJECT sends back, which only a reject gives.
-		client := startPods("client", c.Nodes[1])[0]
+		client := startPods(ns, "client", nodes()[1])[0]
 		expectRefused(client.NS, "tcp", addr(svc.Spec.ClusterIP, 80))
 		expectRefused(client.NS, "udp", addr(svc.Spec.ClusterIP, 53))
 	})
 
 	It("honours service-proxy-name: a Service for another proxy is left alone", func() {
-		pods := startPods("spn", c.Nodes[0])
+		pods := startPods(ns, "spn", nodes()[0])
 		other := newService(ns, "other-proxy", tcp("http", 80, 8080))
 		other.Labels = map[string]string{proxyv1alpha1.ServiceProxyNameLabel: "someone-else"}
 		other = createService(other)
-		setEndpoints(other, cluster.Ready(pods...), 1)
+		setBackends(other, pods, 1)
 		mine := createService(newService(ns, "mine", tcp("http", 80, 8080)))
-		setEndpoints(mine, cluster.Ready(pods...), 1)
+		setBackends(mine, pods, 1)
 		// Once the later Service works, the earlier one was seen and skipped.
-		expectReachesAll(c.Nodes[1].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
-		expectNoAnswer(c.Nodes[1].NS, "tcp", addr(other.Spec.ClusterIP, 80))
-		Expect(mentions(ruleDump(c.Nodes[1]), ns+"/other-proxy")).To(BeFalse())
+		expectReachesAll(nodes()[1].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
+		expectNoAnswer(nodes()[1].NS, "tcp", addr(other.Spec.ClusterIP, 80))
+		Expect(mentions(ruleDump(nodes()[1]), ns+"/other-proxy")).To(BeFalse())
 	})
 
 	It("ignores headless Services", func() {
-		pods := startPods("hl", c.Nodes[0])
+		pods := startPods(ns, "hl", nodes()[0])
 		h := newService(ns, "headless", tcp("http", 80, 8080))
 		h.Spec.ClusterIP = corev1.ClusterIPNone
 		h = createService(h)
-		setEndpoints(h, cluster.Ready(pods...), 1)
+		setBackends(h, pods, 1)
 		mine := createService(newService(ns, "regular", tcp("http", 80, 8080)))
-		setEndpoints(mine, cluster.Ready(pods...), 1)
-		expectReachesAll(c.Nodes[2].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
-		for _, n := range c.Nodes {
+		setBackends(mine, pods, 1)
+		expectReachesAll(nodes()[2].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
+		for _, n := range nodes() {
 			dump := ruleDump(n)
 			Expect(mentions(dump, ns+"/regular")).To(BeTrue(), "rules of %s", n.Name)
 			Expect(mentions(dump, ns+"/headless")).To(BeFalse(), "rules of %s", n.Name)
@@ -140,27 +143,27 @@ var _ = Describe("[sig-network] Services", func() {
 	})
 
 	It("serves one port number over TCP and UDP", func() {
-		pods := startPods("dual", c.Nodes[0], c.Nodes[1])
+		pods := startPods(ns, "dual", nodes()[0], nodes()[1])
 		svc := createService(newService(ns, "dual", tcp("dns-tcp", 53, 5353), udp("dns-udp", 53, 5353)))
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		expectReachesAll(c.Nodes[2].NS, "tcp", addr(svc.Spec.ClusterIP, 53), pods)
-		expectReachesAll(c.Nodes[2].NS, "udp", addr(svc.Spec.ClusterIP, 53), pods)
+		setBackends(svc, pods, 1)
+		expectReachesAll(nodes()[2].NS, "tcp", addr(svc.Spec.ClusterIP, 53), pods)
+		expectReachesAll(nodes()[2].NS, "udp", addr(svc.Spec.ClusterIP, 53), pods)
 	})
 
 	It("serves a Service deleted and recreated under the same name", func() {
-		pods := startPods("re", c.Nodes[1])
+		pods := startPods(ns, "re", nodes()[1])
 		svc := createService(newService(ns, "again", tcp("http", 80, 8080)))
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		expectReachesAll(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+		setBackends(svc, pods, 1)
+		expectReachesAll(nodes()[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
 		deleteService(svc)
-		expectNoAnswer(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80))
+		expectNoAnswer(nodes()[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80))
 		again := createService(newService(ns, "again", tcp("http", 80, 8080)))
-		setEndpoints(again, cluster.Ready(pods...), 1)
-		expectReachesAll(c.Nodes[0].NS, "tcp", addr(again.Spec.ClusterIP, 80), pods)
+		setBackends(again, pods, 1)
+		expectReachesAll(nodes()[0].NS, "tcp", addr(again.Spec.ClusterIP, 80), pods)
 	})
 
 	It("follows a Service up, down and up again at a fixed ClusterIP", func() {
-		pods := startPods("updown", c.Nodes[2])
+		pods := startPods(ns, "updown", nodes()[2])
 		probe := createService(newService(ns, "probe", tcp("http", 80, 8080)))
 		ip := probe.Spec.ClusterIP
 		deleteService(probe)
@@ -168,89 +171,93 @@ var _ = Describe("[sig-network] Services", func() {
 			s := newService(ns, "updown", tcp("http", 80, 8080))
 			s.Spec.ClusterIP = ip
 			svc := createService(s)
-			setEndpoints(svc, cluster.Ready(pods...), 1)
-			expectReachesAll(c.Nodes[0].NS, "tcp", addr(ip, 80), pods)
+			setBackends(svc, pods, 1)
+			expectReachesAll(nodes()[0].NS, "tcp", addr(ip, 80), pods)
 			deleteService(svc)
-			expectNoAnswer(c.Nodes[0].NS, "tcp", addr(ip, 80))
+			expectNoAnswer(nodes()[0].NS, "tcp", addr(ip, 80))
 		}
 	})
 
 	It("follows ports added to and removed from a Service", func() {
-		pods := startPods("ports", c.Nodes[0], c.Nodes[1])
+		pods := startPods(ns, "ports", nodes()[0], nodes()[1])
 		svc := createService(newService(ns, "ports", tcp("a", 80, 8080)))
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		from := c.Nodes[2].NS
+		setBackends(svc, pods, 1)
+		from := nodes()[2].NS
 		expectReachesAll(from, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
 		Expect(patchService(svc, func(s *corev1.Service) { s.Spec.Ports = append(s.Spec.Ports, tcp("b", 81, 8081)) })).To(Succeed())
-		setEndpoints(svc, cluster.Ready(pods...), 1)
+		setBackends(svc, pods, 1)
 		expectReachesAll(from, "tcp", addr(svc.Spec.ClusterIP, 81), pods)
 		Expect(patchService(svc, func(s *corev1.Service) { s.Spec.Ports = s.Spec.Ports[1:] })).To(Succeed())
-		setEndpoints(svc, cluster.Ready(pods...), 1)
+		setBackends(svc, pods, 1)
 		expectNoAnswer(from, "tcp", addr(svc.Spec.ClusterIP, 80))
 		expectReachesAll(from, "tcp", addr(svc.Spec.ClusterIP, 81), pods)
 	})
 
 	It("balances over endpoints spread across several EndpointSlices", func() {
-		pods := startPods("slices", c.Nodes[0], c.Nodes[1], c.Nodes[2], c.Nodes[0], c.Nodes[1], c.Nodes[2])
+		pods := startPods(ns, "slices", nodes()[0], nodes()[1], nodes()[2], nodes()[0], nodes()[1], nodes()[2])
 		svc := createService(newService(ns, "slices", tcp("http", 80, 8080)))
-		setEndpoints(svc, cluster.Ready(pods...), 3)
-		expectReachesAll(c.Nodes[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
-		By("one slice emptied: its endpoints leave")
-		setEndpoints(svc, cluster.Ready(pods[:4]...), 2)
-		Eventually(func() []string { return answering(c.Nodes[0].NS, addr(svc.Spec.ClusterIP, 80), 30) }).
+		setBackends(svc, pods, 3)
+		expectReachesAll(nodes()[0].NS, "tcp", addr(svc.Spec.ClusterIP, 80), pods)
+		Expect(sliceCount(svc)).To(BeNumerically(">", 1), "the endpoints must span slices for this spec to mean anything")
+		By("two endpoints leave: the slices shrink and only the other four answer")
+		setBackends(svc, pods[:4], 2)
+		Eventually(func() []string { return answering(nodes()[0].NS, addr(svc.Spec.ClusterIP, 80), 30) }).
 			WithTimeout(converge).WithPolling(poll).Should(ConsistOf(names(pods[:4])))
+		Expect(sliceCount(svc)).To(BeNumerically(">", 1))
 	})
 
-	It("sends external traffic only to local endpoints with externalTrafficPolicy Local, falling back to terminating ones", func() {
-		pods := startPods("etp", c.Nodes[0], c.Nodes[0], c.Nodes[1])
-		s := newService(ns, "etp", tcp("http", 80, 8080))
-		s.Spec.Type = corev1.ServiceTypeNodePort
-		s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
-		svc := createService(s)
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		port := svc.Spec.Ports[0].NodePort
-		t := expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[0].IP, port), pods[:2])
-		Expect(t.ClientIPs).To(HaveKey(cluster.ClientIP), "externalTrafficPolicy Local keeps the client's address")
-		expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[1].IP, port), pods[2:])
-		expectNoAnswer(c.ClientNS, "tcp", addr(c.Nodes[2].IP, port))
+	It("sends external traffic only to local endpoints with externalTrafficPolicy Local", func() {
+		pods := startPods(ns, "etp", nodes()[0], nodes()[0], nodes()[1])
+		_, port := etpService(ns, pods)
+		a := expectReachesAll(t.Client(), "tcp", addr(nodes()[0].IP, port), pods[:2])
+		Expect(a.ClientIPs).To(HaveKey(clusternet.ClientIP), "externalTrafficPolicy Local keeps the client's address")
+		expectReachesAll(t.Client(), "tcp", addr(nodes()[1].IP, port), pods[2:])
+		expectNoAnswer(t.Client(), "tcp", addr(nodes()[2].IP, port))
+	})
 
+	It("falls back to terminating endpoints with externalTrafficPolicy Local", Label(tierProcess), func() {
+		pods := startPods(ns, "etpt", nodes()[0], nodes()[0], nodes()[1])
+		svc, port := etpService(ns, pods)
+		expectReachesAll(t.Client(), "tcp", addr(nodes()[0].IP, port), pods[:2])
 		By("node-1's endpoints terminating but serving: still used, as no local endpoint is ready")
-		setEndpoints(svc, append(cluster.Terminating(pods[:2]...), cluster.Ready(pods[2])...), 1)
-		expectReachesAll(c.ClientNS, "tcp", addr(c.Nodes[0].IP, port), pods[:2])
+		setEndpoints(svc, append(cluster.Terminating(procs(pods[:2])...), cluster.Ready(procs(pods[2:])...)...))
+		expectReachesAll(t.Client(), "tcp", addr(nodes()[0].IP, port), pods[:2])
 		By("one of them ready again: only it is used")
-		setEndpoints(svc, append(append(cluster.Ready(pods[0]), cluster.Terminating(pods[1])...), cluster.Ready(pods[2])...), 1)
-		Eventually(func() []string { return answering(c.ClientNS, addr(c.Nodes[0].IP, port), 20) }).
+		setEndpoints(svc, append(append(cluster.Ready(pods[0].proc), cluster.Terminating(pods[1].proc)...), cluster.Ready(pods[2].proc)...))
+		Eventually(func() []string { return answering(t.Client(), addr(nodes()[0].IP, port), 20) }).
 			WithTimeout(converge).WithPolling(poll).Should(Equal([]string{pods[0].Name}))
 	})
 
-	It("keeps cluster traffic on the node with internalTrafficPolicy Local, falling back to terminating endpoints", func() {
-		pods := startPods("itp", c.Nodes[0], c.Nodes[1])
-		s := newService(ns, "itp", tcp("http", 80, 8080))
-		s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
-		svc := createService(s)
-		setEndpoints(svc, cluster.Ready(pods...), 1)
-		target := addr(svc.Spec.ClusterIP, 80)
-		expectReachesAll(c.Nodes[0].NS, "tcp", target, pods[:1])
-		expectReachesAll(c.Nodes[1].NS, "tcp", target, pods[1:])
-		expectNoAnswer(c.Nodes[2].NS, "tcp", target)
+	It("keeps cluster traffic on the node with internalTrafficPolicy Local", func() {
+		pods := startPods(ns, "itp", nodes()[0], nodes()[1])
+		_, target := itpService(ns, pods)
+		expectReachesAll(nodes()[0].NS, "tcp", target, pods[:1])
+		expectReachesAll(nodes()[1].NS, "tcp", target, pods[1:])
+		expectNoAnswer(nodes()[2].NS, "tcp", target)
+	})
+
+	It("falls back to terminating endpoints with internalTrafficPolicy Local, and drops them once they stop serving", Label(tierProcess), func() {
+		pods := startPods(ns, "itpt", nodes()[0], nodes()[1])
+		svc, target := itpService(ns, pods)
+		expectReachesAll(nodes()[0].NS, "tcp", target, pods[:1])
 		By("node-1's endpoint terminating but serving: still used")
-		setEndpoints(svc, append(cluster.Terminating(pods[0]), cluster.Ready(pods[1])...), 1)
-		expectReachesAll(c.Nodes[0].NS, "tcp", target, pods[:1])
+		setEndpoints(svc, append(cluster.Terminating(pods[0].proc), cluster.Ready(pods[1].proc)...))
+		expectReachesAll(nodes()[0].NS, "tcp", target, pods[:1])
 		By("node-1's endpoint no longer serving: node-1 drops")
-		setEndpoints(svc, append([]cluster.Endpoint{{Pod: pods[0], Terminating: true}}, cluster.Ready(pods[1])...), 1)
-		expectNoAnswer(c.Nodes[0].NS, "tcp", target)
+		setEndpoints(svc, append([]cluster.Endpoint{{Pod: pods[0].proc, Terminating: true}}, cluster.Ready(pods[1].proc)...))
+		expectNoAnswer(nodes()[0].NS, "tcp", target)
 	})
 
 	It("keeps a UDP flow answered while its server pod is replaced", func() {
-		first := startPods("udp", c.Nodes[1])
+		first := startPods(ns, "udp", nodes()[1])
 		s := newService(ns, "udp", udp("dns", 53, 5353))
 		s.Spec.Type = corev1.ServiceTypeNodePort
 		svc := createService(s)
-		setEndpoints(svc, cluster.Ready(first...), 1)
-		target := addr(c.Nodes[0].IP, svc.Spec.Ports[0].NodePort)
-		expectReachesAll(c.ClientNS, "udp", target, first)
+		setBackends(svc, first, 1)
+		target := addr(nodes()[0].IP, svc.Spec.Ports[0].NodePort)
+		expectReachesAll(t.Client(), "udp", target, first)
 
-		flow, err := c.ClientNS.OpenUDPFlow(target, netns.RequestOptions{})
+		flow, err := t.Client().OpenUDPFlow(target, netns.RequestOptions{})
 		Expect(err).NotTo(HaveOccurred())
 		defer flow.Close()
 		r, err := flow.Send(time.Second)
@@ -258,9 +265,9 @@ var _ = Describe("[sig-network] Services", func() {
 		Expect(r.Server).To(Equal(first[0].Name))
 
 		By("the pod is replaced by a new one at another address; the same flow must reach it")
-		second := startPods("udp", c.Nodes[2])
-		Expect(c.DeletePod(first[0])).To(Succeed())
-		setEndpoints(svc, cluster.Ready(second...), 1)
+		second := startPods(ns, "udp", nodes()[2])
+		Expect(t.DeletePod(first[0])).To(Succeed())
+		setBackends(svc, second, 1)
 		lost := 0
 		Eventually(func() (string, error) {
 			r, err := flow.Send(500 * time.Millisecond)
@@ -278,11 +285,66 @@ var _ = Describe("[sig-network] Services", func() {
 	})
 })
 
+// sliceCount counts the EndpointSlices of svc that hold an endpoint.
+func sliceCount(svc *corev1.Service) int {
+	GinkgoHelper()
+	var list discoveryv1.EndpointSliceList
+	Expect(t.API().List(background, &list, client.InNamespace(svc.Namespace),
+		client.MatchingLabels{discoveryv1.LabelServiceName: svc.Name})).To(Succeed())
+	n := 0
+	for _, s := range list.Items {
+		if len(s.Endpoints) > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// etpService creates a NodePort Service with externalTrafficPolicy Local
+// backed by pods, and returns it and its node port.
+func etpService(ns string, pods []*pod) (*corev1.Service, int32) {
+	GinkgoHelper()
+	s := newService(ns, uniq("etp"), tcp("http", 80, 8080))
+	s.Spec.Type = corev1.ServiceTypeNodePort
+	s.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+	svc := createService(s)
+	setBackends(svc, pods, 1)
+	return svc, svc.Spec.Ports[0].NodePort
+}
+
+// itpService creates a ClusterIP Service with internalTrafficPolicy Local
+// backed by pods, and returns it and its ClusterIP:80.
+func itpService(ns string, pods []*pod) (*corev1.Service, string) {
+	GinkgoHelper()
+	s := newService(ns, uniq("itp"), tcp("http", 80, 8080))
+	s.Spec.InternalTrafficPolicy = ptr.To(corev1.ServiceInternalTrafficPolicyLocal)
+	svc := createService(s)
+	setBackends(svc, pods, 1)
+	return svc, addr(svc.Spec.ClusterIP, 80)
+}
+
+// setEndpoints writes exactly these endpoints of svc, with their
+// conditions: the process tier only, where the harness plays the
+// EndpointSlice controller.
+func setEndpoints(svc *corev1.Service, eps []cluster.Endpoint) {
+	GinkgoHelper()
+	Expect(pc.SetEndpoints(background, svc, eps, 1)).To(Succeed())
+}
+
+// procs returns the process tier's pods.
+func procs(pods []*pod) []*cluster.Pod {
+	var out []*cluster.Pod
+	for _, p := range pods {
+		out = append(out, p.proc)
+	}
+	return out
+}
+
 // patchService reads the Service, applies fn and updates it.
 func patchService(svc *corev1.Service, fn func(*corev1.Service)) error {
-	if err := c.Client.Get(background, client.ObjectKeyFromObject(svc), svc); err != nil {
+	if err := t.API().Get(background, client.ObjectKeyFromObject(svc), svc); err != nil {
 		return err
 	}
 	fn(svc)
-	return c.Client.Update(background, svc)
+	return t.API().Update(background, svc)
 }

@@ -1,18 +1,20 @@
-// Package kubenode runs a real Kubernetes cluster on one Linux machine: etcd,
-// kube-apiserver, kube-controller-manager and kube-scheduler in a
-// control-plane network namespace, and nodes that are each a kubelet with
-// its own containerd, in the node's own network and mount namespaces. No
-// kube-proxy runs: Service ClusterIPs work only once a Service proxy (the
-// project's agent) does; kubelets reach the API server by its real address.
+// Package kubenode runs a real Kubernetes cluster on one Linux machine: the
+// control plane of test/controlplane (etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler) in a control-plane network
+// namespace, and nodes that are each a kubelet with its own containerd, in
+// the node's own network and mount namespaces, with the images `make
+// images` built imported into every node. No kube-proxy runs: Service
+// ClusterIPs work only once a Service proxy (the project's agent) does;
+// kubelets reach the API server by its real address.
 //
-// Topology (the addresses of test/cluster):
+// Topology (test/clusternet, the same as the process tier's):
 //
 //	                 hub (bridge br0, 10.77.0.1/24; routes podCIDRs to nodes)
-//	┌──────────────────┼──────────────────────┐
-//	cp 10.77.0.2       node-1 10.77.0.11      node-N 10.77.0.1N
-//	etcd, apiserver,   containerd, kubelet    ...
-//	controller-manager └ cni0 10.244.1.1/24
-//	scheduler            └ pods 10.244.1.x
+//	┌──────────────────┼──────────────────────┬───────────────────┐
+//	cp 10.77.0.2       node-1 10.77.0.11      node-N 10.77.0.1N   client 10.77.0.100
+//	etcd, apiserver,   containerd, kubelet    ...                 (outside the nodes;
+//	controller-manager └ cni0 10.244.1.1/24                        LB range via node-1,
+//	scheduler            └ pods 10.244.1.x                         external IPs via node-2)
 //
 // Isolation: each node's processes enter its network namespace and a mount
 // namespace held by a "holder" process, with a private /run, and its own
@@ -42,6 +44,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
+	"github.com/synterix/synterix-kube-proxy/test/controlplane"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
 )
@@ -52,7 +56,7 @@ const Prefix = "synx-kn-"
 
 // Options configure a cluster.
 type Options struct {
-	// Nodes is how many nodes; default 2, at most 9.
+	// Nodes is how many nodes; default 2, at most clusternet.MaxNodes.
 	Nodes int
 	// Progress receives one line per step; nil discards them.
 	Progress io.Writer
@@ -68,19 +72,24 @@ type Options struct {
 	// CNIBin holds the CNI plugins; default /usr/lib/cni (Debian's
 	// containernetworking-plugins).
 	CNIBin string
-	// Images are OCI archives imported into every node, and SandboxImage
-	// is the pause image among them. Default: the stand-in images (see
-	// images.go).
-	Images       []string
-	SandboxImage string
+	// ImagesDir holds the images `make images` built, listed in its
+	// images.json; every one is imported into every node, and the pause
+	// image is containerd's sandbox image. Default <RepoRoot>/bin/images.
+	ImagesDir string
+	// ControllerManagerArgs are added to kube-controller-manager's
+	// command line.
+	ControllerManagerArgs []string
 }
 
 // Cluster is a running cluster.
 type Cluster struct {
 	ID, Dir string
-	Hub     *netns.NS
-	*ControlPlane
+	// Hub joins every namespace; Client is the outside client.
+	Hub, ClientNS *netns.NS
+	*controlplane.ControlPlane
 	Nodes []*Node
+	// Images are the images imported into every node, by target.
+	Images map[string]Image
 	// Timings records how long each step of Up took, in order.
 	Timings []Timing
 
@@ -125,10 +134,14 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err := defaults(&opts); err != nil {
 		return nil, err
 	}
+	images, err := LoadImages(opts.ImagesDir)
+	if err != nil {
+		return nil, err
+	}
 	if n := SweepStale(); n > 0 && opts.Progress != nil {
 		fmt.Fprintf(opts.Progress, "==> Removed %d stale kubenode cluster(s)\n", n)
 	}
-	c := &Cluster{opts: opts}
+	c := &Cluster{opts: opts, Images: images}
 	if err := c.claimID(); err != nil {
 		return nil, err
 	}
@@ -137,16 +150,6 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			_ = c.Down()
 		}
 	}()
-	if len(opts.Images) == 0 {
-		err := c.step("Building the stand-in pause and echo images", func() error {
-			arc, err := BuildStandinImages(opts.RepoRoot, c.Dir)
-			c.opts.Images, c.opts.SandboxImage = []string{arc}, StandinPauseImage
-			return err
-		})
-		if err != nil {
-			return c, err
-		}
-	}
 	if err := c.step(fmt.Sprintf("Creating namespaces and links for %s (%d nodes)", c.ID, opts.Nodes), c.buildNetwork); err != nil {
 		return c, err
 	}
@@ -155,7 +158,7 @@ func Up(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	}); err != nil {
 		return c, err
 	}
-	if err := c.step(fmt.Sprintf("Starting containerd and kubelet on %d nodes", len(c.Nodes)), func() error {
+	if err := c.step(fmt.Sprintf("Starting containerd (importing the %d images of %s) and kubelet on %d nodes", len(c.Images), relPath(c.opts.RepoRoot, c.opts.ImagesDir), len(c.Nodes)), func() error {
 		return c.startNodes(ctx)
 	}); err != nil {
 		return c, err
@@ -185,8 +188,8 @@ func defaults(opts *Options) error {
 	if opts.Nodes <= 0 {
 		opts.Nodes = 2
 	}
-	if opts.Nodes > 9 {
-		return fmt.Errorf("at most 9 nodes, got %d", opts.Nodes)
+	if opts.Nodes > clusternet.MaxNodes {
+		return fmt.Errorf("at most %d nodes, got %d", clusternet.MaxNodes, opts.Nodes)
 	}
 	if opts.RepoRoot == "" {
 		if opts.RepoRoot, err = testenv.RepoRoot(); err != nil {
@@ -216,8 +219,8 @@ func defaults(opts *Options) error {
 			return fmt.Errorf("CNI plugin %s is missing from %s: install containernetworking-plugins", p, opts.CNIBin)
 		}
 	}
-	if len(opts.Images) > 0 && opts.SandboxImage == "" {
-		return errors.New("Options.Images needs Options.SandboxImage")
+	if opts.ImagesDir == "" {
+		opts.ImagesDir = filepath.Join(opts.RepoRoot, "bin", "images")
 	}
 	return nil
 }
@@ -242,7 +245,9 @@ func (c *Cluster) claimID() error {
 	return os.WriteFile(filepath.Join(c.Dir, "owner"), []byte(strconv.Itoa(os.Getpid())), 0o644)
 }
 
-func (c *Cluster) addNS(label string) (*netns.NS, error) {
+// AddNS creates a namespace named after the cluster (<ID>-<label>) and
+// records it for Down.
+func (c *Cluster) AddNS(label string) (*netns.NS, error) {
 	name := c.ID + "-" + label
 	c.mu.Lock()
 	c.nsNames = append(c.nsNames, name)
@@ -250,91 +255,110 @@ func (c *Cluster) addNS(label string) (*netns.NS, error) {
 	return netns.Create(name)
 }
 
-// buildNetwork creates the hub (a bridge and the routes to every podCIDR),
-// the control-plane namespace and the nodes' namespaces; nodes route each
-// other's podCIDRs through their addresses, as a host-gateway CNI would.
-func (c *Cluster) buildNetwork() error {
-	var err error
-	if c.Hub, err = c.addNS("hub"); err != nil {
-		return err
+// AttachNS names the network namespace of process pid (a pod's) after the
+// cluster, <ID>-<label>, so that the harness can open sockets and run
+// tools in it like in its own namespaces. DetachNS removes the name; Down
+// removes what is left, once every process of the nodes is gone.
+func (c *Cluster) AttachNS(label string, pid int) (*netns.NS, error) {
+	name := c.ID + "-" + label
+	if out, err := exec.Command("ip", "netns", "attach", name, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("ip netns attach %s %d: %w: %s", name, pid, err, out)
 	}
-	if err := c.Hub.Run(
-		[]string{"ip", "link", "add", "br0", "type", "bridge"},
-		[]string{"ip", "link", "set", "br0", "up"},
-		[]string{"ip", "addr", "add", HubIP + "/24", "dev", "br0"},
-		[]string{"sysctl", "-q", "-w", "net.ipv4.ip_forward=1"},
-	); err != nil {
-		return err
-	}
-	attach := func(label, ip string) (*netns.NS, error) {
-		ns, err := c.addNS(label)
-		if err != nil {
-			return nil, err
-		}
-		if err := netns.AddVeth(c.Hub, label, ns, "eth0"); err != nil {
-			return nil, err
-		}
-		return ns, errors.Join(
-			c.Hub.Run([]string{"ip", "link", "set", label, "master", "br0"}),
-			ns.Run([]string{"ip", "addr", "add", ip + "/24", "dev", "eth0"},
-				[]string{"ip", "route", "add", "default", "via", HubIP, "dev", "eth0"}))
-	}
-	cpNS, err := attach("cp", APIServerIP)
-	if err != nil {
-		return err
-	}
-	c.ControlPlane = &ControlPlane{Dir: filepath.Join(c.Dir, "cp"), LogDir: filepath.Join(c.Dir, "logs"), Bin: c.opts.K8sBin, NS: cpNS}
-	for i := 1; i <= c.opts.Nodes; i++ {
-		n := &Node{
-			Name:         fmt.Sprintf("node-%d", i),
-			IP:           fmt.Sprintf("10.77.0.%d", 10+i),
-			PodCIDR:      fmt.Sprintf("10.244.%d.0/24", i),
-			Zone:         fmt.Sprintf("zone-%c", 'a'+(i-1)%3),
-			CgroupPath:   fmt.Sprintf("/%s-node-%d", c.ID, i),
-			Dir:          filepath.Join(c.Dir, fmt.Sprintf("node-%d", i)),
-			Bin:          c.opts.K8sBin,
-			CNIBin:       c.opts.CNIBin,
-			Images:       c.opts.Images,
-			SandboxImage: c.opts.SandboxImage,
-		}
-		if n.NS, err = attach(n.Name, n.IP); err != nil {
-			return err
-		}
-		// bridge-nf-call-iptables: a Service proxy's rules must see pod
-		// traffic that stays on the node's bridge (built into this kernel).
-		if err := n.NS.SetSysctls("net.ipv4.ip_forward", "1", "net.ipv4.conf.all.rp_filter", "0",
-			"net.ipv4.conf.default.rp_filter", "0", "net.ipv4.conf.eth0.rp_filter", "0",
-			"net.bridge.bridge-nf-call-iptables", "1"); err != nil {
-			return err
-		}
-		if err := c.Hub.Run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "br0"}); err != nil {
-			return err
-		}
-		for _, m := range c.Nodes {
-			if err := errors.Join(
-				n.NS.Run([]string{"ip", "route", "add", m.PodCIDR, "via", m.IP, "dev", "eth0"}),
-				m.NS.Run([]string{"ip", "route", "add", n.PodCIDR, "via", n.IP, "dev", "eth0"})); err != nil {
-				return err
-			}
-		}
-		c.Nodes = append(c.Nodes, n)
+	c.mu.Lock()
+	c.nsNames = append(c.nsNames, name)
+	c.mu.Unlock()
+	return &netns.NS{Name: name}, nil
+}
+
+// DetachNS removes a name AttachNS gave, leaving the namespace and the
+// processes in it alone (netns.Delete would kill them).
+func DetachNS(ns *netns.NS) error {
+	if out, err := exec.Command("ip", "netns", "del", ns.Name).CombinedOutput(); err != nil && netns.Exists(ns.Name) {
+		return fmt.Errorf("ip netns del %s: %w: %s", ns.Name, err, out)
 	}
 	return nil
 }
 
-func (c *Cluster) startControlPlane(ctx context.Context) error {
-	if err := os.MkdirAll(c.ControlPlane.Dir, 0o755); err != nil {
+// buildNetwork creates the hub, the control-plane namespace, the nodes'
+// namespaces with their pod routes, and the outside client.
+func (c *Cluster) buildNetwork() error {
+	var err error
+	if c.Hub, err = c.AddNS("hub"); err != nil {
 		return err
 	}
-	pki, err := NewPKI(filepath.Join(c.Dir, "pki"))
+	if err := clusternet.SetUpHub(c.Hub); err != nil {
+		return err
+	}
+	cpNS, err := c.AddNS("cp")
 	if err != nil {
 		return err
 	}
-	c.PKI = pki
-	for _, n := range c.Nodes {
-		n.PKI = pki
+	if err := clusternet.Attach(c.Hub, "cp", cpNS, clusternet.APIServerIP); err != nil {
+		return err
 	}
-	return c.ControlPlane.Start(ctx)
+	c.ControlPlane = &controlplane.ControlPlane{
+		Dir: filepath.Join(c.Dir, "cp"), LogDir: filepath.Join(c.Dir, "logs"), Bin: c.opts.K8sBin, NS: cpNS,
+		Controllers: true, ControllerManagerArgs: c.opts.ControllerManagerArgs,
+	}
+	for i := 1; i <= c.opts.Nodes; i++ {
+		n := &Node{
+			Name:         fmt.Sprintf("node-%d", i),
+			Index:        i,
+			IP:           clusternet.NodeIP(i),
+			PodCIDR:      clusternet.PodCIDR(i),
+			Zone:         clusternet.Zone(i),
+			CgroupPath:   fmt.Sprintf("/%s-node-%d", c.ID, i),
+			Dir:          filepath.Join(c.Dir, fmt.Sprintf("node-%d", i)),
+			Bin:          c.opts.K8sBin,
+			CNIBin:       c.opts.CNIBin,
+			Images:       archives(c.Images),
+			SandboxImage: c.Images["pause"].Image,
+			cluster:      c,
+		}
+		if n.NS, err = c.AddNS(n.Name); err != nil {
+			return err
+		}
+		if err := n.setUpNetwork(); err != nil {
+			return err
+		}
+		if err := clusternet.RoutePeers(c.Hub, n.net(), netsOf(c.Nodes)); err != nil {
+			return err
+		}
+		c.Nodes = append(c.Nodes, n)
+	}
+	if c.ClientNS, err = c.AddNS("client"); err != nil {
+		return err
+	}
+	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP); err != nil {
+		return err
+	}
+	return clusternet.RouteClient(c.ClientNS, c.Nodes[0].IP, c.ExternalNode().IP)
+}
+
+// ExternalNode is the node the client routes external IPs through.
+func (c *Cluster) ExternalNode() *Node {
+	if len(c.Nodes) > 1 {
+		return c.Nodes[1]
+	}
+	return c.Nodes[0]
+}
+
+func netsOf(nodes []*Node) []clusternet.Node {
+	var out []clusternet.Node
+	for _, n := range nodes {
+		out = append(out, n.net())
+	}
+	return out
+}
+
+func (c *Cluster) startControlPlane(ctx context.Context) error {
+	if err := c.ControlPlane.Start(ctx); err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		n.PKI = c.PKI
+	}
+	return nil
 }
 
 // startNodes starts every node at once.
@@ -352,11 +376,6 @@ func (c *Cluster) startNodes(ctx context.Context) error {
 	}
 	wg.Wait()
 	return errors.Join(errs...)
-}
-
-// Kubectl runs kubectl as the admin in the control-plane namespace.
-func (c *Cluster) Kubectl(args ...string) (string, error) {
-	return c.ControlPlane.NS.Exec(append([]string{filepath.Join(c.opts.K8sBin, "kubectl"), "--kubeconfig", c.AdminKubeconfig}, args...)...)
 }
 
 // Down stops every node (killing by cgroup, which also ends each node's
@@ -497,3 +516,14 @@ func ListClusters() []string {
 
 // idPattern is the shape of a cluster ID; nothing else is ever swept.
 var idPattern = regexp.MustCompile(`^` + Prefix + `[0-9a-f]{4}`)
+
+// RepoRoot is the repository root the cluster was built from.
+func (c *Cluster) RepoRoot() string { return c.opts.RepoRoot }
+
+// relPath is path relative to root when it is below root.
+func relPath(root, path string) string {
+	if rel, err := filepath.Rel(root, path); err == nil && !strings.HasPrefix(rel, "..") {
+		return rel
+	}
+	return path
+}

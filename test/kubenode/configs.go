@@ -6,6 +6,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
 )
 
 // writeConfigs writes the node's containerd config, CNI network, kubelet
@@ -32,7 +34,7 @@ func (n *Node) writeConfigs() error {
 		return err
 	}
 	n.kubeletKubeconfig = filepath.Join(n.Dir, "kubelet.kubeconfig")
-	if err := n.PKI.WriteKubeconfig(n.kubeletKubeconfig, APIServerURL, cert); err != nil {
+	if err := n.PKI.WriteKubeconfig(n.kubeletKubeconfig, clusternet.APIServerURL, cert); err != nil {
 		return err
 	}
 	cfg, err := json.MarshalIndent(n.kubeletConfig(resolv), "", "  ")
@@ -45,7 +47,7 @@ func (n *Node) writeConfigs() error {
 
 // containerdConfig is containerd 1.6's config (version 2): state in the
 // node's private /run, root under Dir, cgroupfs (v1) runc, the CRI plugin
-// with the stand-in sandbox image and the node's CNI folder.
+// with the pause image as sandbox image and the node's CNI folder.
 // restrict_oom_score_adj: this machine's root lacks CAP_SYS_RESOURCE, and
 // runc cannot lower a sandbox's oom_score_adj to kubelet's -998 without it
 // ("nsexec: failed to update /proc/self/oom_score_adj: Permission denied"). Plugins that

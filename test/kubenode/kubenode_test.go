@@ -17,9 +17,13 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
+
+// echoImage is the echo image of make images (hack/image).
+const echoImage = "localhost/synterix/echo:test"
 
 // requireNodes skips the test unless E2E=1 and root, and returns the host's
 // state before the test, for the leftover checks.
@@ -137,7 +141,8 @@ func teardown(t *testing.T, c *Cluster, before *HostState) {
 	}
 }
 
-// echoPod is a stand-in echo server pod placed by the scheduler on node.
+// echoPod is a pod of the echo image (make images) placed by the
+// scheduler on node; it answers HTTP on port with "id=<pod> from=<client>".
 func echoPod(name, node string, hostNetwork bool, port int32) *corev1.Pod {
 	return &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{"app": "echo"}},
@@ -153,16 +158,17 @@ func echoPod(name, node string, hostNetwork bool, port int32) *corev1.Pod {
 func echoContainer(port int32) corev1.Container {
 	return corev1.Container{
 		Name:            "echo",
-		Image:           StandinEchoImage,
+		Image:           echoImage,
 		ImagePullPolicy: corev1.PullNever,
-		Args:            []string{"-port", fmt.Sprint(port)},
+		// Only the HTTP server, on port: hostNetwork pods share the node's ports.
+		Args: []string{"-tcp=", "-udp=", fmt.Sprintf("-http=%d", port)},
 		Env: []corev1.EnvVar{
 			{Name: "POD_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "metadata.name"}}},
 			{Name: "NODE_NAME", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "spec.nodeName"}}},
 		},
 		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: port}},
 		ReadinessProbe: &corev1.Probe{
-			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromInt32(port)}},
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromInt32(port)}},
 			PeriodSeconds: 1,
 		},
 	}
@@ -225,7 +231,7 @@ func checkPodRouting(ctx context.Context, t *testing.T, c *Cluster, pods map[str
 				continue
 			}
 			// The server sees the client pod's own address: no NAT between pods.
-			if want := fmt.Sprintf("pod=%s node=%s client=%s:", p.Name, node, src.Status.PodIP); !strings.HasPrefix(body, want) {
+			if want := fmt.Sprintf("id=%s from=%s:", p.Name, src.Status.PodIP); !strings.HasPrefix(body, want) {
 				t.Errorf("pod %s -> pod %s: answer %q, want %q...", src.Name, p.Name, body, want)
 			}
 		}
@@ -237,7 +243,7 @@ func checkPodRouting(ctx context.Context, t *testing.T, c *Cluster, pods map[str
 				t.Errorf("%s -> pod %s on %s: %v", from.Name, p.Name, node, err)
 				continue
 			}
-			if want := fmt.Sprintf("pod=%s node=%s ", p.Name, node); !strings.HasPrefix(body, want) {
+			if want := fmt.Sprintf("id=%s ", p.Name); !strings.HasPrefix(body, want) {
 				t.Errorf("%s -> pod %s: answer %q, want %q...", from.Name, p.Name, body, want)
 			}
 		}
@@ -272,7 +278,7 @@ func checkHostNetwork(ctx context.Context, t *testing.T, c *Cluster, ns string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "pod=echo-hostnet node=" + n.Name + " "; !strings.HasPrefix(body, want) {
+	if want := "id=echo-hostnet from=" + clusternet.APIServerIP + ":"; !strings.HasPrefix(body, want) {
 		t.Errorf("hostNetwork pod answered %q, want %q...", body, want)
 	}
 }
@@ -302,15 +308,16 @@ func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 	if _, err := c.Kube.AppsV1().DaemonSets(ns).Create(ctx, ds, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
+	onNodes := map[string]string{} // node -> its ready pod
 	err := poll.Until(ctx, 2*time.Minute, "DaemonSet demo/echo-ds on every node", func(ctx context.Context) (bool, string, error) {
 		list, err := c.Kube.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: "app=echo-ds"})
 		if err != nil {
 			return false, err.Error(), nil
 		}
-		onNodes := map[string]bool{}
+		clear(onNodes)
 		for _, p := range list.Items {
 			if podReady(&p) {
-				onNodes[p.Spec.NodeName] = true
+				onNodes[p.Spec.NodeName] = p.Name
 			}
 		}
 		got, err := c.Kube.AppsV1().DaemonSets(ns).Get(ctx, "echo-ds", metav1.GetOptions{})
@@ -328,7 +335,7 @@ func checkDaemonSet(ctx context.Context, t *testing.T, c *Cluster, ns string) {
 		body, err := HTTPGet(ctx, c.ControlPlane.NS, fmt.Sprintf("http://%s:18081/", n.IP))
 		if err != nil {
 			t.Errorf("DaemonSet pod on %s: %v", n.Name, err)
-		} else if want := "node=" + n.Name + " "; !strings.Contains(body, want) {
+		} else if want := "id=" + onNodes[n.Name] + " "; !strings.HasPrefix(body, want) {
 			t.Errorf("DaemonSet pod on %s answered %q, want %q", n.Name, body, want)
 		}
 	}
@@ -410,7 +417,7 @@ func checkAPIFromPod(ctx context.Context, t *testing.T, c *Cluster, p *corev1.Po
 	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
 		DialContext: from.Dial, TLSClientConfig: &tls.Config{RootCAs: pool},
 	}}
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, APIServerURL+"/api/v1/namespaces/demo/pods/"+p.Name, nil)
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, clusternet.APIServerURL+"/api/v1/namespaces/demo/pods/"+p.Name, nil)
 	req.Header.Set("Authorization", "Bearer "+string(token))
 	resp, err := hc.Do(req)
 	if err != nil {
@@ -420,6 +427,6 @@ func checkAPIFromPod(ctx context.Context, t *testing.T, c *Cluster, p *corev1.Po
 	// The default ServiceAccount may not read pods: 403 proves the token
 	// was authenticated (an unknown token gets 401).
 	if resp.StatusCode != http.StatusForbidden {
-		t.Errorf("GET with the pod's token at %s: %s, want 403 Forbidden for an authenticated ServiceAccount", APIServerURL, resp.Status)
+		t.Errorf("GET with the pod's token at %s: %s, want 403 Forbidden for an authenticated ServiceAccount", clusternet.APIServerURL, resp.Status)
 	}
 }

@@ -11,7 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
+	"github.com/synterix/synterix-kube-proxy/test/controlplane"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
+	"github.com/synterix/synterix-kube-proxy/test/poll"
 )
 
 // Node is one Kubernetes node: a network namespace with the node's address,
@@ -21,7 +24,10 @@ import (
 // removes it, and the mount namespace, with every mount made in it (overlay
 // snapshots, pod volumes, shm, netns files), goes with its last process.
 type Node struct {
-	Name    string
+	Name string
+	// Index numbers the node from 1; its addresses derive from it
+	// (test/clusternet).
+	Index   int
 	IP      string
 	PodCIDR string
 	Zone    string
@@ -37,7 +43,7 @@ type Node struct {
 	Bin, CNIBin string
 	// PKI signs the kubelet's client certificate; Images are OCI archives
 	// imported into containerd's k8s.io namespace before kubelet starts.
-	PKI    *PKI
+	PKI    *controlplane.PKI
 	Images []string
 	// SandboxImage is containerd's pause image, one of Images.
 	SandboxImage string
@@ -45,6 +51,33 @@ type Node struct {
 	Cgroups                       *CgroupTree
 	Holder, Containerd, Kubelet   *netns.Process
 	kubeletKubeconfig, kubeletCfg string
+	cluster                       *Cluster
+}
+
+// net is what the pod routes need of the node.
+func (n *Node) net() clusternet.Node { return clusternet.Node{NS: n.NS, IP: n.IP, PodCIDR: n.PodCIDR} }
+
+// hubIf is the hub's end of the node's link.
+func (n *Node) hubIf() string { return fmt.Sprintf("n%d", n.Index) }
+
+// setUpNetwork plugs the node's (new) namespace into the hub and routes
+// the other nodes' pod networks from it. bridge-nf-call-iptables: a
+// Service proxy's rules must see pod traffic that stays on the node's
+// bridge (built into this kernel).
+func (n *Node) setUpNetwork() error {
+	if err := clusternet.Attach(n.cluster.Hub, n.hubIf(), n.NS, n.IP); err != nil {
+		return err
+	}
+	var others []clusternet.Node
+	for _, m := range n.cluster.Nodes {
+		if m != n {
+			others = append(others, m.net())
+		}
+	}
+	if err := clusternet.SetUpNode(n.net(), others); err != nil {
+		return err
+	}
+	return n.NS.SetSysctls("net.bridge.bridge-nf-call-iptables", "1")
 }
 
 // Mount points that containerd, its shims, CRI and the CNI plugins use
@@ -126,24 +159,15 @@ func (n *Node) Exec(args ...string) (string, error) {
 func (n *Node) containerdSocket() string { return "/run/containerd/containerd.sock" }
 
 // startContainerd starts containerd, waits for its socket and imports the
-// images.
+// images (again after a restart: containerd keeps them, the import only
+// checks).
 func (n *Node) startContainerd(ctx context.Context) error {
 	n.Containerd = n.process("containerd", append(n.Enter(), "containerd", "--config", filepath.Join(n.Dir, "containerd.toml")))
 	if err := n.Containerd.Start(); err != nil {
 		return err
 	}
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if _, err := n.Exec("ctr", "--address", n.containerdSocket(), "version"); err == nil {
-			break
-		} else if time.Now().After(deadline) || !n.Containerd.Running() {
-			return fmt.Errorf("containerd of %s did not start (%v): see %s", n.Name, err, n.Containerd.LogPath)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	if err := n.waitContainerd(ctx); err != nil {
+		return err
 	}
 	for _, img := range n.Images {
 		if _, err := n.Exec("ctr", "--address", n.containerdSocket(), "-n", "k8s.io", "images", "import", img); err != nil {
@@ -151,6 +175,17 @@ func (n *Node) startContainerd(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// waitContainerd waits until containerd answers on its socket.
+func (n *Node) waitContainerd(ctx context.Context) error {
+	return poll.Until(ctx, time.Minute, "containerd of "+n.Name+" (log "+n.Containerd.LogPath+")", func(context.Context) (bool, string, error) {
+		if !n.Containerd.Running() {
+			return false, "", fmt.Errorf("containerd exited")
+		}
+		_, err := n.Exec("ctr", "--address", n.containerdSocket(), "version")
+		return err == nil, fmt.Sprint(err), nil
+	})
 }
 
 func (n *Node) startKubelet() error {
@@ -212,4 +247,57 @@ func (n *Node) PodNetNS(uid string) (NetNSPath, error) {
 		return "", fmt.Errorf("node %s: no process of pod %s in %s", n.Name, uid, n.CgroupPath)
 	}
 	return NetNSPath(fmt.Sprintf("/proc/%d/ns/net", pids[0])), nil
+}
+
+// KillContainerd kills containerd with SIGKILL, as a crash would. The
+// shims and containers live on; so must every Service the node's agent
+// programmed. RestartContainerd starts it again.
+func (n *Node) KillContainerd() error { return n.Containerd.Kill() }
+
+// RestartContainerd starts containerd again after KillContainerd and
+// waits for its socket.
+func (n *Node) RestartContainerd(ctx context.Context) error {
+	if err := n.Containerd.Start(); err != nil {
+		return err
+	}
+	return n.waitContainerd(ctx)
+}
+
+// KillKubelet kills kubelet with SIGKILL; RestartKubelet starts it again.
+func (n *Node) KillKubelet() error { return n.Kubelet.Kill() }
+
+// RestartKubelet starts kubelet again after KillKubelet.
+func (n *Node) RestartKubelet() error { return n.Kubelet.Start() }
+
+// Reboot is a power cycle of the node: every process of the node (pods,
+// containerd, kubelet) is killed at once and its mount namespace with its
+// tmpfs /run goes; the network namespace, with every rule, route, bridge
+// and conntrack entry the kernel held, is made anew, as after a boot; then
+// containerd and kubelet start again on the same disk (the node's folder:
+// containerd's images and metadata, kubelet's state). Nothing else helps
+// the node back: kubelet restarts its pods, among them the Service proxy.
+func (n *Node) Reboot(ctx context.Context) error {
+	if err := n.Cgroups.Destroy(30 * time.Second); err != nil {
+		return fmt.Errorf("power off %s: %w", n.Name, err)
+	}
+	n.Holder.Stop(time.Second)
+	if err := netns.Delete(n.NS.Name); err != nil {
+		return err
+	}
+	// Another name or an open socket may keep the old namespace alive, and
+	// with it its end of the hub's link: cut the link from the hub's side.
+	if _, err := n.cluster.Hub.Exec("ip", "link", "show", n.hubIf()); err == nil {
+		if err := n.cluster.Hub.Run([]string{"ip", "link", "del", n.hubIf()}); err != nil {
+			return err
+		}
+	}
+	var err error
+	if n.NS, err = netns.Create(n.NS.Name); err != nil {
+		return err
+	}
+	if err := n.setUpNetwork(); err != nil {
+		return fmt.Errorf("boot %s: network: %w", n.Name, err)
+	}
+	_ = os.Remove(filepath.Join(n.Dir, "holder.ready"))
+	return n.Start(ctx)
 }

@@ -1,9 +1,13 @@
-// Command demo brings a three-node cluster up out of network namespaces on
-// this machine, runs the operator and the agents as real processes, and walks
-// through the product with real traffic: balancing from every node, NodePort
-// from an outside client, the CRDs' columns, a config change rolled out node
-// by node after approval, and a ProxyPolicy's effect on traffic. It tears the
-// cluster down at the end, on failure and on Ctrl-C; -keep leaves it up.
+// Command demo runs the product as shipped on a real cluster built on this
+// machine (test/shipped): nodes that are each a kubelet and a containerd in
+// their own namespaces, no kube-proxy, the images of make images imported
+// into every node, and the product installed by hack/deploy.sh from
+// config/default. It walks through it with real traffic: from a pod and
+// from every node to a ClusterIP, from an outside client to a NodePort and
+// to a LoadBalancer address; the three kinds and the agent pods in kubectl;
+// a config change rolled out node by node after approval; a ProxyPolicy's
+// effect on traffic. It tears everything down at the end, on failure and on
+// Ctrl-C; -keep waits for Ctrl-C before it does.
 //
 // Run it with "make demo" (or "make demo KEEP=1"); it needs root.
 package main
@@ -25,20 +29,23 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
-	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
+	"github.com/synterix/synterix-kube-proxy/test/kubenode"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 	"github.com/synterix/synterix-kube-proxy/test/poll"
+	"github.com/synterix/synterix-kube-proxy/test/shipped"
 )
 
 func main() {
-	cluster.RunHelperIfRequested()
-	keep := flag.Bool("keep", false, "leave the cluster running and print how to use it and tear it down")
-	down := flag.Bool("down", false, "tear down every cluster left by earlier runs (kept ones included) and exit")
+	keep := flag.Bool("keep", false, "leave the cluster running until Ctrl-C, and print how to use it")
+	down := flag.Bool("down", false, "tear down every cluster left by earlier runs and exit")
 	nodes := flag.Int("nodes", 3, "number of nodes")
 	flag.Parse()
 	if *down {
-		for _, id := range cluster.ListClusters() {
-			cluster.TearDown(id)
+		for _, id := range kubenode.ListClusters() {
+			if err := kubenode.TearDown(id); err != nil {
+				fmt.Fprintln(os.Stderr, id, err)
+			}
 			fmt.Println("removed", id)
 		}
 		return
@@ -47,7 +54,7 @@ func main() {
 }
 
 type demo struct {
-	c     *cluster.Cluster
+	c     *shipped.Cluster
 	step  int
 	steps int
 	start time.Time
@@ -59,46 +66,31 @@ func (d *demo) progress(format string, args ...any) {
 }
 
 func run(keep bool, nodes int) (code int) {
-	start := time.Now()
+	d := &demo{steps: 8, start: time.Now()}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	var c *cluster.Cluster
 	go func() {
 		s := <-sigs
 		fmt.Fprintf(os.Stderr, "\n==> %v: stopping and tearing down (again to force)\n", s)
 		cancel()
 		<-sigs
-		if c != nil {
-			_ = c.Down()
+		if d.c != nil {
+			_ = d.c.Down()
 		}
 		os.Exit(130)
 	}()
 
-	d := &demo{steps: 10, start: start}
-	d.progress("Bringing up a %d-node cluster of network namespaces", nodes)
-	var err error
-	c, err = cluster.Up(ctx, cluster.Options{Nodes: nodes, Keep: keep, Progress: os.Stdout})
+	d.progress("Bringing up a %d-node cluster: a kubelet and a containerd per node, no kube-proxy", nodes)
+	before, err := kubenode.TakeHostState()
+	if err != nil {
+		return fail(nil, "reading the host's state", err)
+	}
+	c, err := shipped.Up(ctx, shipped.Options{Nodes: nodes, Progress: os.Stdout})
 	if c != nil {
 		d.c = c
-		defer func() {
-			if keep && code == 0 {
-				printKeep(c)
-				return
-			}
-			fmt.Printf("\n==> Tearing down %s\n", c.ID)
-			if err := c.Down(); err != nil {
-				fmt.Fprintln(os.Stderr, "teardown:", err)
-				code = 1
-			}
-			if code == 0 {
-				c.RemoveDir()
-				fmt.Printf("==> Done in %.1fs: nothing left behind (no namespace, link, process or rule)\n", time.Since(start).Seconds())
-			} else {
-				fmt.Fprintf(os.Stderr, "==> Logs of every process kept in %s\n", c.LogDir)
-			}
-		}()
+		defer func() { code = d.tearDown(ctx, code, keep, before) }()
 	}
 	if err != nil {
 		return fail(c, "bringing up the cluster", err)
@@ -109,27 +101,61 @@ func run(keep bool, nodes int) (code int) {
 	return 0
 }
 
-func fail(c *cluster.Cluster, where string, err error) int {
+// tearDown waits for Ctrl-C first when keep is set (and the demo
+// succeeded), then tears the cluster down and checks that the host holds
+// nothing of it; the folder with every log is removed after a success and
+// kept after a failure.
+func (d *demo) tearDown(ctx context.Context, code int, keep bool, before *kubenode.HostState) int {
+	c := d.c
+	if keep && code == 0 {
+		printKeep(c)
+		<-ctx.Done()
+	}
+	fmt.Printf("\n==> Tearing down %s\n", c.ID)
+	fp := kubenode.CaptureFootprint(c.ID)
+	if err := c.Down(); err != nil {
+		fmt.Fprintln(os.Stderr, "teardown:", err)
+		code = 1
+	}
+	if code == 0 {
+		_ = c.RemoveDir()
+	}
+	left, err := before.Leftovers(c.ID, fp)
+	if err != nil {
+		left = append(left, err.Error())
+	}
+	for _, l := range left {
+		if code != 0 && strings.HasPrefix(l, "folder ") {
+			continue // kept for its logs
+		}
+		fmt.Fprintln(os.Stderr, "==> LEFT ON THE HOST:", l)
+		code = 1
+	}
+	if code == 0 {
+		fmt.Printf("==> Done in %.1fs; checked: nothing of %s is left on the host (no namespace, mount, process, cgroup, rule or file)\n",
+			time.Since(d.start).Seconds(), c.ID)
+	} else {
+		fmt.Fprintf(os.Stderr, "==> Logs kept in %s\n", c.Dir)
+	}
+	return code
+}
+
+func fail(c *shipped.Cluster, where string, err error) int {
 	fmt.Fprintf(os.Stderr, "\n==> FAILED at %s: %v\n", where, err)
 	if c != nil {
-		fmt.Fprintf(os.Stderr, "==> Process logs: %s (manager.log, agent-node-N.log, kube-apiserver.log, etcd.log)\n", c.LogDir)
-	}
-	if cluster.IsMissing(err) {
-		fmt.Fprintln(os.Stderr, "==> A piece of the product is not in this tree yet; the demo runs only the real thing.")
+		fmt.Fprintf(os.Stderr, "==> Logs: %s/logs (control plane), %s/node-N/logs (containerd, kubelet), %s/node-N/pod-logs (pods)\n", c.Dir, c.Dir, c.Dir)
 	}
 	return 1
 }
 
-func printKeep(c *cluster.Cluster) {
+func printKeep(c *shipped.Cluster) {
 	fmt.Printf(`
-==> The cluster %s is left running (KEEP=1).
-    kubeconfig: %s
-    kubectl:    sudo %s get gatewayconfigs,proxynodes,proxypolicies -A
-    a shell on node-1:  sudo ip netns exec %s bash
-    the client:         sudo ip netns exec %s bash
-    logs:       %s
-    tear down:  sudo go run ./test/cluster/cmd/demo -down   (the next 'make demo' also removes it)
-`, c.ID, c.Kubeconfig, c.KubectlCommand(), c.Nodes[0].NS.Name, c.ClientNS.Name, c.LogDir)
+==> The cluster %s stays up until Ctrl-C (KEEP=1).
+    kubectl:            sudo %s get gatewayconfigs,proxynodes,proxypolicies
+    a shell on node-1:  sudo ip netns exec %s bash   (its containerd: nsenter -t %d -m -n ctr -n k8s.io containers ls)
+    the outside client: sudo ip netns exec %s bash
+    logs:               %s
+`, c.ID, c.KubectlPath, c.Nodes[0].NS.Name, c.Nodes[0].Holder.Pid(), c.ClientNS.Name, c.Dir)
 }
 
 func (d *demo) kubectl(args ...string) error {
@@ -152,53 +178,22 @@ func (d *demo) manifest(name string) string {
 
 func (d *demo) walk(ctx context.Context) error {
 	c := d.c
-	d.progress("Starting the operator (bin/manager, as config/default deploys it)")
-	if err := c.InstallOperator(ctx); err != nil {
+	if err := d.kubectl("get", "nodes", "-o", "wide"); err != nil {
 		return err
 	}
-	fmt.Printf("    manager running in %s, namespace %s, log %s\n", c.CP.Name, c.OperatorNamespace(), c.Manager.LogPath)
-
-	d.progress("Applying the samples of config/samples (the edge GatewayConfig selects no node: none is labelled node-role.synterix.io/edge)")
-	if err := d.kubectl("apply", "-f", d.manifest("web.yaml")); err != nil {
+	if err := d.install(ctx); err != nil {
 		return err
 	}
-	if err := d.kubectl("apply", "-f", filepath.Join(c.RepoRoot(), "config", "samples")); err != nil {
+	if err := d.samples(ctx); err != nil {
 		return err
 	}
-
-	d.progress("Starting one agent per node (bin/agent in the node's namespace, as the operator's DaemonSet asks)")
-	if err := c.StartAgents(ctx); err != nil {
-		return err
-	}
-	for _, n := range c.Nodes {
-		fmt.Printf("    %s: agent pid %d in %s, log %s\n", n.Name, n.Agent.Pid(), n.NS.Name, n.Agent.LogPath)
-	}
-	gc, err := c.WaitGatewayConfigRolledOut(ctx, "default", 3*time.Minute)
+	web, err := d.backends(ctx)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("    GatewayConfig default rolled out: revision %s ready on %d/%d nodes\n", gc.Status.CurrentRevision, gc.Status.ReadyNodes, gc.Status.DesiredNodes)
 
-	d.progress("Starting pods web-1..%d (one per node) and checkout-1..2, and their EndpointSlices", len(c.Nodes))
-	web, err := d.pods(ctx, "web", len(c.Nodes))
-	if err != nil {
-		return err
-	}
-	checkout, err := d.pods(ctx, "checkout", 2)
-	if err != nil {
-		return err
-	}
-	webSvc, err := d.endpoints(ctx, "demo", "web", web)
-	if err != nil {
-		return err
-	}
-	if _, err := d.endpoints(ctx, "default", "checkout", checkout); err != nil {
-		return err
-	}
-	vip := fmt.Sprintf("%s:80", webSvc.Spec.ClusterIP)
-
-	d.progress("Real requests to Service demo/web (ClusterIP %s) from every node, and to its NodePort from the client", vip)
-	if err := d.traffic(ctx, vip, len(web), spread); err != nil {
+	d.progress("Real requests to demo/web: from a pod and every node to its ClusterIP, from the client to its NodePort and LoadBalancer address")
+	if err := d.spread(ctx, web); err != nil {
 		return err
 	}
 
@@ -220,7 +215,7 @@ func (d *demo) walk(ctx context.Context) error {
 	if err := d.policy(ctx, "web-affinity.yaml", "web-sticky"); err != nil {
 		return err
 	}
-	if err := d.traffic(ctx, vip, len(web), sticky); err != nil {
+	if err := d.fromNodes(ctx, web, sticky); err != nil {
 		return err
 	}
 
@@ -231,7 +226,93 @@ func (d *demo) walk(ctx context.Context) error {
 	if err := d.policy(ctx, "web-roundrobin.yaml", "web-rotate"); err != nil {
 		return err
 	}
-	return d.traffic(ctx, vip, len(web), rotate)
+	return d.fromNodes(ctx, web, rotate)
+}
+
+// install installs the product as docs/install.md tells a user on a
+// cluster without kube-proxy, and shows the operator.
+func (d *demo) install(ctx context.Context) error {
+	c := d.c
+	d.progress("Installing the product as docs/install.md says: the API server's address, then hack/deploy.sh (config/default with %s)", c.ManagerImage())
+	fmt.Printf("    kubectl -n %s create configmap %s KUBERNETES_SERVICE_HOST=%s KUBERNETES_SERVICE_PORT=%d\n",
+		shipped.OperatorNamespace, shipped.APIServerConfigMap, clusternet.APIServerIP, clusternet.APIServerPort)
+	fmt.Printf("    IMG=%s AGENT_IMG=%s hack/deploy.sh\n", c.ManagerImage(), c.AgentImage())
+	var out strings.Builder
+	if err := c.Install(ctx, &out); err != nil {
+		fmt.Print(indent(out.String()))
+		return err
+	}
+	fmt.Printf("      %d objects applied server-side; the operator's Deployment is available\n", strings.Count(out.String(), "serverside-applied"))
+	return d.kubectl("-n", shipped.OperatorNamespace, "get", "deployments,pods", "-o", "wide")
+}
+
+// samples applies config/samples and the workload, and shows the agent
+// pods once the GatewayConfig default rolled out.
+func (d *demo) samples(ctx context.Context) error {
+	c := d.c
+	d.progress("Applying config/samples and the workload: echo pods behind demo/web (LoadBalancer) and default/checkout")
+	if err := d.kubectl("apply", "-f", filepath.Join(c.RepoRoot(), "config", "samples")); err != nil {
+		return err
+	}
+	if err := d.kubectl("apply", "-f", d.manifest("web.yaml")); err != nil {
+		return err
+	}
+	gc, err := shipped.WaitRolledOut(ctx, c.Client, "default", 3*time.Minute)
+	if err != nil {
+		return err
+	}
+	if _, err := c.WaitAgentsReady(ctx, 2*time.Minute); err != nil {
+		return err
+	}
+	fmt.Printf("    GatewayConfig default rolled out: revision %s ready on %d/%d nodes; its DaemonSet runs the agent pods:\n",
+		gc.Status.CurrentRevision, gc.Status.ReadyNodes, gc.Status.DesiredNodes)
+	return d.kubectl("-n", shipped.OperatorNamespace, "get", "pods", "-l", "app.kubernetes.io/name=synterix-agent", "-o", "wide")
+}
+
+// web is the demo Service and where to reach it.
+type web struct {
+	vip, lb string
+	pods    []string
+	client  *shipped.Pod
+}
+
+// backends waits for the web and checkout pods and the EndpointSlice
+// controller's slices, writes web's LoadBalancer address as a cloud's
+// controller would, and starts a client pod.
+func (d *demo) backends(ctx context.Context) (*web, error) {
+	c := d.c
+	for _, s := range []struct{ ns, name string }{{"demo", "web"}, {"default", "checkout"}} {
+		if _, err := c.Kubectl("-n", s.ns, "rollout", "status", "statefulset/"+s.name, "--timeout=3m"); err != nil {
+			return nil, err
+		}
+	}
+	if err := d.kubectl("-n", "demo", "get", "pods,endpointslices", "-o", "wide"); err != nil {
+		return nil, err
+	}
+	var svc corev1.Service
+	if err := c.Client.Get(ctx, client.ObjectKey{Namespace: "demo", Name: "web"}, &svc); err != nil {
+		return nil, err
+	}
+	w := &web{vip: fmt.Sprintf("%s:80", svc.Spec.ClusterIP), lb: clusternet.NextLoadBalancerIP()}
+	if err := shipped.SetLoadBalancerIngress(ctx, c.Client, &svc, w.lb); err != nil {
+		return nil, err
+	}
+	fmt.Printf("    status.loadBalancer.ingress of demo/web = %s (as a cloud's controller would write it; the client routes it via node-1)\n", w.lb)
+	w.lb += ":80"
+	var pods corev1.PodList
+	if err := c.Client.List(ctx, &pods, client.InNamespace("demo"), client.MatchingLabels{"app": "web"}); err != nil {
+		return nil, err
+	}
+	for _, p := range pods.Items {
+		w.pods = append(w.pods, p.Name)
+	}
+	clients, err := c.RunPods(ctx, "demo", "client", c.Nodes[:1], shipped.PodOptions{TCP: []int{8080}})
+	if err != nil {
+		return nil, err
+	}
+	w.client = clients[0]
+	fmt.Printf("    pod demo/%s on %s (%s) will send requests; it is no backend\n", w.client.Name, w.client.Node.Name, w.client.IP)
+	return w, nil
 }
 
 // policy applies a ProxyPolicy manifest, waits until it is Programmed on
@@ -259,29 +340,6 @@ func (d *demo) policy(ctx context.Context, file, name string) error {
 	return d.kubectl("get", "proxypolicies", "-n", "demo")
 }
 
-// pods starts count pods named prefix-1..count, spread over the nodes.
-func (d *demo) pods(ctx context.Context, prefix string, count int) ([]*cluster.Pod, error) {
-	var out []*cluster.Pod
-	for i := 0; i < count; i++ {
-		n := d.c.Nodes[i%len(d.c.Nodes)]
-		p, err := d.c.AddPod(ctx, n, fmt.Sprintf("%s-%d", prefix, i+1), []int{8080}, []int{8080})
-		if err != nil {
-			return nil, err
-		}
-		fmt.Printf("    pod %-10s on %s  %s\n", p.Name, n.Name, p.IP)
-		out = append(out, p)
-	}
-	return out, nil
-}
-
-func (d *demo) endpoints(ctx context.Context, ns, name string, pods []*cluster.Pod) (*corev1.Service, error) {
-	var svc corev1.Service
-	if err := d.c.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, &svc); err != nil {
-		return nil, err
-	}
-	return &svc, d.c.SetEndpoints(ctx, &svc, cluster.Ready(pods...), 1)
-}
-
 // What traffic expects of the answers.
 type expectation int
 
@@ -291,43 +349,51 @@ const (
 	rotate                    // every pod answers exactly as often
 )
 
-// traffic sends requests from every node (and, for spread, from the client
-// to every node's NodePort) and prints who answered.
-func (d *demo) traffic(ctx context.Context, vip string, pods int, want expectation) error {
-	const perNode = 30
-	for _, n := range d.c.Nodes {
-		var t netns.Answers
-		err := poll.Until(ctx, 90*time.Second, "traffic from "+n.Name+" to "+vip, func(context.Context) (bool, string, error) {
-			t = n.NS.Spread("tcp", vip, perNode, netns.RequestOptions{})
-			switch want {
-			case sticky:
-				return t.Failures == 0 && len(t.Servers) == 1, t.String(), nil
-			case rotate:
-				for _, k := range t.Servers {
-					if k != perNode/pods {
-						return false, t.String(), nil
-					}
+const perSource = 30
+
+// send waits until perSource requests from ns to target meet want, and
+// prints who answered.
+func (d *demo) send(ctx context.Context, label string, ns *netns.NS, target string, pods int, want expectation) error {
+	var a netns.Answers
+	err := poll.Until(ctx, 90*time.Second, label+" -> "+target, func(context.Context) (bool, string, error) {
+		a = ns.Spread("tcp", target, perSource, netns.RequestOptions{})
+		switch want {
+		case sticky:
+			return a.Failures == 0 && len(a.Servers) == 1, a.String(), nil
+		case rotate:
+			for _, k := range a.Servers {
+				if k != perSource/pods {
+					return false, a.String(), nil
 				}
 			}
-			return t.Failures == 0 && len(t.Servers) == pods, t.String(), nil
-		})
-		fmt.Printf("    from %s: %s\n", n.Name, t)
-		if err != nil {
+		}
+		return a.Failures == 0 && len(a.Servers) == pods, a.String(), nil
+	})
+	fmt.Printf("    %-34s %s\n", label+" -> "+target+":", a)
+	return err
+}
+
+// spread sends requests from the client pod, every node and the client.
+func (d *demo) spread(ctx context.Context, w *web) error {
+	c := d.c
+	if err := d.send(ctx, "pod "+w.client.Name, w.client.NS, w.vip, len(w.pods), spread); err != nil {
+		return err
+	}
+	if err := d.fromNodes(ctx, w, spread); err != nil {
+		return err
+	}
+	for _, n := range c.Nodes {
+		if err := d.send(ctx, "client", c.ClientNS, n.IP+":30080", len(w.pods), spread); err != nil {
 			return err
 		}
 	}
-	if want != spread {
-		return nil
-	}
+	return d.send(ctx, "client", c.ClientNS, w.lb, len(w.pods), spread)
+}
+
+// fromNodes sends requests from every node to web's ClusterIP.
+func (d *demo) fromNodes(ctx context.Context, w *web, want expectation) error {
 	for _, n := range d.c.Nodes {
-		addr := fmt.Sprintf("%s:30080", n.IP)
-		var t netns.Answers
-		err := poll.Until(ctx, 60*time.Second, "NodePort "+addr+" from the client", func(context.Context) (bool, string, error) {
-			t = d.c.ClientNS.Spread("tcp", addr, perNode, netns.RequestOptions{})
-			return t.Failures == 0 && len(t.Servers) == pods, t.String(), nil
-		})
-		fmt.Printf("    client -> NodePort %s: %s\n", addr, t)
-		if err != nil {
+		if err := d.send(ctx, n.Name, n.NS, w.vip, len(w.pods), want); err != nil {
 			return err
 		}
 	}
@@ -342,10 +408,10 @@ func (d *demo) rollout(ctx context.Context) error {
 	if _, err := c.Kubectl("patch", "gatewayconfig", "default", "--type=merge", "-p", `{"spec":{"rollout":{"strategy":"Manual"}}}`); err != nil {
 		return err
 	}
-	if _, err := c.WaitGatewayConfigRolledOut(ctx, "default", 2*time.Minute); err != nil {
+	if _, err := shipped.WaitRolledOut(ctx, c.Client, "default", 2*time.Minute); err != nil {
 		return err
 	}
-	before, err := c.ProxyNodes(ctx)
+	before, err := shipped.ProxyNodes(ctx, c.Client)
 	if err != nil {
 		return err
 	}
@@ -366,7 +432,7 @@ func (d *demo) rollout(ctx context.Context) error {
 	if err := d.kubectl("get", "gatewayconfig", "default"); err != nil {
 		return err
 	}
-	now, err := c.ProxyNodes(ctx)
+	now, err := shipped.ProxyNodes(ctx, c.Client)
 	if err != nil {
 		return err
 	}
@@ -381,10 +447,21 @@ func (d *demo) rollout(ctx context.Context) error {
 		fmt.Sprintf(`{"spec":{"rollout":{"approvedRevision":%q}}}`, pending)); err != nil {
 		return err
 	}
-	// Print every change of a node's assigned or applied revision.
+	if err := d.watchNodes(ctx, pending); err != nil {
+		return err
+	}
+	if _, err := shipped.WaitRolledOut(ctx, c.Client, "default", 2*time.Minute); err != nil {
+		return err
+	}
+	return d.kubectl("get", "gatewayconfig", "default")
+}
+
+// watchNodes prints every change of a node's assigned or applied revision
+// until every node applied rev.
+func (d *demo) watchNodes(ctx context.Context, rev string) error {
 	seen := map[string]string{}
-	err = poll.Until(ctx, 3*time.Minute, "revision "+pending+" applied on every node", func(ctx context.Context) (bool, string, error) {
-		pns, err := c.ProxyNodes(ctx)
+	return poll.Until(ctx, 3*time.Minute, "revision "+rev+" applied on every node", func(ctx context.Context) (bool, string, error) {
+		pns, err := shipped.ProxyNodes(ctx, d.c.Client)
 		if err != nil {
 			return false, err.Error(), nil
 		}
@@ -401,17 +478,10 @@ func (d *demo) rollout(ctx context.Context) error {
 				seen[n] = state
 				fmt.Printf("    %6.1fs %s: %s\n", time.Since(d.start).Seconds(), n, state)
 			}
-			if pn.Spec.Revision == pending && pn.Status.AppliedRevision == pending {
+			if pn.Spec.Revision == rev && pn.Status.AppliedRevision == rev {
 				done++
 			}
 		}
-		return done == len(names), fmt.Sprintf("%d/%d nodes at %s", done, len(names), pending), nil
+		return done == len(names), fmt.Sprintf("%d/%d nodes at %s", done, len(names), rev), nil
 	})
-	if err != nil {
-		return err
-	}
-	if _, err := c.WaitGatewayConfigRolledOut(ctx, "default", 2*time.Minute); err != nil {
-		return err
-	}
-	return d.kubectl("get", "gatewayconfig", "default")
 }

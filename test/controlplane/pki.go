@@ -1,4 +1,4 @@
-package kubenode
+package controlplane
 
 import (
 	"crypto/ecdsa"
@@ -53,7 +53,7 @@ func NewPKI(dir string) (*PKI, error) {
 	now := time.Now().Add(-time.Hour)
 	tmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "synx-kubenode-ca"},
+		Subject:               pkix.Name{CommonName: "synx-cluster-ca"},
 		NotBefore:             now,
 		NotAfter:              now.Add(10 * 365 * 24 * time.Hour),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
@@ -156,10 +156,22 @@ func writePair(dir, name string, der []byte, key *ecdsa.PrivateKey) (*Cert, erro
 // WriteKubeconfig writes a kubeconfig that reaches server with the client
 // certificate c, trusting the cluster's CA.
 func (p *PKI) WriteKubeconfig(path, server string, c *Cert) error {
+	return p.writeKubeconfig(path, server, func(a *clientcmdapi.AuthInfo) {
+		a.ClientCertificateData, a.ClientKeyData = c.CertPEM, c.KeyPEM
+	})
+}
+
+// WriteTokenKubeconfig writes a kubeconfig that reaches server with a
+// bearer token (a ServiceAccount's), trusting the cluster's CA.
+func (p *PKI) WriteTokenKubeconfig(path, server, token string) error {
+	return p.writeKubeconfig(path, server, func(a *clientcmdapi.AuthInfo) { a.Token = token })
+}
+
+func (p *PKI) writeKubeconfig(path, server string, auth func(*clientcmdapi.AuthInfo)) error {
 	cfg := clientcmdapi.NewConfig()
 	cfg.Clusters["synx"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: p.CAPEM}
 	a := clientcmdapi.NewAuthInfo()
-	a.ClientCertificateData, a.ClientKeyData = c.CertPEM, c.KeyPEM
+	auth(a)
 	cfg.AuthInfos["synx"] = a
 	cfg.Contexts["synx"] = &clientcmdapi.Context{Cluster: "synx", AuthInfo: "synx"}
 	cfg.CurrentContext = "synx"
