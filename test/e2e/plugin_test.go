@@ -17,16 +17,16 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/iptables"
 	"github.com/synterix/synterix-kube-proxy/agent/trace"
 	"github.com/synterix/synterix-kube-proxy/agent/trace/tracetest"
-	"github.com/synterix/synterix-kube-proxy/test/cluster"
+	"github.com/synterix/synterix-kube-proxy/test/controlplane"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // The kubectl plugin against the cluster: built from the repository, found
-// by kubectl's plugin discovery, run in the control-plane namespace with
-// the cluster's kubeconfig after config/explain is applied. Where the
-// agents run as pods it goes through the API server's pods/proxy; where
-// they run as processes (no agent pod exists) with --direct to the nodes'
-// addresses.
+// by kubectl's plugin discovery, run as the admin in the control-plane
+// namespace after config/explain is applied. On the shipped tier the
+// agents are pods and the plugin goes through the API server's pods/proxy;
+// on the process tier (no agent pod) it connects to the nodes' addresses
+// (--direct).
 var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 	var (
 		pluginDir string
@@ -35,12 +35,12 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 	BeforeAll(func() {
 		pluginDir = GinkgoT().TempDir()
 		build := exec.Command("go", "build", "-o", filepath.Join(pluginDir, "kubectl-synterix"), "./cmd/kubectl-synterix")
-		build.Dir = c.RepoRoot()
+		build.Dir = repoRoot()
 		out, err := build.CombinedOutput()
 		Expect(err).NotTo(HaveOccurred(), "build the plugin: %s", out)
-		_, err = c.Kubectl("apply", "-k", filepath.Join(c.RepoRoot(), "config", "explain"))
+		_, err = t.Kubectl("apply", "-k", filepath.Join(repoRoot(), "config", "explain"))
 		Expect(err).NotTo(HaveOccurred())
-		pods, err := c.Kube.CoreV1().Pods(c.OperatorNamespace()).List(background,
+		pods, err := controlPlane().Kube.CoreV1().Pods(t.OperatorNamespace()).List(background,
 			metav1.ListOptions{LabelSelector: "app.kubernetes.io/name=synterix-agent"})
 		Expect(err).NotTo(HaveOccurred())
 		if len(pods.Items) == 0 {
@@ -52,9 +52,10 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 	// synterix runs "kubectl synterix args..." and returns its output and
 	// whether it exited 0.
 	synterix := func(args ...string) (string, bool) {
-		full := append([]string{"env", "PATH=" + pluginDir + ":" + os.Getenv("PATH"), kubectlPath(),
-			"--kubeconfig", c.Kubeconfig, "synterix", "--operator-namespace", c.OperatorNamespace()}, append(extra, args...)...)
-		out, err := c.CP.Exec(full...)
+		cp := controlPlane()
+		full := append([]string{"env", "PATH=" + pluginDir + ":" + os.Getenv("PATH"), filepath.Join(cp.Bin, "kubectl"), "synterix",
+			"--kubeconfig", cp.AdminKubeconfig, "--operator-namespace", t.OperatorNamespace()}, append(extra, args...)...)
+		out, err := cp.NS.Exec(full...)
 		fmt.Fprintf(GinkgoWriter, "$ kubectl synterix %s\n%s\n", strings.Join(args, " "), out)
 		return out, err == nil
 	}
@@ -63,7 +64,7 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 		Eventually(func(g Gomega) {
 			out, ok := synterix("status")
 			g.Expect(ok).To(BeTrue())
-			for _, n := range c.Nodes {
+			for _, n := range nodes() {
 				g.Expect(out).To(ContainSubstring(n.Name))
 			}
 			g.Expect(out).To(ContainSubstring("True (Synced)"))
@@ -74,12 +75,12 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 
 	It("explains a Service with endpoints and one without, on a node", func() {
 		ns := newNamespace()
-		pods := startPods("explain", c.Nodes[0], c.Nodes[1])
+		pods := startPods(ns, "explain", nodes()[0], nodes()[1])
 		web := createService(newService(ns, "web", tcp("http", 80, 8080)))
-		setEndpoints(web, cluster.Ready(pods...), 1)
+		setBackends(web, pods, 1)
 		empty := createService(newService(ns, "empty", tcp("http", 80, 8080)))
-		expectReachesAll(c.Nodes[0].NS, "tcp", addr(web.Spec.ClusterIP, 80), pods)
-		node := c.Nodes[0].Name
+		expectReachesAll(nodes()[0].NS, "tcp", addr(web.Spec.ClusterIP, 80), pods)
+		node := nodes()[0].Name
 		out, ok := synterix("-n", ns, "explain", "service", "web", "--node", node)
 		Expect(ok).To(BeTrue())
 		Expect(out).To(ContainSubstring("Verdict: OK"))
@@ -92,37 +93,37 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 
 	It("traces a packet as it really goes", func() {
 		ns := newNamespace()
-		pods := startPods("trace", c.Nodes[1], c.Nodes[2])
+		pods := startPods(ns, "trace", nodes()[1], nodes()[2])
 		web := createService(newService(ns, "web", tcp("http", 80, 8080)))
-		setEndpoints(web, cluster.Ready(pods...), 1)
+		setBackends(web, pods, 1)
 		target := addr(web.Spec.ClusterIP, 80)
-		from := c.Nodes[0]
+		from := nodes()[0]
 		expectReachesAll(from.NS, "tcp", target, pods)
 		out, ok := synterix("trace", "--node", from.Name, "--from", from.IP, "--to", target, "-o", "json")
 		Expect(ok).To(BeTrue())
-		var t report.Trace
-		Expect(json.Unmarshal([]byte(out), &t)).To(Succeed())
-		eps := t.Result.Endpoints()
-		Expect(eps).To(HaveLen(len(pods)), "trace %s", t.Summary)
+		var tr report.Trace
+		Expect(json.Unmarshal([]byte(out), &tr)).To(Succeed())
+		eps := tr.Result.Endpoints()
+		Expect(eps).To(HaveLen(len(pods)), "trace %s", tr.Summary)
 		for _, p := range pods {
 			Expect(eps).To(HaveKey(p.IP + ":8080"))
 		}
+		Expect(tr.Result.Packet.FromNode).To(BeTrue())
+		Expect(tr.Result.Packet.Src).To(Equal(netip.MustParseAddr(from.IP)))
+		Expect(tr.Result.Verdicts()).To(ConsistOf(trace.VerdictDNAT))
 		// The node's own request goes where the trace says.
 		r, err := from.NS.Request("tcp", target, netns.RequestOptions{Local: from.IP})
 		Expect(err).NotTo(HaveOccurred())
-		ok, why := tracetest.Agrees(t.Result, tracetest.Outcome{Kind: "ok", Server: podAddr(pods, r.Server), ClientIP: r.ClientIP()})
+		ok, why := tracetest.Agrees(tr.Result, tracetest.Outcome{Kind: "ok", Server: podAddr(pods, r.Server), ClientIP: r.ClientIP()})
 		Expect(ok).To(BeTrue(), why)
-		Expect(t.Result.Packet.FromNode).To(BeTrue())
-		Expect(t.Result.Packet.Src).To(Equal(netip.MustParseAddr(from.IP)))
-		Expect(t.Result.Verdicts()).To(ConsistOf(trace.VerdictDNAT))
 	})
 
-	It("shows the drift of a rule deleted behind the agent's back", func() {
+	It("shows the drift of a rule deleted behind the agent's back, until the agent repairs it", func() {
 		ns := newNamespace()
-		pods := startPods("drift", c.Nodes[0], c.Nodes[1])
+		pods := startPods(ns, "drift", nodes()[0], nodes()[1])
 		web := createService(newService(ns, "web", tcp("http", 80, 8080)))
-		setEndpoints(web, cluster.Ready(pods...), 1)
-		n := c.Nodes[2]
+		setBackends(web, pods, 1)
+		n := nodes()[2]
 		expectReachesAll(n.NS, "tcp", addr(web.Spec.ClusterIP, 80), pods)
 		chain := iptables.ServiceChains(ns + "/web:http/TCP")[0]
 		_, err := n.NS.Exec("iptables", "-w", "-t", "nat", "-D", chain, "2")
@@ -130,21 +131,29 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 		out, ok := synterix("diff", "--node", n.Name)
 		Expect(ok).To(BeFalse(), "diff exits non-zero on drift")
 		Expect(out).To(ContainSubstring("chain nat " + chain))
-		// The agent puts it back at its next full sync; diff agrees again.
+		// The agent puts it back at its next full sync (syncPeriod 30s).
 		Eventually(func() bool { _, ok := synterix("diff", "--node", n.Name); return ok }).
 			WithTimeout(converge).WithPolling(poll).Should(BeTrue())
 	})
 })
 
-// kubectlPath is the kubectl of the cluster (the first word of the
-// harness's kubectl command line after "ip netns exec NS").
-func kubectlPath() string {
-	f := strings.Fields(c.KubectlCommand())
-	return f[4]
+// controlPlane is the cluster's control plane, on either tier.
+func controlPlane() *controlplane.ControlPlane {
+	if pc != nil {
+		return pc.Plane
+	}
+	return sc.ControlPlane
+}
+
+func repoRoot() string {
+	if pc != nil {
+		return pc.RepoRoot()
+	}
+	return sc.RepoRoot()
 }
 
 // podAddr is the endpoint address of the pod that answered.
-func podAddr(pods []*cluster.Pod, name string) string {
+func podAddr(pods []*pod, name string) string {
 	for _, p := range pods {
 		if p.Name == name {
 			return p.IP + ":8080"
