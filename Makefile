@@ -110,6 +110,10 @@ build: ## Build the manager and the agent into bin/.
 	CGO_ENABLED=0 go build -o bin/manager ./cmd/manager
 	CGO_ENABLED=0 go build -o bin/agent ./cmd/agent
 
+.PHONY: plugin
+plugin: ## Build the kubectl plugin into bin/kubectl-synterix (put bin/ on PATH, then: kubectl synterix status).
+	CGO_ENABLED=0 go build -ldflags "-X main.version=$(VERSION)" -o bin/kubectl-synterix ./cmd/kubectl-synterix
+
 .PHONY: demo
 demo: ## Bring up a real cluster (kubelet and containerd per node, no kube-proxy), install the product from config/default with the images built here, send real traffic, walk a Manual rollout, tear down (KEEP=1: after Ctrl-C).
 	hack/deps.sh kernel cluster images

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
@@ -18,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/internal/traceparent"
 )
 
 // apply writes a plan: it marks a rolled-back revision failed, assigns
@@ -82,6 +84,7 @@ func (r *GatewayConfigReconciler) rollBack(ctx context.Context, gc *proxyv1alpha
 // nodes, and returns the revision every won node is assigned afterwards.
 func (r *GatewayConfigReconciler) assignNodes(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, pl *rolloutPlan, now time.Time) (map[string]string, error) {
 	assigned := map[string]string{}
+	batches := map[string][]string{}
 	for _, n := range obs.won {
 		rev, changed := pl.Assign[n.Name]
 		if !changed {
@@ -91,7 +94,15 @@ func (r *GatewayConfigReconciler) assignNodes(ctx context.Context, gc *proxyv1al
 			continue
 		}
 		assigned[n.Name] = rev
-		if err := r.assign(ctx, gc, n, obs.byName[n.Name], rev, now); err != nil {
+		batches[rev] = append(batches[rev], n.Name)
+	}
+	revs := make([]string, 0, len(batches))
+	for rev := range batches {
+		revs = append(revs, rev)
+	}
+	sort.Strings(revs)
+	for _, rev := range revs {
+		if err := r.assignBatch(ctx, gc, obs, rev, batches[rev], now); err != nil {
 			return nil, err
 		}
 	}
@@ -99,6 +110,33 @@ func (r *GatewayConfigReconciler) assignNodes(ctx context.Context, gc *proxyv1al
 		logf.FromContext(ctx).V(1).Info("Assigned revisions", "nodes", len(pl.Assign), "target", pl.target)
 	}
 	return assigned, nil
+}
+
+// assignBatch assigns revision rev to the ProxyNodes of nodes, in the
+// span of the rollout batch, whose trace context each ProxyNode carries
+// for its agent.
+func (r *GatewayConfigReconciler) assignBatch(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, rev string, nodes []string, now time.Time) (err error) {
+	ctx, span := r.startBatch(ctx, obs, rev, nodes)
+	defer func() { endSpan(span, err) }()
+	byName := make(map[string]*corev1.Node, len(obs.won))
+	for _, n := range obs.won {
+		byName[n.Name] = n
+	}
+	for _, name := range nodes {
+		if err := r.assign(ctx, gc, byName[name], obs.byName[name], rev, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// traceAnnotation is the traceparent annotation of the span in ctx, or nil
+// when tracing is off.
+func traceAnnotation(ctx context.Context) map[string]string {
+	if tp := traceparent.Of(ctx); tp != "" {
+		return map[string]string{proxyv1alpha1.TraceParentAnnotation: tp}
+	}
+	return nil
 }
 
 // deleteUnwon deletes this GatewayConfig's ProxyNodes of nodes it no longer
@@ -168,6 +206,9 @@ func (r *GatewayConfigReconciler) assign(ctx context.Context, gc *proxyv1alpha1.
 			},
 			Spec: proxyv1alpha1.ProxyNodeSpec{GatewayConfig: gc.Name, Revision: rev},
 		}
+		for k, v := range traceAnnotation(ctx) {
+			pn.Annotations[k] = v
+		}
 		if err := r.Create(ctx, pn, FieldOwner); err != nil {
 			return err
 		}
@@ -189,6 +230,10 @@ func (r *GatewayConfigReconciler) assign(ctx context.Context, gc *proxyv1alpha1.
 	}
 	pn.Labels[proxyv1alpha1.RevisionGatewayConfigLabel] = labelValue(gc.Name)
 	pn.Annotations[AssignedAtAnnotation] = at
+	delete(pn.Annotations, proxyv1alpha1.TraceParentAnnotation)
+	for k, v := range traceAnnotation(ctx) {
+		pn.Annotations[k] = v
+	}
 	pn.Spec.GatewayConfig = gc.Name
 	pn.Spec.Revision = rev
 	if len(pn.OwnerReferences) == 0 {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -62,6 +63,9 @@ type GatewayConfigReconciler struct {
 	Agent    AgentOptions
 	// Now returns the current time; time.Now when nil.
 	Now func() time.Time
+	// Tracer traces reconciles and rollout batches
+	// (gatewayconfig_tracing.go); nil traces nothing.
+	Tracer trace.Tracer
 }
 
 func (r *GatewayConfigReconciler) now() time.Time {
@@ -76,6 +80,8 @@ func (r *GatewayConfigReconciler) now() time.Time {
 // which a defer writes once, only when it changed, with observedGeneration
 // advanced only when the step succeeded or found the spec invalid.
 func (r *GatewayConfigReconciler) Reconcile(ctx context.Context, req ctrl.Request) (result ctrl.Result, rerr error) {
+	ctx, span := r.startReconcile(ctx, req.Name)
+	defer func() { endSpan(span, rerr) }()
 	gc := &proxyv1alpha1.GatewayConfig{}
 	if err := r.Get(ctx, req.NamespacedName, gc); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
@@ -125,23 +131,28 @@ func (r *GatewayConfigReconciler) Reconcile(ctx context.Context, req ctrl.Reques
 // only when every phase succeeded, so a failed step reports nothing.
 func (r *GatewayConfigReconciler) rollOut(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, st *proxyv1alpha1.GatewayConfigStatus) (ctrl.Result, error) {
 	now := r.now()
-	obs, err := r.observe(ctx, gc)
-	if err != nil {
+	pctx, span := r.startPhase(ctx, "observe")
+	obs, err := r.observe(pctx, gc)
+	if endSpan(span, err); err != nil {
 		return ctrl.Result{}, err
 	}
+	_, span = r.startPhase(ctx, "plan")
 	pl, err := planRollout(gc, obs, st.CurrentRevision, now)
-	if err != nil {
+	if endSpan(span, err); err != nil {
 		return ctrl.Result{}, err
 	}
-	assigned, err := r.apply(ctx, gc, obs, pl, now)
-	if err != nil {
+	pctx, span = r.startPhase(ctx, "apply")
+	assigned, err := r.apply(pctx, gc, obs, pl, now)
+	if endSpan(span, err); err != nil {
 		return ctrl.Result{}, err
 	}
 	// gc.Status is still the status this step started from.
+	pctx, span = r.startPhase(ctx, "status")
 	before := gc.Status.DeepCopy()
 	rolloutStatus(gc.Generation, st, obs, pl, assigned)
 	recordRolloutMetrics(gc.Name, st)
-	r.announce(ctx, gc, before, obs, pl)
+	r.announce(pctx, gc, before, obs, pl)
+	span.End()
 	if pl.RequeueAfter > 0 {
 		return ctrl.Result{RequeueAfter: pl.RequeueAfter}, nil
 	}
@@ -275,7 +286,7 @@ func (r *GatewayConfigReconciler) ensureRevision(ctx context.Context, gc *proxyv
 	}
 	rev := &appsv1.ControllerRevision{
 		ObjectMeta: metav1.ObjectMeta{
-			Name: name, Namespace: r.Agent.Namespace,
+			Name: name, Namespace: r.Agent.Namespace, Annotations: revisionAnnotation(ctx),
 			Labels: map[string]string{
 				proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc.Name),
 				proxyv1alpha1.RevisionHashLabel:          hash,

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 
+	"go.opentelemetry.io/otel/trace"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
@@ -40,8 +41,25 @@ func CacheOptions(namespace string) cache.Options {
 	}}
 }
 
+// SetupOption tunes Setup.
+type SetupOption func(*setupOptions)
+
+type setupOptions struct {
+	tracer trace.TracerProvider
+}
+
+// WithTracerProvider traces the reconciles and rollout batches of
+// GatewayConfigs with tp (internal/telemetry builds it from OTEL_*).
+func WithTracerProvider(tp trace.TracerProvider) SetupOption {
+	return func(o *setupOptions) { o.tracer = tp }
+}
+
 // Setup registers every reconciler of the operator with mgr.
-func Setup(mgr manager.Manager, agent AgentOptions) error {
+func Setup(mgr manager.Manager, agent AgentOptions, opts ...SetupOption) error {
+	var so setupOptions
+	for _, o := range opts {
+		o(&so)
+	}
 	if agent.Namespace == "" {
 		return fmt.Errorf("the operator namespace is required")
 	}
@@ -58,9 +76,11 @@ func Setup(mgr manager.Manager, agent AgentOptions) error {
 		agent.MetricsPort = DefaultAgentMetricsPort
 	}
 	rec := mgr.GetEventRecorder(ControllerName)
-	if err := (&GatewayConfigReconciler{
-		Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Agent: agent,
-	}).SetupWithManager(mgr); err != nil {
+	gcr := &GatewayConfigReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Agent: agent}
+	if so.tracer != nil {
+		gcr.Tracer = so.tracer.Tracer(tracerName)
+	}
+	if err := gcr.SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the GatewayConfig controller: %w", err)
 	}
 	if err := (&ProxyPolicyReconciler{Client: mgr.GetClient(), Recorder: rec}).SetupWithManager(mgr); err != nil {

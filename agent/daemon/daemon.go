@@ -16,8 +16,11 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	"k8s.io/client-go/tools/cache"
@@ -68,6 +71,8 @@ type Options struct {
 	StatusHeartbeat time.Duration
 	// Burst is the sync burst; default syncer.DefaultBurst.
 	Burst int
+	// TracerProvider traces the syncs (tracing.go); nil traces nothing.
+	TracerProvider trace.TracerProvider
 }
 
 // Agent is a running node agent.
@@ -84,6 +89,9 @@ type Agent struct {
 
 	// Owned by the sync loop (sync.go).
 	loop loopState
+	// published is the sync loop's last Snapshot, for other goroutines.
+	published atomic.Pointer[Snapshot]
+	tracer    trace.Tracer
 }
 
 // New returns an agent; Run starts it.
@@ -112,7 +120,10 @@ func New(opts Options) *Agent {
 	if opts.Burst == 0 {
 		opts.Burst = syncer.DefaultBurst
 	}
-	a := &Agent{opts: opts}
+	if opts.TracerProvider == nil {
+		opts.TracerProvider = noop.NewTracerProvider()
+	}
+	a := &Agent{opts: opts, tracer: opts.TracerProvider.Tracer(tracerName)}
 	a.runner = syncer.New(a.sync, syncer.DefaultMinSyncPeriod, syncer.DefaultSyncPeriod, opts.Burst)
 	a.hc = health.NewNodePorts(opts.Listen)
 	a.tracker = source.NewTracker(opts.Metrics, opts.Health, a.runner.Request)

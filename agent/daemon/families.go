@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"net/netip"
 	"strings"
 
@@ -26,15 +27,17 @@ type familyLoop struct {
 	// state is the desired state last programmed, for health check ports
 	// and problems.
 	state *model.State
+	// traceCtx holds the span of the family's sync in progress.
+	traceCtx context.Context
 }
 
 // familyLoops returns the loop of every family, creating them once.
 func (a *Agent) familyLoops() []*familyLoop {
 	if a.loop.fams == nil {
 		for _, f := range families {
-			a.loop.fams = append(a.loop.fams, &familyLoop{family: f, builder: &model.Builder{},
-				plane:  dataplane.New(dataplane.Options{InNetNS: a.opts.InNetNS, NewBackend: a.opts.NewBackend, Event: a.event}),
-				status: v1alpha1.FamilyStatus{Family: corev1.IPFamily(f)}})
+			fl := &familyLoop{family: f, builder: &model.Builder{}, status: v1alpha1.FamilyStatus{Family: corev1.IPFamily(f)}}
+			fl.plane = dataplane.New(a.tracedPlane(fl))
+			a.loop.fams = append(a.loop.fams, fl)
 		}
 	}
 	return a.loop.fams

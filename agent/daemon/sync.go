@@ -66,6 +66,9 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	}
 	p := &pass{cfg: cfg, batch: a.tracker.Take(), full: full || !cfg.Same(a.loop.applied),
 		timing: timing{start: time.Now()}, res: map[model.Family]dataplane.Result{}}
+	ctx, span := a.startSync(ctx, cfg, p.full)
+	var serr error
+	defer func() { endSpan(span, serr) }()
 	present, why := nodeFamilies(a.cachedNode())
 	for _, fl := range a.familyLoops() {
 		if !present[fl.family] {
@@ -75,9 +78,9 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 		a.syncFamily(ctx, fl, p)
 	}
 	p.timing.end = time.Now()
-	if err := errors.Join(p.errs...); err != nil {
+	if serr = errors.Join(p.errs...); serr != nil {
 		a.tracker.Requeue(p.batch, p.timing.start)
-		return a.syncFailed(cfg, p.timing.start, err)
+		return a.syncFailed(cfg, p.timing.start, serr)
 	}
 	a.synced(p)
 	return nil
@@ -88,7 +91,9 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 // family alone.
 func (a *Agent) syncFamily(ctx context.Context, fl *familyLoop, p *pass) {
 	start := time.Now()
+	ctx, span := a.startFamily(ctx, fl)
 	st, res, err := a.programFamily(ctx, fl, p)
+	familyDone(span, res, err)
 	now := time.Now()
 	ms := int32(min(now.Sub(start).Milliseconds(), 1<<31-1))
 	ls := &v1alpha1.SyncStatus{Time: &metav1.Time{Time: now}, DurationMilliseconds: &ms, Type: v1alpha1.SyncPartial}
@@ -129,7 +134,7 @@ func (a *Agent) programFamily(ctx context.Context, fl *familyLoop, p *pass) (*mo
 	if p.batch.Services != nil {
 		changed = p.batch.Services
 	}
-	st := fl.builder.Build(a.modelGlobals(p.cfg, fl.family, p.policies), a.loop.data, changed)
+	st := a.build(ctx, fl, a.modelGlobals(p.cfg, fl.family, p.policies), a.loop.data, changed)
 	res, err := fl.plane.Sync(ctx, st, p.full || fl.state == nil)
 	return st, res, err
 }
@@ -252,6 +257,7 @@ func (a *Agent) synced(p *pass) {
 		FailedPolicies: p.failed,
 	}
 	a.writer.SetSync(a.loop.facts)
+	a.publish()
 	if recovered {
 		a.event(corev1.EventTypeNormal, v1alpha1.ReasonSynced, "Rules in sync again")
 	}
@@ -344,6 +350,7 @@ func (a *Agent) syncFailed(cfg *revision.Config, start time.Time, err error) err
 		a.loop.facts.Families = append(a.loop.facts.Families, fl.status)
 	}
 	a.writer.SetSync(a.loop.facts)
+	a.publish()
 	klog.ErrorS(err, "Sync failed; the rules in the kernel are left as they were", "revision", cfg.Name)
 	if first {
 		a.event(corev1.EventTypeWarning, v1alpha1.ReasonSyncFailed, err.Error())
@@ -372,6 +379,7 @@ func (a *Agent) removeAll(ctx context.Context) error {
 		a.loop.data.Stop()
 		a.loop.data = nil
 	}
+	a.publish()
 	msg := "ProxyNode " + a.opts.NodeName + " was deleted (its GatewayConfig no longer selects this node): removed every rule of the agent; idle until a ProxyNode is assigned again"
 	klog.InfoS("Removed all rules: ProxyNode deleted", "proxyNode", a.opts.NodeName)
 	if n := a.cachedNode(); n != nil {

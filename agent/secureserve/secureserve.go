@@ -50,6 +50,9 @@ type Options struct {
 	CertFile, KeyFile string
 	// Config is the agent's client configuration, for the reviews.
 	Config *rest.Config
+	// Audiences are paths served with their own guard: tokens bound to
+	// other audiences than the API server's (audience.go).
+	Audiences []Audience
 }
 
 // Cache lifetimes of the reviews' answers. A revoked permission stops
@@ -65,6 +68,9 @@ const (
 func Serve(ctx context.Context, o Options, h http.Handler) (net.Addr, error) {
 	guarded, err := Wrap(o.Config, h)
 	if err != nil {
+		return nil, err
+	}
+	if guarded, err = mount(o.Config, guarded, o.Audiences); err != nil {
 		return nil, err
 	}
 	cert, err := certificate(o.CertFile, o.KeyFile)
@@ -105,6 +111,11 @@ func Serve(ctx context.Context, o Options, h http.Handler) (net.Addr, error) {
 // Wrap returns h behind authentication (TokenReview) and authorization
 // (SubjectAccessReview) through the API server of cfg.
 func Wrap(cfg *rest.Config, h http.Handler) (http.Handler, error) {
+	return wrap(cfg, nil, h)
+}
+
+// wrap is Wrap for tokens bound to audiences (nil: the API server's).
+func wrap(cfg *rest.Config, audiences authenticator.Audiences, h http.Handler) (http.Handler, error) {
 	if cfg == nil {
 		return nil, errors.New("secure serving needs a client configuration for its token and access reviews")
 	}
@@ -115,6 +126,7 @@ func Wrap(cfg *rest.Config, h http.Handler) (http.Handler, error) {
 	backoff := &wait.Backoff{Duration: 500 * time.Millisecond, Factor: 1.5, Jitter: 0.2, Steps: 5}
 	authn, _, err := authenticatorfactory.DelegatingAuthenticatorConfig{
 		Anonymous:                &apiserver.AnonymousAuthConfig{Enabled: false},
+		APIAudiences:             audiences,
 		TokenAccessReviewClient:  cs.AuthenticationV1(),
 		TokenAccessReviewTimeout: 10 * time.Second,
 		WebhookRetryBackoff:      backoff,

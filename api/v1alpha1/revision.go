@@ -18,6 +18,11 @@ const (
 	RevisionGatewayConfigLabel = "proxy.synterix.io/gateway-config"
 	// RevisionHashLabel labels a ControllerRevision with the hash of its data.
 	RevisionHashLabel = "proxy.synterix.io/revision-hash"
+	// TraceParentAnnotation, when tracing is on, carries a W3C traceparent
+	// across the API: on a ControllerRevision, the operator's reconcile
+	// that created it; on a ProxyNode, the rollout batch that assigned its
+	// revision, which the agent's first sync of that revision continues.
+	TraceParentAnnotation = "proxy.synterix.io/traceparent"
 )
 
 // RevisionData is what a config revision holds.

@@ -23,12 +23,15 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/daemon"
 	"github.com/synterix/synterix-kube-proxy/agent/dataplane"
+	"github.com/synterix/synterix-kube-proxy/agent/explain"
+	"github.com/synterix/synterix-kube-proxy/agent/explain/report"
 	"github.com/synterix/synterix-kube-proxy/agent/health"
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
+	"github.com/synterix/synterix-kube-proxy/internal/telemetry"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -126,18 +129,30 @@ func run() error {
 	recorder, stopEvents := daemon.NewEventRecorder(ctx, clients.Core, o.nodeName)
 	defer stopEvents()
 
+	// Traces go where the OTEL_* environment says (the agent pod gets it
+	// from the ConfigMap synterix-apiserver); none when it says nothing.
+	tp, stopTracing, err := telemetry.Setup(ctx, telemetry.Options{ServiceName: "synterix-agent", ServiceVersion: version,
+		Attributes: map[string]string{"k8s.node.name": o.nodeName}})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		c, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = stopTracing(c)
+	}()
 	m := metrics.New()
 	hs := health.NewState(time.Minute)
 	a := daemon.New(daemon.Options{
 		NodeName: o.nodeName, OperatorNamespace: o.operatorNS, Clients: clients, Recorder: recorder,
-		Metrics: m, Health: hs, AgentVersion: version,
+		Metrics: m, Health: hs, AgentVersion: version, TracerProvider: tp,
 	})
 	if o.healthAddr != "" {
 		if _, err := serve(ctx, o.healthAddr, hs.Handler()); err != nil {
 			return fmt.Errorf("health server: %w", err)
 		}
 	}
-	if _, err := serveMetrics(ctx, o, m, cfg); err != nil {
+	if _, err := serveMetrics(ctx, o, m, cfg, a.Snapshot); err != nil {
 		return fmt.Errorf("metrics server: %w", err)
 	}
 	klog.InfoS("Starting agent", "version", version, "node", o.nodeName, "operatorNamespace", o.operatorNS)
@@ -149,10 +164,13 @@ func run() error {
 // serveMetrics serves /metrics (and the profiles, with --profiling) on
 // --metrics-addr until ctx ends, and returns the address it listens on
 // (nil when disabled). With --metrics-secure it serves HTTPS to clients the
-// API server of cfg authenticates and authorizes (agent/secureserve);
-// without, plain HTTP, on a loopback address only: the agent runs on the
-// host network, so any other address is reachable from outside the node.
-func serveMetrics(ctx context.Context, o options, m *metrics.Metrics, cfg *rest.Config) (net.Addr, error) {
+// API server of cfg authenticates and authorizes (agent/secureserve), and
+// the explanation of what the agent programmed under /debug/synterix/
+// (agent/explain) to tokens bound to its own audience; without, plain
+// HTTP, on a loopback address only and without the explanation: the agent
+// runs on the host network, so any other address is reachable from outside
+// the node.
+func serveMetrics(ctx context.Context, o options, m *metrics.Metrics, cfg *rest.Config, snapshot func() *daemon.Snapshot) (net.Addr, error) {
 	if o.metricsAddr == "" {
 		return nil, nil
 	}
@@ -165,7 +183,9 @@ func serveMetrics(ctx context.Context, o options, m *metrics.Metrics, cfg *rest.
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
 	if o.metricsSecure {
-		return secureserve.Serve(ctx, secureserve.Options{Addr: o.metricsAddr, CertFile: o.tlsCert, KeyFile: o.tlsKey, Config: cfg}, mux)
+		return secureserve.Serve(ctx, secureserve.Options{Addr: o.metricsAddr, CertFile: o.tlsCert, KeyFile: o.tlsKey, Config: cfg,
+			Audiences: []secureserve.Audience{{Prefix: report.PathPrefix, Audiences: []string{report.Audience},
+				Header: report.TokenHeader, Handler: explain.Handler(snapshot)}}}, mux)
 	}
 	if !loopback(o.metricsAddr) {
 		return nil, fmt.Errorf("--metrics-addr %s is not a loopback address: plain-HTTP metrics are served only on loopback; "+

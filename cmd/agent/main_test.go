@@ -25,6 +25,8 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/synterix/synterix-kube-proxy/agent/daemon"
+	"github.com/synterix/synterix-kube-proxy/agent/explain/report"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/controllers"
 	"github.com/synterix/synterix-kube-proxy/test/testenv"
@@ -58,7 +60,7 @@ func TestMetricsAsDeployed(t *testing.T) {
 	if err := admin.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, dir := range []string{"config/rbac", "config/agent"} {
+	for _, dir := range []string{"config/rbac", "config/agent", "config/explain"} {
 		for _, o := range kustomize(t, dir) {
 			if o.GetNamespace() == "" && o.GetKind() != "ClusterRole" && o.GetKind() != "ClusterRoleBinding" {
 				o.SetNamespace(ns)
@@ -83,8 +85,9 @@ func TestMetricsAsDeployed(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	token := func(sa string) string {
-		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+	token := func(sa string, audiences ...string) string {
+		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa,
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{Audiences: audiences}}, metav1.CreateOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,7 +103,7 @@ func TestMetricsAsDeployed(t *testing.T) {
 	if err != nil {
 		t.Fatalf("the DaemonSet's arguments %q: %v", args, err)
 	}
-	addr, err := serveMetrics(ctx, o, metrics.New(), agentCfg)
+	addr, err := serveMetrics(ctx, o, metrics.New(), agentCfg, synced)
 	if err != nil {
 		t.Fatalf("metrics server with the DaemonSet's arguments %q: %v", args, err)
 	}
@@ -129,12 +132,40 @@ func TestMetricsAsDeployed(t *testing.T) {
 			t.Fatalf("HTTPS as a metrics reader: HTTP %d %.200s", code, body)
 		}
 	})
+	explainURL := "https://" + target + report.PathServices
+	t.Run("explanations for the explain ServiceAccount's audience-bound token", func(t *testing.T) {
+		code, body := getWith(t, explainURL, report.TokenHeader, token("synterix-explain", report.Audience))
+		if code != http.StatusOK || !strings.Contains(body, `"node": "node-x"`) {
+			t.Fatalf("GET %s with the relayed header: HTTP %d %.300s", report.PathServices, code, body)
+		}
+		// A direct client puts it in Authorization.
+		if code, _ := get(t, explainURL, token("synterix-explain", report.Audience), true); code != http.StatusOK {
+			t.Fatalf("GET %s with Authorization: HTTP %d", report.PathServices, code)
+		}
+	})
+	t.Run("no explanations for a token of the API server's audience", func(t *testing.T) {
+		for _, sa := range []string{"synterix-explain", "prometheus"} {
+			if code, _ := getWith(t, explainURL, report.TokenHeader, token(sa)); code != http.StatusUnauthorized {
+				t.Fatalf("%s's token for the API server: HTTP %d, want 401", sa, code)
+			}
+		}
+	})
+	t.Run("no explanations without the debug reader role", func(t *testing.T) {
+		if code, _ := getWith(t, explainURL, report.TokenHeader, token("nosy", report.Audience)); code != http.StatusForbidden {
+			t.Fatalf("audience-bound token of a ServiceAccount without synterix-debug-reader: HTTP %d, want 403", code)
+		}
+	})
+	t.Run("no metrics for the explain token", func(t *testing.T) {
+		if code, _ := get(t, "https://"+target+"/metrics", token("synterix-explain", report.Audience), true); code != http.StatusUnauthorized {
+			t.Fatalf("the audience-bound token on /metrics: HTTP %d, want 401", code)
+		}
+	})
 	t.Run("plain HTTP only on loopback", func(t *testing.T) {
 		o, err := parseFlags([]string{"--metrics-addr=127.0.0.1:0", "--metrics-secure=false"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		a, err := serveMetrics(ctx, o, metrics.New(), agentCfg)
+		a, err := serveMetrics(ctx, o, metrics.New(), agentCfg, synced)
 		if err != nil {
 			t.Fatalf("plain HTTP on loopback, as kube-proxy: %v", err)
 		}
@@ -143,12 +174,36 @@ func TestMetricsAsDeployed(t *testing.T) {
 		}
 		o, err = parseFlags([]string{"--metrics-addr=:0", "--metrics-secure=false"})
 		if err == nil {
-			_, err = serveMetrics(ctx, o, metrics.New(), agentCfg)
+			_, err = serveMetrics(ctx, o, metrics.New(), agentCfg, synced)
 		}
 		if err == nil || !strings.Contains(err.Error(), "loopback") {
 			t.Fatalf("plain HTTP on every interface: %v, want an error that says loopback", err)
 		}
 	})
+}
+
+// synced is the snapshot of an agent that synced nothing.
+func synced() *daemon.Snapshot { return &daemon.Snapshot{NodeName: "node-x"} }
+
+// getWith is get with the token in another header, as the API server's
+// proxy relays it.
+func getWith(t *testing.T, url, header, token string) (int, string) {
+	t.Helper()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, //nolint:gosec // test client, self-signed agent
+	}}
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set(header, "Bearer "+token)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, string(body)
 }
 
 // withFreePorts rewrites the listen addresses of the agent's arguments to

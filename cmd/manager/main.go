@@ -4,6 +4,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"flag"
 	"fmt"
@@ -17,6 +18,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/synterix/synterix-kube-proxy/controllers"
+	"github.com/synterix/synterix-kube-proxy/internal/telemetry"
 )
 
 // version and agentImage are set at build time (-ldflags "-X
@@ -139,10 +141,17 @@ func main() {
 		log.Error(err, "Unable to create the manager")
 		os.Exit(1)
 	}
+	// Traces go where the OTEL_* environment says; none when it says nothing.
+	tp, stopTracing, err := telemetry.Setup(context.Background(), telemetry.Options{ServiceName: "synterix-operator", ServiceVersion: version})
+	if err != nil {
+		log.Error(err, "Unable to set up tracing")
+		os.Exit(1)
+	}
+	defer func() { _ = stopTracing(context.Background()) }()
 	if err := controllers.Setup(mgr, controllers.AgentOptions{
 		Namespace: o.Namespace, DefaultImage: o.AgentImage, AllowedImages: o.AllowedImages,
 		HealthPort: int32(o.AgentHealthPort), MetricsPort: int32(o.AgentMetricsPort),
-	}); err != nil {
+	}, controllers.WithTracerProvider(tp)); err != nil {
 		log.Error(err, "Unable to set up the controllers")
 		os.Exit(1)
 	}
@@ -158,6 +167,7 @@ func main() {
 		"allowedAgentImages", o.AllowedImages, "leaderElect", o.LeaderElect)
 	if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
 		log.Error(err, "Manager stopped with an error")
+		_ = stopTracing(context.Background())
 		os.Exit(1)
 	}
 }

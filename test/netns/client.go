@@ -76,6 +76,13 @@ func (n *NS) dial(proto, target string, opts RequestOptions) (net.Conn, error) {
 // A refused request comes back as an error wrapping ECONNREFUSED, a dropped
 // one as a timeout (see Outcome).
 func (n *NS) Request(proto, target string, opts RequestOptions) (Reply, error) {
+	done := n.observe(proto, target, opts)
+	r, err := n.request(proto, target, opts)
+	done(r, err)
+	return r, err
+}
+
+func (n *NS) request(proto, target string, opts RequestOptions) (Reply, error) {
 	conn, err := n.dial(proto, target, opts)
 	if err != nil {
 		return Reply{}, err

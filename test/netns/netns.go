@@ -62,6 +62,11 @@ type NS struct {
 	Name string
 	// t is the test that owns the namespace (New); nil for Create.
 	t testing.TB
+	// label is New's label.
+	label string
+	// servers are the echo servers Serve started, by identity.
+	mu      sync.Mutex
+	servers map[string][]string
 }
 
 var sweepOnce sync.Once
@@ -76,7 +81,8 @@ func New(t testing.TB, label string) *NS {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n.t = t
+	n.t, n.label = t, label
+	register(t, n)
 	t.Cleanup(func() {
 		if err := Delete(name); err != nil {
 			t.Error(err)

@@ -19,6 +19,7 @@ func (n *NS) Serve(t testing.TB, proto, addr, id string) *Server {
 	if err := n.Do(func() (err error) { s, err = echo.Listen(proto, addr, id); return err }); err != nil {
 		t.Fatalf("listen %s %s in %s: %v", proto, addr, n.Name, err)
 	}
+	n.addServer(id, proto+"/"+addr)
 	t.Cleanup(s.Close)
 	return s
 }
