@@ -68,8 +68,12 @@ vet: ## Run go vet.
 k8s-binaries: ## Build kube-apiserver, etcd and kubectl of the version hack/k8s/go.mod pins, from the Go module proxy into bin/k8s (reused when present).
 	hack/build-k8s.sh etcd kube-apiserver kubectl
 
+.PHONY: deps
+deps: ## Install the Debian packages make test needs when they are missing (the kernel userspace, containerd and runc, mmdebstrap, promtool).
+	hack/deps.sh kernel cluster images promtool
+
 .PHONY: test
-test: verify-generated vet k8s-binaries ## Run every test: unit, CRD validation against a real kube-apiserver, operator, agent and kernel tests in network namespaces.
+test: deps verify-generated vet k8s-binaries ## Run every test: unit, CRD validation against a real kube-apiserver, operator, agent and kernel tests in network namespaces.
 	go test $(GO_TEST_FLAGS) ./... -coverprofile cover.out
 
 # What the real cluster needs: the control plane, kubelet, and the images.
