@@ -56,7 +56,7 @@ type Cluster struct {
 	cfg      *rest.Config
 	c        client.Client
 	auditLog string
-	loaded   int // bulk Services created so far: svc-00000 … svc-<loaded-1>
+	loaded   int         // bulk Services created so far: svc-00000 … svc-<loaded-1>
 	gen      map[int]int // generation of each churned bulk Service's endpoints
 }
 
