@@ -49,6 +49,7 @@ func (r *run) coldStart() error {
 	wg.Wait()
 	if !p.Alive() || slices.ContainsFunc(errs, func(e error) bool { return e != nil }) {
 		err := r.capErr(p, "cold start")
+		logf(r.t, "  cold start: no full sync in the kernel within the cap of %s (%v)", r.h.cfg.Cap, err)
 		for _, f := range []string{"cold_start_first_packet_s", "cold_start_full_sync_s"} {
 			r.add(f, 0, r.h.cfg.Cap.Seconds(), "s", StatusOverCap, fmt.Sprintf("no full sync in the kernel within the cap of %s", r.h.cfg.Cap))
 		}

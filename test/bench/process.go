@@ -29,6 +29,9 @@ func StartProcess(ns *netns.NS, logPath, bin string, args ...string) (*Process, 
 	}
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns.Name, bin}, args...)...)
 	cmd.Stdout, cmd.Stderr = log, log
+	// Its own process group, so that Kill also ends the iptables-restore or
+	// nft it may be running, as the end of a container's first process does.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	p := &Process{cmd: cmd, done: make(chan struct{}), log: log}
 	p.Started = time.Now()
 	if err := cmd.Start(); err != nil {
@@ -49,9 +52,10 @@ func (p *Process) Alive() bool {
 	}
 }
 
-// Kill sends SIGKILL and waits until the process is gone.
+// Kill sends SIGKILL to the process and its children (its process group)
+// and waits until the process is gone.
 func (p *Process) Kill() {
-	_ = p.cmd.Process.Signal(syscall.SIGKILL)
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	<-p.done
 }
 
