@@ -107,6 +107,13 @@ test-images: image-tools ## Build the images and run them in a private container
 bench: ## Run the Go benchmarks.
 	go test ./... -run '^$$' -bench . -benchmem
 
+# Sizes of bench-compare, in Services (× 10 endpoints each).
+BENCH_SIZES ?= 1k,10k,30k
+
+.PHONY: bench-compare
+bench-compare: ## Measure our agent and upstream kube-proxy side by side (BENCH_SIZES=1k,10k,30k; see docs/performance.md); writes docs/bench/.
+	BENCH_COMPARE=1 BENCH_SIZES=$(BENCH_SIZES) go test ./test/bench -run '^TestCompare$$' -count=1 -timeout 0 -v
+
 ##@ Build
 
 .PHONY: build
