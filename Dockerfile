@@ -22,6 +22,7 @@ COPY api/ api/
 COPY agent/ agent/
 COPY cmd/ cmd/
 COPY controllers/ controllers/
+COPY internal/ internal/
 # VERSION is stamped into both binaries; AGENT_IMAGE is the manager's default
 # agent image (empty: the project's agent image at VERSION).
 ARG VERSION=dev
