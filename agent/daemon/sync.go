@@ -41,6 +41,7 @@ type pass struct {
 	cfg      *revision.Config
 	batch    source.Batch
 	full     bool
+	single   bool // the node programs one family only
 	timing   timing
 	policies []model.Policy
 	failed   []v1alpha1.FailedPolicy
@@ -67,6 +68,7 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	p := &pass{cfg: cfg, batch: a.tracker.Take(), full: full || !cfg.Same(a.loop.applied),
 		timing: timing{start: time.Now()}, res: map[model.Family]dataplane.Result{}}
 	present, why := nodeFamilies(a.cachedNode())
+	p.single = len(present) == 1
 	for _, fl := range a.familyLoops() {
 		if !present[fl.family] {
 			a.retireFamily(ctx, fl, why[fl.family])
@@ -129,7 +131,7 @@ func (a *Agent) programFamily(ctx context.Context, fl *familyLoop, p *pass) (*mo
 	if p.batch.Services != nil {
 		changed = p.batch.Services
 	}
-	st := fl.builder.Build(a.modelGlobals(p.cfg, fl.family, p.policies), a.loop.data, changed)
+	st := fl.builder.Build(a.modelGlobals(p.cfg, fl.family, p.single, p.policies), a.loop.data, changed)
 	res, err := fl.plane.Sync(ctx, st, p.full || fl.state == nil)
 	return st, res, err
 }

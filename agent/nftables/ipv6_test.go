@@ -111,7 +111,7 @@ func ipv6State() *model.State {
 		{Addr: netip.MustParseAddr("fd00:211::2"), Port: 8080, Ready: true},
 		{Addr: netip.MustParseAddr("fd00:211::3"), Port: 8080, Ready: true},
 	}
-	return &model.State{Family: model.IPv6, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:211::/64")},
+	return &model.State{Family: model.IPv6, Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:211::/64")}},
 		Services: []*model.Service{
 			{Key: "test/web:/TCP", Namespace: "test", Name: "web", Protocol: model.TCP, Hash: "web",
 				Frontends: []model.Frontend{

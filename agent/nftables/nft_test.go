@@ -206,7 +206,7 @@ func TestPartialSyncsConverge(t *testing.T) {
 // randomState makes up to 30 service ports with random endpoints,
 // locality, affinity, algorithms and frontends.
 func randomState(r *rand.Rand) *model.State {
-	st := &model.State{Family: model.IPv4, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}}
+	st := &model.State{Family: model.IPv4, Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}}}
 	for i := 0; i < 30; i++ {
 		if r.Intn(4) == 0 {
 			continue

@@ -42,9 +42,9 @@ func (r *renderer) sets() []*setDef {
 func (r *renderer) shared(localhost bool) []*chain {
 	fam := r.f.proto
 	mk := func(e ...expr.Any) rule { return encode(fam, true, e...) }
-	offCluster := make([]rule, 0, len(r.cidrs)+1)
-	for _, p := range r.cidrs {
-		offCluster = append(offCluster, mk(append(r.f.prefix(r.f.saddr, p, false), verdict(expr.VerdictReturn))...))
+	var offCluster []rule
+	for _, m := range r.localMatches() {
+		offCluster = append(offCluster, mk(append(m, verdict(expr.VerdictReturn))...))
 	}
 	offCluster = append(offCluster, mk(jump(chainMarkMasq)))
 	var filter []rule

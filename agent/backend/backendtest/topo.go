@@ -92,9 +92,10 @@ func NewTopo(t testing.TB, h Harness) *Topo {
 		}
 	}
 	tp.Cfg = model.Config{
-		NodeName:     NodeName,
-		NodeIPs:      []netip.Addr{netip.MustParseAddr(NodeIP)},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")},
+		NodeName: NodeName,
+		NodeIPs:  []netip.Addr{netip.MustParseAddr(NodeIP)},
+		LocalDetection: model.LocalDetection{Mode: model.LocalClusterCIDR,
+			ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}},
 	}
 	tp.Restart()
 	return tp
