@@ -280,9 +280,6 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	if fam := st.Family; fam != b.opts.Family && (fam != "" || b.opts.Family != model.IPv4) {
 		return backend.SyncResult{}, fmt.Errorf("state of family %q given to the %s iptables backend", fam, b.opts.Family)
 	}
-	if b.opts.Family == model.IPv6 {
-		return backend.SyncResult{}, fmt.Errorf("the iptables backend does not program IPv6 (ip6tables) yet")
-	}
 	full := opts.Full || !b.synced
 	res, err := b.sync(ctx, st, full)
 	if err != nil && !full {

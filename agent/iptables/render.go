@@ -112,8 +112,9 @@ func (o renderOptions) localMatches() []string {
 
 // reject is the target that refuses a connection to a frontend without
 // endpoints: ICMP port unreachable, as kube-proxy; over IPv6 a TCP reset
-// for TCP, because a Linux client keeps retrying its SYN when the ICMPv6
-// error of its first one is lost, and sees a timeout instead of a refusal.
+// for TCP, because a Linux TCP client over IPv6 does not give up its SYN on
+// an ICMPv6 port unreachable: it retries and sees a timeout instead of a
+// refusal. The nftables backend does the same.
 func (o renderOptions) reject(p model.Protocol) string {
 	switch {
 	case o.family != model.IPv6:
