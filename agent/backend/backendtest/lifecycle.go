@@ -23,6 +23,8 @@ var Scenarios = []Scenario{
 	{Name: "Hairpin", Run: Hairpin},
 	{Name: "SamePortDifferentProtocols", Run: SamePortDifferentProtocols},
 	{Name: "LocalhostNodePort", Run: LocalhostNodePort},
+	{Name: "ExternalIPs", Run: ExternalIPs},
+	{Name: "LocalTrafficDetection", Run: LocalTrafficDetection},
 	{Name: "UDPEndpointReplaced", Run: UDPEndpointReplaced},
 	{Name: "UDPFirstEndpoint", Run: UDPFirstEndpoint},
 	{Name: "FlushRecovery", Run: FlushRecovery},
