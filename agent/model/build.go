@@ -195,8 +195,8 @@ func (b *builder) initNode(node *corev1.Node) {
 // initNodePorts resolves nodePortAddresses for the builder's family: the
 // node addresses inside its CIDRs and keywords ("primary": the family's
 // primary address; "localhost": the loopback CIDRs; "all": the zero
-// CIDRs), and whether NodePorts answer on 127.0.0.1. Empty means every node
-// address, as "all". Loopback NodePorts need route_localnet, which only
+// CIDRs), and whether NodePorts answer on 127.0.0.1. Empty, or nothing of
+// the family, means every node address of the family, as "all". Loopback NodePorts need route_localnet, which only
 // IPv4 has: an IPv6 family asked for ::1 explicitly says so in a problem.
 func (b *builder) initNodePorts() {
 	loopback := netip.MustParsePrefix("127.0.0.0/8")
@@ -204,7 +204,9 @@ func (b *builder) initNodePorts() {
 		loopback = netip.MustParsePrefix("::1/128")
 	}
 	entries := b.cfg.NodePortAddresses
-	if len(entries) == 0 {
+	if !b.npAddrsOfFamily() {
+		// As kube-proxy: a family none of the entries speaks of (no
+		// keyword, no CIDR of the family) answers on every address.
 		entries = []string{NodePortAll}
 	}
 	seen := map[netip.Addr]bool{}
@@ -250,6 +252,19 @@ func (b *builder) initNodePorts() {
 	}
 	b.initLocalhost(wantLoopback, explicitLoopback)
 	sort.Slice(b.npAddrs, func(i, j int) bool { return b.npAddrs[i].Less(b.npAddrs[j]) })
+}
+
+// npAddrsOfFamily reports whether nodePortAddresses says anything about
+// the builder's family: a keyword, or a CIDR of the family. Entries that
+// do not parse count, so that they are reported.
+func (b *builder) npAddrsOfFamily() bool {
+	for _, s := range b.cfg.NodePortAddresses {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || b.familyOf(p.Addr()) {
+			return true
+		}
+	}
+	return false
 }
 
 // initLocalhost decides whether NodePorts answer on 127.0.0.1: when the

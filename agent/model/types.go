@@ -159,7 +159,8 @@ type Config struct {
 	NodeIPs []netip.Addr
 	// NodePortAddresses restricts NodePort frontends to node addresses in
 	// these CIDRs, or those the keywords primary, localhost and all select.
-	// Empty means every node address (all).
+	// Empty means every node address (all); so does, for one family, a
+	// list with no keyword and no CIDR of that family (as kube-proxy).
 	NodePortAddresses []string
 	// ServiceProxyName is the value of service.kubernetes.io/service-proxy-name
 	// this agent answers to. Empty means only unlabelled Services.
