@@ -1,6 +1,7 @@
 package backendtest
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -62,6 +63,8 @@ func DualStack(t *testing.T, h Harness) {
 	expect("single-stack", model.IPv4, "10.96.0.12", "10.211.1.2", 80)
 	expect("single-stack", model.IPv6, "10.96.0.12", "timeout", 80)
 
+	strayEndpointSlice(t, tp, expect)
+
 	tp.H.Wipe(t, tp.Node, model.IPv6)
 	expect("IPv6 rules wiped", model.IPv6, VIP, "timeout", 80)
 	serves("IPv6 rules wiped", model.IPv4)
@@ -73,6 +76,30 @@ func DualStack(t *testing.T, h Harness) {
 	tp.CleanupFamily(model.IPv6)
 	expect("IPv6 removed", model.IPv6, VIP, "timeout", 80)
 	serves("IPv6 removed", model.IPv4)
+}
+
+// strayEndpointSlice: bad input, an IPv6 EndpointSlice for the IPv4-only
+// Service. The IPv6 build reports it and builds nothing from it; neither
+// family's rules change, and the Service keeps serving over IPv4.
+func strayEndpointSlice(t *testing.T, tp *Topo, expect func(string, model.Family, string, string, int)) {
+	t.Helper()
+	es := endpointSlice("v4only", &Svc{Eps: []Ep{{IP: "10.211.2.3"}}}, corev1.ProtocolTCP, model.IPv6)
+	es.Name = "v4only-stray-ipv6"
+	tp.slices[es.Name] = es
+	defer delete(tp.slices, es.Name)
+	st6 := tp.BuildState(model.IPv6)
+	want := "holds IPv6 endpoints, but Service test/v4only has no IPv6 ClusterIP"
+	if len(st6.Problems) != 1 || !strings.Contains(st6.Problems[0].String(), want) {
+		t.Errorf("stray IPv6 slice: IPv6 problems %v, want one saying %q", st6.Problems, want)
+	}
+	if res := tp.syncWith(tp.Backends[model.IPv6], st6, false); res.Changed != 0 || res.Rules != 0 {
+		t.Errorf("stray IPv6 slice: the IPv6 sync changed %d service ports, wrote %d rules; want none", res.Changed, res.Rules)
+	}
+	if res := tp.SyncFamily(model.IPv4, false); res.Changed != 0 || res.Rules != 0 {
+		t.Errorf("stray IPv6 slice: the IPv4 sync changed %d service ports, wrote %d rules; want none", res.Changed, res.Rules)
+	}
+	expect("stray IPv6 slice", model.IPv4, "10.96.0.12", "10.211.1.2", 80)
+	expect("stray IPv6 slice", model.IPv6, "10.96.0.12", "timeout", 80)
 }
 
 // isEndpoint reports whether a server identity is one of the backend
