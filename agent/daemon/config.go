@@ -8,7 +8,8 @@ import (
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
-// modelConfig is the model configuration of a revision on this node.
+// modelConfig is the model configuration of a revision on this node, for
+// every family: the model keeps what belongs to the family it builds.
 func modelConfig(c *revision.Config, nodeName string) model.Config {
 	s := c.Spec
 	mc := model.Config{
@@ -16,17 +17,36 @@ func modelConfig(c *revision.Config, nodeName string) model.Config {
 		Family:            model.IPv4,
 		NodePortAddresses: s.NodePortAddresses,
 		ServiceProxyName:  s.ServiceProxyName,
-	}
-	if d := s.LocalTrafficDetection; d != nil && d.Mode == v1alpha1.LocalTrafficDetectionClusterCIDR {
-		for _, cidr := range d.ClusterCIDRs {
-			if p, err := netip.ParsePrefix(string(cidr)); err == nil {
-				mc.ClusterCIDRs = append(mc.ClusterCIDRs, p)
-			}
-		}
+		LocalDetection:    localDetection(s.LocalTrafficDetection),
 	}
 	if t := s.IPTables; t != nil {
 		mc.MasqueradeAll = t.MasqueradeAll != nil && *t.MasqueradeAll
 		mc.LocalhostNodePorts = t.LocalhostNodePorts != nil && *t.LocalhostNodePorts
 	}
 	return mc
+}
+
+// localDetection translates spec.localTrafficDetection. CIDRs that do not
+// parse are left out (the API validates them).
+func localDetection(d *v1alpha1.LocalTrafficDetection) model.LocalDetection {
+	if d == nil {
+		return model.LocalDetection{}
+	}
+	out := model.LocalDetection{}
+	switch d.Mode {
+	case v1alpha1.LocalTrafficDetectionClusterCIDR:
+		out.Mode = model.LocalClusterCIDR
+		for _, cidr := range d.ClusterCIDRs {
+			if p, err := netip.ParsePrefix(string(cidr)); err == nil {
+				out.ClusterCIDRs = append(out.ClusterCIDRs, p)
+			}
+		}
+	case v1alpha1.LocalTrafficDetectionNodeCIDR:
+		out.Mode = model.LocalNodeCIDR
+	case v1alpha1.LocalTrafficDetectionBridgeInterface:
+		out.Mode, out.Interface = model.LocalBridgeInterface, d.BridgeInterface
+	case v1alpha1.LocalTrafficDetectionInterfaceNamePrefix:
+		out.Mode, out.Interface = model.LocalInterfaceNamePrefix, d.InterfaceNamePrefix
+	}
+	return out
 }

@@ -226,8 +226,8 @@ func (a *Agent) cachedNode() *corev1.Node {
 }
 
 // onNode follows the node's deletion marks, and asks for a sync when its
-// addresses or labels (zone) change: a kubelet status report changes
-// neither and syncs nothing.
+// addresses, labels (zone) or pod CIDRs (local traffic detection NodeCIDR)
+// change: a kubelet status report changes none and syncs nothing.
 func (a *Agent) onNode(oldObj, obj any) {
 	n, ok := obj.(*corev1.Node)
 	if !ok {
@@ -235,7 +235,8 @@ func (a *Agent) onNode(oldObj, obj any) {
 	}
 	a.opts.Health.NodeDeleting(informers.NodeDeleting(n))
 	if o, ok := oldObj.(*corev1.Node); ok && equality.Semantic.DeepEqual(o.Status.Addresses, n.Status.Addresses) &&
-		equality.Semantic.DeepEqual(o.Labels, n.Labels) {
+		equality.Semantic.DeepEqual(o.Labels, n.Labels) && equality.Semantic.DeepEqual(o.Spec.PodCIDRs, n.Spec.PodCIDRs) &&
+		o.Spec.PodCIDR == n.Spec.PodCIDR {
 		return
 	}
 	a.tracker.Other()
@@ -250,8 +251,9 @@ func (a *Agent) event(typ, reason, msg string) {
 
 // modelGlobals is the node-wide part of the model's input for a revision
 // and one IP family.
-func (a *Agent) modelGlobals(cfg *revision.Config, fam model.Family, policies []model.Policy) model.Globals {
+// single says the node programs that family alone.
+func (a *Agent) modelGlobals(cfg *revision.Config, fam model.Family, single bool, policies []model.Policy) model.Globals {
 	mc := modelConfig(cfg, a.opts.NodeName)
-	mc.Family = fam
+	mc.Family, mc.SingleStack = fam, single
 	return model.Globals{Config: mc, Node: a.cachedNode(), Policies: policies}
 }

@@ -41,6 +41,7 @@ type pass struct {
 	cfg      *revision.Config
 	batch    source.Batch
 	full     bool
+	single   bool // the node programs one family only
 	timing   timing
 	policies []model.Policy
 	failed   []v1alpha1.FailedPolicy
@@ -70,6 +71,7 @@ func (a *Agent) sync(ctx context.Context, full bool) error {
 	var serr error
 	defer func() { endSpan(span, serr) }()
 	present, why := nodeFamilies(a.cachedNode())
+	p.single = len(present) == 1
 	for _, fl := range a.familyLoops() {
 		if !present[fl.family] {
 			a.retireFamily(ctx, fl, why[fl.family])
@@ -134,7 +136,7 @@ func (a *Agent) programFamily(ctx context.Context, fl *familyLoop, p *pass) (*mo
 	if p.batch.Services != nil {
 		changed = p.batch.Services
 	}
-	st := a.build(ctx, fl, a.modelGlobals(p.cfg, fl.family, p.policies), a.loop.data, changed)
+	st := a.build(ctx, fl, a.modelGlobals(p.cfg, fl.family, p.single, p.policies), a.loop.data, changed)
 	res, err := fl.plane.Sync(ctx, st, p.full || fl.state == nil)
 	return st, res, err
 }

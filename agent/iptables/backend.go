@@ -96,6 +96,9 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 // newBackend wires a backend to a runner of the given mode; unit tests
 // pass a FAKE runner.
 func newBackend(ctx context.Context, opts Options, mode xtables.Mode, xt xtables.Runner) (*Backend, error) {
+	if opts.Family == "" {
+		opts.Family = model.IPv4
+	}
 	bit := opts.MasqueradeBit
 	if bit == 0 {
 		bit = 17
@@ -111,13 +114,13 @@ func newBackend(ctx context.Context, opts Options, mode xtables.Mode, xt xtables
 	b := &Backend{
 		opts:        opts,
 		mode:        mode,
-		bins:        xtables.BinariesFor(model.IPv4, mode),
+		bins:        xtables.BinariesFor(opts.Family, mode),
 		xt:          xt,
 		randomFully: randomFully,
 		masqMark:    fmt.Sprintf("%#x/%#x", m, m),
 		frags:       map[string]*fragment{},
 	}
-	klog.V(2).InfoS("iptables backend ready", "mode", mode, "randomFully", b.randomFully, "masqueradeMark", b.masqMark)
+	klog.V(2).InfoS("iptables backend ready", "family", opts.Family, "mode", mode, "randomFully", b.randomFully, "masqueradeMark", b.masqMark)
 	return b, nil
 }
 
@@ -141,19 +144,11 @@ var hooks = []xtables.Jump{
 }
 
 func (b *Backend) renderOptions(st *model.State) renderOptions {
-	return renderOptions{masqMark: b.masqMark, clusterCIDRs: st.ClusterCIDRs}
+	return renderOptions{masqMark: b.masqMark, family: b.opts.Family, local: st.Local}
 }
 
 func sameOptions(a, b renderOptions) bool {
-	if a.masqMark != b.masqMark || len(a.clusterCIDRs) != len(b.clusterCIDRs) {
-		return false
-	}
-	for i := range a.clusterCIDRs {
-		if a.clusterCIDRs[i] != b.clusterCIDRs[i] {
-			return false
-		}
-	}
-	return true
+	return a.masqMark == b.masqMark && a.family == b.family && a.local.Equal(b.local)
 }
 
 func (b *Backend) globalsFor(st *model.State, o renderOptions) ruleset {
@@ -280,10 +275,10 @@ func (b *Backend) partialPlans(st *model.State, ch model.Changes) (plans map[str
 func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOptions) (backend.SyncResult, error) {
 	start := time.Now()
 	if st == nil {
-		st = &model.State{}
+		st = &model.State{Family: b.opts.Family}
 	}
-	if st.Family == model.IPv6 {
-		return backend.SyncResult{}, fmt.Errorf("the iptables backend does not program IPv6 (ip6tables) yet")
+	if fam := st.Family; fam != b.opts.Family && (fam != "" || b.opts.Family != model.IPv4) {
+		return backend.SyncResult{}, fmt.Errorf("state of family %q given to the %s iptables backend", fam, b.opts.Family)
 	}
 	full := opts.Full || !b.synced
 	res, err := b.sync(ctx, st, full)

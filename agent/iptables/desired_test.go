@@ -27,7 +27,7 @@ func TestDesiredIsWhatSyncWrites(t *testing.T) {
 	}
 	eps := []model.Endpoint{ep("10.211.1.2", true), ep("10.211.2.2", false)}
 	st := &model.State{NodeName: "n", Family: model.IPv4, NodeIPs: []netip.Addr{netip.MustParseAddr("10.210.0.1")},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")},
+		Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}},
 		Services: []*model.Service{
 			{Key: "t/a:p/TCP", Namespace: "t", Name: "a", Protocol: model.TCP, Hash: "1",
 				Frontends: []model.Frontend{

@@ -8,6 +8,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/backend/backendtest"
+	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
@@ -20,65 +21,69 @@ func TestScenarios(t *testing.T) { backendtest.Run(t, harness(Options{})) }
 // harness tells the scenarios how to build this backend and how to read
 // and disturb its rules with the tools of its flavour.
 func harness(opts Options) backendtest.Harness {
-	var bins xtables.Binaries // of the backend built last
-	ipt := func(t testing.TB, node *netns.NS, args ...string) string {
+	bins := map[model.Family]xtables.Binaries{} // of the backend built last, per family
+	ipt := func(t testing.TB, node *netns.NS, fam model.Family, args ...string) string {
 		t.Helper()
-		out, err := node.Exec(append([]string{bins.Cmd, "-w"}, args...)...)
+		out, err := node.Exec(append([]string{bins[fam].Cmd, "-w"}, args...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	save := func(t testing.TB, node *netns.NS, fam model.Family) string {
+		t.Helper()
+		out, err := node.Exec(bins[fam].Save)
 		if err != nil {
 			t.Fatal(err)
 		}
 		return out
 	}
 	return backendtest.Harness{
-		Tools: []string{"iptables", "iptables-save", "iptables-restore"},
-		New: func(ctx context.Context) (backend.Backend, error) {
-			be, err := New(ctx, opts)
+		Tools: []string{"iptables", "iptables-save", "iptables-restore", "ip6tables", "ip6tables-save", "ip6tables-restore"},
+		New: func(ctx context.Context, fam model.Family) (backend.Backend, error) {
+			o := opts
+			o.Family = fam
+			be, err := New(ctx, o)
 			if err == nil {
-				bins = be.bins
+				bins[fam] = be.bins
 			}
 			return be, err
 		},
-		Dump: func(t testing.TB, node *netns.NS) string {
+		Dump: func(t testing.TB, node *netns.NS, fam model.Family) string {
 			t.Helper()
-			out, err := node.Exec(bins.Save)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return canonicalSave(out)
+			return canonicalSave(save(t, node, fam))
 		},
-		Owned: func(t testing.TB, node *netns.NS) int {
+		Owned: func(t testing.TB, node *netns.NS, fam model.Family) int {
 			t.Helper()
-			out, err := node.Exec(bins.Save)
-			if err != nil {
-				t.Fatal(err)
-			}
 			n := 0
-			for _, l := range strings.Split(out, "\n") {
+			for _, l := range strings.Split(save(t, node, fam), "\n") {
 				if strings.HasPrefix(l, "-A "+ChainPrefix) {
 					n++
 				}
 			}
 			return n
 		},
-		Dispatch: func(t testing.TB, node *netns.NS) []string {
+		Dispatch: func(t testing.TB, node *netns.NS, fam model.Family) []string {
 			var rules []string
-			for _, l := range strings.Split(ipt(t, node, "-t", "nat", "-S", chainServices), "\n") {
+			for _, l := range strings.Split(ipt(t, node, fam, "-t", "nat", "-S", chainServices), "\n") {
 				if strings.HasPrefix(l, "-A ") {
 					rules = append(rules, l)
 				}
 			}
 			return rules
 		},
-		Wipe:         func(t testing.TB, node *netns.NS) { ipt(t, node, "-t", "nat", "-F") },
-		WipeDispatch: func(t testing.TB, node *netns.NS) { ipt(t, node, "-t", "nat", "-F", chainServices) },
-		Foreign: func(t testing.TB, node *netns.NS) {
-			ipt(t, node, "-t", "nat", "-N", "KUBE-SERVICES")
-			ipt(t, node, "-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES")
-			ipt(t, node, "-t", "nat", "-A", "KUBE-SERVICES", "-d", backendtest.ForeignVIP+"/32", "-p", "tcp", "--dport", "80",
-				"-j", "DNAT", "--to-destination", "10.211.1.4:8080")
-			ipt(t, node, "-t", "nat", "-A", "POSTROUTING", "-s", "10.211.0.0/16", "-o", "uplink", "-j", "MASQUERADE")
-			ipt(t, node, "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
-			ipt(t, node, "-t", "filter", "-A", "FORWARD", "-m", "comment", "--comment", "someone else", "-j", "ACCEPT")
+		Wipe: func(t testing.TB, node *netns.NS, fam model.Family) { ipt(t, node, fam, "-t", "nat", "-F") },
+		WipeDispatch: func(t testing.TB, node *netns.NS, fam model.Family) {
+			ipt(t, node, fam, "-t", "nat", "-F", chainServices)
+		},
+		Foreign: func(t testing.TB, node *netns.NS, fam model.Family) {
+			ipt(t, node, fam, "-t", "nat", "-N", "KUBE-SERVICES")
+			ipt(t, node, fam, "-t", "nat", "-A", "PREROUTING", "-j", "KUBE-SERVICES")
+			ipt(t, node, fam, "-t", "nat", "-A", "KUBE-SERVICES", "-d", backendtest.IP(fam, backendtest.ForeignVIP), "-p", "tcp", "--dport", "80",
+				"-j", "DNAT", "--to-destination", backendtest.At(fam, "10.211.1.4", 8080))
+			ipt(t, node, fam, "-t", "nat", "-A", "POSTROUTING", "-s", backendtest.IP(fam, "10.211.0.0/16"), "-o", "uplink", "-j", "MASQUERADE")
+			ipt(t, node, fam, "-t", "filter", "-A", "INPUT", "-p", "tcp", "--dport", "22", "-j", "ACCEPT")
+			ipt(t, node, fam, "-t", "filter", "-A", "FORWARD", "-m", "comment", "--comment", "someone else", "-j", "ACCEPT")
 		},
 		// The service's chain: masquerade test + one DNAT rule.
 		OneEndpointWrites: 2,

@@ -63,7 +63,7 @@ func sortedCopy(m map[string][]string) map[string][]string {
 // randomState makes a state of up to 30 service ports with random
 // endpoints, locality, affinity, algorithms and frontends.
 func randomState(r *rand.Rand) *model.State {
-	st := &model.State{Family: model.IPv4, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")}}
+	st := &model.State{Family: model.IPv4, Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")}}}
 	for i := 0; i < 30; i++ {
 		if r.Intn(4) == 0 {
 			continue

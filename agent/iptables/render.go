@@ -84,8 +84,53 @@ type fragment struct {
 
 // renderOptions are the per-node settings that shape rules.
 type renderOptions struct {
-	masqMark     string // e.g. "0x20000/0x20000"
-	clusterCIDRs []netip.Prefix
+	masqMark string // e.g. "0x20000/0x20000"
+	family   model.Family
+	local    model.LocalTraffic
+}
+
+// localMatches are the matches that recognise traffic from pods, one rule
+// each: a source CIDR (ClusterCIDR, NodeCIDR) or the input interface
+// (BridgeInterface; "name+" for InterfaceNamePrefix). None without
+// detection. "-i" is allowed in our chains although OUTPUT reaches them:
+// a packet the node sends has no input interface and never matches.
+func (o renderOptions) localMatches() []string {
+	l := o.local
+	if l.Interface != "" {
+		name := l.Interface
+		if l.InterfacePrefix {
+			name += "+"
+		}
+		return []string{"-i " + name}
+	}
+	out := make([]string, 0, len(l.CIDRs))
+	for _, p := range l.CIDRs {
+		out = append(out, "-s "+p.String())
+	}
+	return out
+}
+
+// reject is the target that refuses a connection to a frontend without
+// endpoints: ICMP port unreachable, as kube-proxy; over IPv6 a TCP reset
+// for TCP, because a Linux TCP client over IPv6 does not give up its SYN on
+// an ICMPv6 port unreachable: it retries and sees a timeout instead of a
+// refusal. The nftables backend does the same.
+func (o renderOptions) reject(p model.Protocol) string {
+	switch {
+	case o.family != model.IPv6:
+		return "-j REJECT --reject-with icmp-port-unreachable"
+	case p == model.TCP:
+		return "-j REJECT --reject-with tcp-reset"
+	}
+	return "-j REJECT --reject-with icmp6-port-unreachable"
+}
+
+// hostMask is the "recent" mask of one client address of the family.
+func (o renderOptions) hostMask() string {
+	if o.family == model.IPv6 {
+		return "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+	}
+	return "255.255.255.255"
 }
 
 // renderService renders one service port: its balancing chains (internal
@@ -107,7 +152,7 @@ func renderService(s *model.Service, o renderOptions) *fragment {
 		f.nat[extChain(s)] = externalChain(s, o)
 	}
 	for _, fe := range s.Frontends {
-		renderFrontend(f, s, fe, extUsable)
+		renderFrontend(f, s, fe, extUsable, o)
 	}
 	return f
 }
@@ -125,10 +170,10 @@ func internalChain(s *model.Service, o renderOptions) []string {
 	switch {
 	case masq == model.MasqueradeAlways:
 		rules = append(rules, "-j "+chainMarkMasq)
-	case masq == model.MasqueradeOffCluster && len(o.clusterCIDRs) > 0:
+	case masq == model.MasqueradeOffCluster && o.local.Detects():
 		rules = append(rules, "-j "+chainOffCluster)
 	}
-	return append(rules, balance(s, s.InternalEndpoints)...)
+	return append(rules, balance(s, s.InternalEndpoints, o)...)
 }
 
 // externalChain renders the chain of external frontends (NodePort,
@@ -143,8 +188,8 @@ func externalChain(s *model.Service, o renderOptions) []string {
 	} else if !s.InternalLocal && hasInternal {
 		// Pods and the node itself are not "external" clients: send
 		// them to every endpoint; the node's own traffic needs SNAT.
-		for _, p := range o.clusterCIDRs {
-			rules = append(rules, "-s "+p.String()+" -j "+svc)
+		for _, m := range o.localMatches() {
+			rules = append(rules, m+" -j "+svc)
 		}
 		rules = append(rules,
 			"-m addrtype --src-type LOCAL -j "+chainMarkMasq,
@@ -153,16 +198,16 @@ func externalChain(s *model.Service, o renderOptions) []string {
 	if !s.ExternalLocal && !s.InternalLocal && hasInternal {
 		return append(rules, "-j "+svc) // same endpoint set
 	}
-	return append(rules, balance(s, s.ExternalEndpoints)...)
+	return append(rules, balance(s, s.ExternalEndpoints, o)...)
 }
 
 // renderFrontend adds one frontend's dispatch entry, or its REJECT/DROP
 // filter entry when it has nowhere to go, and its firewall chain when it
 // is a LoadBalancer with source ranges.
-func renderFrontend(f *fragment, s *model.Service, fe model.Frontend, extUsable bool) {
+func renderFrontend(f *fragment, s *model.Service, fe model.Frontend, extUsable bool, o renderOptions) {
 	dst := "-d " + hostCIDR(fe.Addr) + " " + protoMatch(s.Protocol) + fmt.Sprintf(" --dport %d ", fe.Port)
 	comment := func(what string) string { return `-m comment --comment "` + s.Key + " " + what + `"` }
-	reject := dst + comment("has no endpoints") + " -j REJECT --reject-with icmp-port-unreachable"
+	reject := dst + comment("has no endpoints") + " " + o.reject(s.Protocol)
 	what := strings.ToLower(string(fe.Kind))
 	if fe.Localhost {
 		what = "localhost nodeport"
@@ -210,11 +255,11 @@ func renderFrontend(f *fragment, s *model.Service, fe model.Frontend, extUsable 
 // crashes) with ~100k chains, which one chain per endpoint reaches at 10k
 // Services. Matches run in order and stop at the first miss, so
 // "statistic, then recent --set" records only the endpoint picked.
-func balance(s *model.Service, eps []model.Endpoint) []string {
+func balance(s *model.Service, eps []model.Endpoint, o renderOptions) []string {
 	proto := "-p " + strings.ToLower(string(s.Protocol)) + " "
 	dnat := func(e model.Endpoint) string { return "-j DNAT --to-destination " + e.AddrPort().String() }
 	recent := func(e model.Endpoint) string {
-		return "--name " + affinityList(s, e) + " --mask 255.255.255.255 --rsource "
+		return "--name " + affinityList(s, e) + " --mask " + o.hostMask() + " --rsource "
 	}
 	rules := make([]string, 0, 2*len(eps))
 	if s.Affinity.ClientIP {
@@ -292,8 +337,8 @@ func globalChains(st *model.State, o renderOptions, randomFully bool, localhost 
 	}
 	nat[chainHairpin] = hairpin
 	var off []string
-	for _, p := range o.clusterCIDRs {
-		off = append(off, "-s "+p.String()+" -j RETURN")
+	for _, m := range o.localMatches() {
+		off = append(off, m+" -j RETURN")
 	}
 	nat[chainOffCluster] = append(off, "-j "+chainMarkMasq)
 	filter := map[string][]string{

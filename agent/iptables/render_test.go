@@ -45,7 +45,8 @@ func mkService(mut func(*model.Service)) *model.Service {
 	return s
 }
 
-var testOpts = renderOptions{masqMark: "0x20000/0x20000", clusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}}
+var testOpts = renderOptions{masqMark: "0x20000/0x20000", family: model.IPv4,
+	local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/16")}}}
 
 func TestRenderClusterIP(t *testing.T) {
 	s := mkService(nil)

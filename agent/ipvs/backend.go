@@ -259,7 +259,7 @@ func (b *Backend) Unsupported(p model.Policy) error { return Features().Check(b.
 
 func (b *Backend) rules(st *model.State) rulesConfig {
 	return rulesConfig{Prefix: b.prefix, Sets: b.sets, MasqMark: b.cfg.MasqueradeMark,
-		ClusterCIDRs: st != nil && len(st.ClusterCIDRs) > 0}
+		ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0}
 }
 
 func (b *Backend) sysctls() [][2]string {
@@ -289,6 +289,10 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	res := backend.SyncResult{Full: true}
 	if err := ctx.Err(); err != nil {
 		return res, err
+	}
+	if st != nil && st.Local.Interface != "" {
+		// Refused before anything is written: the rules in place stay.
+		return res, fmt.Errorf("the IPVS backend does not apply localTrafficDetection by input interface (%s) yet; use ClusterCIDR or NodeCIDR", st.Local)
 	}
 	errs := b.tuneKernel()
 	d := buildDesired(st, b.cfg.Scheduler)

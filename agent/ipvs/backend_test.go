@@ -50,7 +50,7 @@ func svc(name string, proto model.Protocol, endpoints ...netip.Addr) *model.Serv
 
 func state(svcs ...*model.Service) *model.State {
 	return &model.State{NodeName: "n1", Family: model.IPv4, NodeIPs: []netip.Addr{nodeIP},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, Services: svcs}
+		Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}, Services: svcs}
 }
 
 type clock struct{ t time.Time }

@@ -60,7 +60,7 @@ func TestKernelIPv6(t *testing.T) {
 		},
 		InternalEndpoints: eps, ExternalEndpoints: eps}
 	st := &model.State{NodeName: "node", Family: model.IPv6, NodeIPs: []netip.Addr{netip.MustParseAddr(node6)},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:244::/64")}, Services: []*model.Service{svc}}
+		Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("fd00:244::/64")}}, Services: []*model.Service{svc}}
 	kSync(t, be, st)
 
 	counts := map[string]int{}

@@ -145,7 +145,7 @@ func kService(name string, proto model.Protocol, port, nodePort int32, endpoints
 
 func kState(svcs ...*model.Service) *model.State {
 	return &model.State{NodeName: "node", Family: model.IPv4, NodeIPs: []netip.Addr{netip.MustParseAddr(kNodeIP)},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}, Services: svcs}
+		Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.0.0/16")}}, Services: svcs}
 }
 
 // okTimeout bounds requests that must succeed. It is generous because the

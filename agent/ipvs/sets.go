@@ -84,12 +84,12 @@ func buildSets(n setNames, st *model.State, d desiredState) map[string]map[setEn
 		out[s.Name] = map[setEntry]bool{}
 	}
 	if st != nil {
-		for _, p := range st.ClusterCIDRs {
+		for _, p := range st.Local.CIDRs {
 			p = p.Masked()
 			out[n.ClusterCIDRs.Name][setEntry{IP: p.Addr(), CIDR: uint8(p.Bits())}] = true
 		}
 	}
-	haveClusterCIDRs := st != nil && len(st.ClusterCIDRs) > 0
+	haveClusterCIDRs := st != nil && len(st.Local.CIDRs) > 0
 	for _, k := range sortedKeys(d.Servers) {
 		vs := d.Servers[k]
 		fe := setEntry{IP: k.Addr, Proto: k.Proto, Port: k.Port}

@@ -60,6 +60,7 @@ type builder struct {
 	nodeIPs   []netip.Addr
 	npAddrs   []netip.Addr // NodePort addresses
 	localhost bool         // add a 127.0.0.1 NodePort frontend
+	local     LocalTraffic // local traffic detection of the family
 	problems  []Problem
 	src       Source
 	policies  []Policy // valid, sorted oldest first
@@ -84,20 +85,10 @@ func newBuilder(g Globals, src Source) *builder {
 		b.family = IPv4
 	}
 	b.initNode(g.Node)
+	b.initLocal(g.Node)
 	b.initNodePorts()
 	b.initPolicies(g.Policies)
 	return b
-}
-
-// clusterCIDRs returns the configured cluster CIDRs of the family.
-func (b *builder) clusterCIDRs() []netip.Prefix {
-	var out []netip.Prefix
-	for _, p := range b.cfg.ClusterCIDRs {
-		if p.IsValid() && b.familyOf(p.Addr()) {
-			out = append(out, p.Masked())
-		}
-	}
-	return out
 }
 
 // serviceResult builds the service ports of one Service, each with its
@@ -201,38 +192,101 @@ func (b *builder) initNode(node *corev1.Node) {
 	}
 }
 
+// initNodePorts resolves nodePortAddresses for the builder's family: the
+// node addresses inside its CIDRs and keywords ("primary": the family's
+// primary address; "localhost": the loopback CIDRs; "all": the zero
+// CIDRs), and whether NodePorts answer on 127.0.0.1. Empty, or nothing of
+// the family, means every node address of the family, as "all". Loopback NodePorts need route_localnet, which only
+// IPv4 has: an IPv6 family asked for ::1 explicitly says so in a problem.
 func (b *builder) initNodePorts() {
-	loopback := netip.MustParseAddr("127.0.0.1")
-	if len(b.cfg.NodePortAddresses) == 0 {
-		b.npAddrs = b.nodeIPs
-		b.localhost = b.cfg.LocalhostNodePorts && b.family == IPv4
-		return
+	loopback := netip.MustParsePrefix("127.0.0.0/8")
+	if b.family == IPv6 {
+		loopback = netip.MustParsePrefix("::1/128")
+	}
+	entries := b.cfg.NodePortAddresses
+	if !b.npAddrsOfFamily() {
+		// As kube-proxy: a family none of the entries speaks of (no
+		// keyword, no CIDR of the family) answers on every address.
+		entries = []string{NodePortAll}
 	}
 	seen := map[netip.Addr]bool{}
-	for _, s := range b.cfg.NodePortAddresses {
-		if s == NodePortPrimary {
-			if len(b.nodeIPs) > 0 && !seen[b.nodeIPs[0]] {
-				seen[b.nodeIPs[0]] = true
-				b.npAddrs = append(b.npAddrs, b.nodeIPs[0])
+	add := func(a netip.Addr) {
+		if !seen[a] {
+			seen[a] = true
+			b.npAddrs = append(b.npAddrs, a)
+		}
+	}
+	wantLoopback, explicitLoopback := false, false
+	for _, s := range entries {
+		var ps []netip.Prefix
+		switch s {
+		case NodePortPrimary:
+			if len(b.nodeIPs) > 0 {
+				add(b.nodeIPs[0])
 			}
 			continue
+		case NodePortLocalhost:
+			ps, explicitLoopback = []netip.Prefix{loopback}, true
+		case NodePortAll:
+			ps = []netip.Prefix{netip.PrefixFrom(loopback.Addr(), 0).Masked()}
+		default:
+			p, err := netip.ParsePrefix(s)
+			if err != nil {
+				b.problem("Config", "invalid nodePortAddresses entry %q skipped", s)
+				continue
+			}
+			if !b.familyOf(p.Addr()) {
+				continue
+			}
+			ps = []netip.Prefix{p.Masked()}
+			explicitLoopback = explicitLoopback || (p.Bits() > 0 && p.Overlaps(loopback))
 		}
-		p, err := netip.ParsePrefix(s)
-		if err != nil {
-			b.problem("Config", "invalid nodePortAddresses entry %q skipped", s)
-			continue
-		}
-		if b.family == IPv4 && b.cfg.LocalhostNodePorts && p.Contains(loopback) {
-			b.localhost = true
-		}
-		for _, a := range b.nodeIPs {
-			if p.Contains(a) && !seen[a] {
-				seen[a] = true
-				b.npAddrs = append(b.npAddrs, a)
+		for _, p := range ps {
+			wantLoopback = wantLoopback || p.Overlaps(loopback)
+			for _, a := range b.nodeIPs {
+				if p.Contains(a) {
+					add(a)
+				}
 			}
 		}
 	}
+	b.initLocalhost(wantLoopback, explicitLoopback)
 	sort.Slice(b.npAddrs, func(i, j int) bool { return b.npAddrs[i].Less(b.npAddrs[j]) })
+}
+
+// npAddrsOfFamily reports whether nodePortAddresses says anything about
+// the builder's family: a keyword, or a CIDR of the family. Entries that
+// do not parse count, so that they are reported.
+func (b *builder) npAddrsOfFamily() bool {
+	for _, s := range b.cfg.NodePortAddresses {
+		p, err := netip.ParsePrefix(s)
+		if err != nil || b.familyOf(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// initLocalhost decides whether NodePorts answer on 127.0.0.1: when the
+// loopback is among the NodePort addresses and localhostNodePorts allows
+// it, on IPv4 only. A loopback named explicitly (the keyword localhost, or
+// a loopback CIDR) that cannot be served is a problem.
+func (b *builder) initLocalhost(want, explicit bool) {
+	switch {
+	case !want:
+	case b.family == IPv6:
+		if explicit {
+			b.problem("Config", "nodePortAddresses includes the IPv6 loopback ::1, where NodePorts cannot answer "+
+				"(IPv6 has no route_localnet; kube-proxy does not serve it either): IPv6 NodePorts answer on the node's other addresses only")
+		}
+	case !b.cfg.LocalhostNodePorts:
+		if explicit {
+			b.problem("Config", "nodePortAddresses includes the loopback 127.0.0.0/8, but iptables.localhostNodePorts is false: "+
+				"NodePorts do not answer on 127.0.0.1")
+		}
+	default:
+		b.localhost = true
+	}
 }
 
 // slicesOf returns the Service's EndpointSlices of the builder's family,
@@ -398,6 +452,7 @@ func (b *builder) shape(svc *corev1.Service) (*svcShape, bool) {
 			return nil, false
 		}
 	}
+	b.familyProblems(svc, clusterIPs)
 	sh.vips = b.addrs(sh.obj, "clusterIP", clusterIPs)
 	if len(sh.vips) == 0 {
 		return nil, false

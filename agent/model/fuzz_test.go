@@ -106,8 +106,15 @@ func (f *fuzzInput) slice(i int) *discoveryv1.EndpointSlice {
 
 func (f *fuzzInput) input() Input {
 	in := Input{Config: baseConfig(), Node: nodeObj(pick(f, "", "zone-a"), "192.168.1.10")}
-	in.Config.NodePortAddresses = pick(f, nil, []string{"primary"}, []string{"192.168.0.0/16"}, []string{"bogus"})
+	in.Config.NodePortAddresses = pick(f, nil, []string{"primary"}, []string{"192.168.0.0/16"}, []string{"bogus"},
+		[]string{"localhost", "primary"}, []string{"all"}, []string{"::1/128", "fd00::/8"})
 	in.Config.LocalhostNodePorts = f.next()%2 == 0
+	in.Config.Family = pick(f, IPv4, IPv6)
+	in.Config.SingleStack = f.next()%2 == 0
+	in.Config.LocalDetection = pick(f, LocalDetection{},
+		LocalDetection{Mode: LocalClusterCIDR, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}},
+		LocalDetection{Mode: LocalNodeCIDR}, LocalDetection{Mode: LocalInterfaceNamePrefix, Interface: "veth"})
+	in.Node.Spec.PodCIDRs = pick(f, nil, []string{"10.1.0.0/24", "fd00:1::/64"}, []string{"bogus"})
 	for i, n := 0, f.next()%4; i < n; i++ {
 		in.Services = append(in.Services, f.service(i))
 	}

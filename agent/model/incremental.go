@@ -39,6 +39,7 @@ type globalsKey struct {
 	nodeIPs   []string
 	npAddrs   []string
 	localhost bool
+	local     LocalTraffic
 	policies  []Policy // with Services cleared: who they target is per Service
 	targets   map[ServiceRef][]string
 	problems  []Problem
@@ -64,7 +65,7 @@ func (m *Builder) Build(g Globals, src Source, changed []ServiceRef) *State {
 		NodeName:           b.cfg.NodeName,
 		Family:             b.family,
 		NodeIPs:            b.nodeIPs,
-		ClusterCIDRs:       b.clusterCIDRs(),
+		Local:              b.local,
 		MasqueradeAll:      b.cfg.MasqueradeAll,
 		LocalhostNodePorts: b.localhost,
 		Services:           m.services(reuse, changed),
@@ -166,7 +167,7 @@ func (m *Builder) problems(global []Problem) []Problem {
 
 // globalsKey captures the normalised node-wide input of this build.
 func (b *builder) globalsKey() *globalsKey {
-	k := &globalsKey{cfg: b.cfg, zone: b.zone, localhost: b.localhost, targets: map[ServiceRef][]string{},
+	k := &globalsKey{cfg: b.cfg, zone: b.zone, localhost: b.localhost, local: b.local, targets: map[ServiceRef][]string{},
 		problems: b.problems}
 	for _, a := range b.nodeIPs {
 		k.nodeIPs = append(k.nodeIPs, a.String())
@@ -187,7 +188,7 @@ func (b *builder) globalsKey() *globalsKey {
 // sameExceptTargets reports whether two builds share their node-wide input,
 // except for which Services the policies target.
 func (k *globalsKey) sameExceptTargets(o *globalsKey) bool {
-	return reflect.DeepEqual(k.cfg, o.cfg) && k.zone == o.zone && k.localhost == o.localhost &&
+	return reflect.DeepEqual(k.cfg, o.cfg) && k.zone == o.zone && k.localhost == o.localhost && k.local.Equal(o.local) &&
 		slices.Equal(k.nodeIPs, o.nodeIPs) && slices.Equal(k.npAddrs, o.npAddrs) &&
 		reflect.DeepEqual(k.policies, o.policies) && reflect.DeepEqual(k.problems, o.problems)
 }

@@ -80,8 +80,9 @@ const (
 	// MasqueradeNever preserves the client address (externalTrafficPolicy
 	// Local). Hairpin traffic is still masqueraded by every backend.
 	MasqueradeNever Masquerade = "Never"
-	// MasqueradeOffCluster masquerades traffic whose source is not inside
-	// the configured cluster CIDRs. Without cluster CIDRs it means Never.
+	// MasqueradeOffCluster masquerades traffic that local traffic
+	// detection does not recognise as coming from a pod. Without
+	// detection it means Never.
 	MasqueradeOffCluster Masquerade = "OffCluster"
 	// MasqueradeAlways masquerades every connection.
 	MasqueradeAlways Masquerade = "Always"
@@ -134,9 +135,17 @@ type Policy struct {
 
 func (p Policy) String() string { return p.Namespace + "/" + p.Name }
 
-// NodePortPrimary is the nodePortAddresses value that selects the node's
-// primary IP of the family.
-const NodePortPrimary = "primary"
+// The nodePortAddresses keywords, as kube-proxy's: each is resolved per
+// family, and they combine with each other and with CIDRs.
+const (
+	// NodePortPrimary selects the node's primary address of the family.
+	NodePortPrimary = "primary"
+	// NodePortLocalhost selects the loopback CIDRs (127.0.0.0/8, ::1/128):
+	// NodePorts on 127.0.0.1 with LocalhostNodePorts; IPv6 has none.
+	NodePortLocalhost = "localhost"
+	// NodePortAll selects the zero CIDRs: every node address.
+	NodePortAll = "all"
+)
 
 // Config is the per-node configuration of the model.
 type Config struct {
@@ -149,14 +158,19 @@ type Config struct {
 	// status are added to them. The first one of the family is primary.
 	NodeIPs []netip.Addr
 	// NodePortAddresses restricts NodePort frontends to node addresses in
-	// these CIDRs, or to the primary address with "primary". Empty means
-	// every node address.
+	// these CIDRs, or those the keywords primary, localhost and all select.
+	// Empty means every node address (all); so does, for one family, a
+	// list with no keyword and no CIDR of that family (as kube-proxy).
 	NodePortAddresses []string
 	// ServiceProxyName is the value of service.kubernetes.io/service-proxy-name
 	// this agent answers to. Empty means only unlabelled Services.
 	ServiceProxyName string
-	// ClusterCIDRs are used to tell in-cluster from off-cluster sources.
-	ClusterCIDRs []netip.Prefix
+	// LocalDetection says how traffic from pods is told apart from
+	// traffic from outside the cluster.
+	LocalDetection LocalDetection
+	// SingleStack says the node programs Family only: it has no address
+	// of the other family, whose Services it cannot serve.
+	SingleStack bool
 	// MasqueradeAll masquerades all traffic to ClusterIPs.
 	MasqueradeAll bool
 	// LocalhostNodePorts makes NodePorts reachable on 127.0.0.1 (IPv4 only).
@@ -276,8 +290,9 @@ type State struct {
 	NodeName string
 	Family   Family
 	// NodeIPs are the node addresses of the family, primary first.
-	NodeIPs            []netip.Addr
-	ClusterCIDRs       []netip.Prefix
+	NodeIPs []netip.Addr
+	// Local is the local traffic detection of the family.
+	Local              LocalTraffic
 	MasqueradeAll      bool
 	LocalhostNodePorts bool
 	// Services are sorted by Key.

@@ -113,18 +113,22 @@ func (b *Backend) Unsupported(p model.Policy) error { return Features.Check(b.Na
 // themselves; when it changes, everything is rendered again.
 type renderKey struct {
 	mark      uint32
-	cidrs     string
+	local     string // the local traffic detection
 	localhost bool
 }
 
 func (b *Backend) renderer(st *model.State) (*renderer, renderKey) {
-	r := &renderer{f: b.f, mark: b.mark}
-	k := renderKey{mark: b.mark}
-	for _, p := range st.ClusterCIDRs {
+	r := &renderer{f: b.f, mark: b.mark, local: st.Local}
+	// Only CIDRs of the table's family fit its address matches.
+	r.local.CIDRs = nil
+	for _, p := range st.Local.CIDRs {
 		if p.Addr().Is4() == (b.f.addrLen == 4) {
-			r.cidrs = append(r.cidrs, p.Masked())
-			k.cidrs += p.Masked().String() + ","
+			r.local.CIDRs = append(r.local.CIDRs, p.Masked())
 		}
+	}
+	k := renderKey{mark: b.mark}
+	if r.local.Detects() {
+		k.local = r.local.String()
 	}
 	for _, s := range st.Services {
 		for _, fe := range s.Frontends {

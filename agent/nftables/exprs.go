@@ -140,6 +140,20 @@ func srcLocal() []expr.Any {
 	}
 }
 
+// iifname matches the input interface by name, or by name prefix (nft's
+// iifname "veth*"): the comparison includes the name's terminating zero
+// only for a whole name.
+func iifname(name string, prefix bool) []expr.Any {
+	data := []byte(name)
+	if !prefix {
+		data = append(data, 0)
+	}
+	return []expr.Any{
+		&expr.Meta{Key: expr.MetaKeyIIFNAME, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: data},
+	}
+}
+
 // verdict jumps or goes to a chain, or ends with a verdict code.
 func jump(chain string) expr.Any          { return &expr.Verdict{Kind: expr.VerdictJump, Chain: chain} }
 func goTo(chain string) expr.Any          { return &expr.Verdict{Kind: expr.VerdictGoto, Chain: chain} }

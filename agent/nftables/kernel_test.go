@@ -10,6 +10,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/backend/backendtest"
+	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -32,25 +33,43 @@ func harness(opts Options) backendtest.Harness {
 		}
 		return out
 	}
+	nftFam := func(fam model.Family) string {
+		if fam == model.IPv6 {
+			return "ip6"
+		}
+		return "ip"
+	}
 	return backendtest.Harness{
 		Tools: []string{"nft"},
-		New:   func(ctx context.Context) (backend.Backend, error) { return New(opts) },
-		Dump: func(t testing.TB, node *netns.NS) string {
+		New: func(ctx context.Context, fam model.Family) (backend.Backend, error) {
+			o := opts
+			o.Family = fam
+			return New(o)
+		},
+		Dump: func(t testing.TB, node *netns.NS, _ model.Family) string {
 			return canonicalRuleset(nft(t, node, "list", "ruleset"))
 		},
-		Owned: func(t testing.TB, node *netns.NS) int {
-			return countOwned(t, nft(t, node, "-j", "list", "table", "ip", table))
+		Owned: func(t testing.TB, node *netns.NS, fam model.Family) int {
+			return countOwned(t, nft(t, node, "-j", "list", "table", nftFam(fam), table))
 		},
-		Dispatch: func(t testing.TB, node *netns.NS) []string {
-			return elements(t, nft(t, node, "-j", "list", "map", "ip", table, setServices))
+		Dispatch: func(t testing.TB, node *netns.NS, fam model.Family) []string {
+			return elements(t, nft(t, node, "-j", "list", "map", nftFam(fam), table, setServices))
 		},
-		Wipe:         func(t testing.TB, node *netns.NS) { nft(t, node, "flush", "table", "ip", table) },
-		WipeDispatch: func(t testing.TB, node *netns.NS) { nft(t, node, "flush", "map", "ip", table, setServices) },
-		Foreign: func(t testing.TB, node *netns.NS) {
-			if out, err := node.ExecInput([]byte(foreignRuleset), "nft", "-f", "-"); err != nil {
+		Wipe: func(t testing.TB, node *netns.NS, fam model.Family) {
+			nft(t, node, "flush", "table", nftFam(fam), table)
+		},
+		WipeDispatch: func(t testing.TB, node *netns.NS, fam model.Family) {
+			nft(t, node, "flush", "map", nftFam(fam), table, setServices)
+		},
+		Foreign: func(t testing.TB, node *netns.NS, fam model.Family) {
+			if out, err := node.ExecInput([]byte(foreignRuleset(fam)), "nft", "-f", "-"); err != nil {
 				t.Fatalf("foreign ruleset: %v: %s", err, out)
 			}
-			node.MustExec("iptables-nft", "-w", "-A", "FORWARD", "-m", "comment", "--comment", "someone else", "-j", "ACCEPT")
+			ipt := "iptables-nft"
+			if fam == model.IPv6 {
+				ipt = "ip6tables-nft"
+			}
+			node.MustExec(ipt, "-w", "-A", "FORWARD", "-m", "comment", "--comment", "someone else", "-j", "ACCEPT")
 		},
 		// The shared chain that picks one of one endpoint (the
 		// masquerade jump and the pick: 2 rules), the service's dispatch
@@ -59,23 +78,28 @@ func harness(opts Options) backendtest.Harness {
 	}
 }
 
-// foreignRuleset is a kube-proxy-like table beside ours.
-const foreignRuleset = `
-table ip kube-proxy {
+// foreignRuleset is a kube-proxy-like table beside ours, in one family.
+func foreignRuleset(fam model.Family) string {
+	nf, addr := "ip", "ipv4_addr"
+	if fam == model.IPv6 {
+		nf, addr = "ip6", "ipv6_addr"
+	}
+	return `
+table ` + nf + ` kube-proxy {
 	map service-ips {
-		type ipv4_addr . inet_proto . inet_service : verdict
-		elements = { ` + backendtest.ForeignVIP + ` . tcp . 80 : goto service-foreign }
+		type ` + addr + ` . inet_proto . inet_service : verdict
+		elements = { ` + backendtest.IP(fam, backendtest.ForeignVIP) + ` . tcp . 80 : goto service-foreign }
 	}
 	chain service-foreign {
-		meta l4proto tcp dnat to 10.211.1.4:8080
+		meta l4proto tcp dnat to ` + backendtest.At(fam, "10.211.1.4", 8080) + `
 	}
 	chain nat-prerouting {
 		type nat hook prerouting priority dstnat; policy accept;
-		ip daddr . meta l4proto . th dport vmap @service-ips
+		` + nf + ` daddr . meta l4proto . th dport vmap @service-ips
 	}
 	chain nat-postrouting {
 		type nat hook postrouting priority srcnat; policy accept;
-		ip saddr 10.211.0.0/16 oifname "uplink" masquerade
+		` + nf + ` saddr ` + backendtest.IP(fam, "10.211.0.0/16") + ` oifname "uplink" masquerade
 	}
 	chain filter-input {
 		type filter hook input priority filter; policy accept;
@@ -83,6 +107,7 @@ table ip kube-proxy {
 	}
 }
 `
+}
 
 var volatileRE = regexp.MustCompile(`( counter packets \d+ bytes \d+| expires \S+)`)
 

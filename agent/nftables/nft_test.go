@@ -159,7 +159,7 @@ func TestRebuildsAForeignLayout(t *testing.T) {
 	chain nat-prerouting { type nat hook prerouting priority dstnat; policy accept; ip daddr vmap @service-ips; }
 }`
 	tp.Node.MustExec("sh", "-c", "nft -f - <<'EOF'\n"+old+"\nEOF")
-	if out, err := tp.Node.ExecInput([]byte(foreignRuleset), "nft", "-f", "-"); err != nil {
+	if out, err := tp.Node.ExecInput([]byte(foreignRuleset(model.IPv4)), "nft", "-f", "-"); err != nil {
 		t.Fatalf("foreign ruleset: %v: %s", err, out)
 	}
 	foreign := tp.Node.MustExec("nft", "list", "table", "ip", "kube-proxy")
@@ -198,7 +198,7 @@ func TestPartialSyncsConverge(t *testing.T) {
 	if res.Rules != 0 {
 		t.Errorf("full sync after partial ones wrote %d rules and elements: partial syncs drifted", res.Rules)
 	}
-	if n := h.Owned(t, tp.Node); res.Owned != n {
+	if n := h.Owned(t, tp.Node, model.IPv4); res.Owned != n {
 		t.Errorf("owned %d, kernel holds %d", res.Owned, n)
 	}
 }
@@ -206,7 +206,7 @@ func TestPartialSyncsConverge(t *testing.T) {
 // randomState makes up to 30 service ports with random endpoints,
 // locality, affinity, algorithms and frontends.
 func randomState(r *rand.Rand) *model.State {
-	st := &model.State{Family: model.IPv4, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}}
+	st := &model.State{Family: model.IPv4, Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}}}
 	for i := 0; i < 30; i++ {
 		if r.Intn(4) == 0 {
 			continue

@@ -3,7 +3,6 @@ package nftables
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"net/netip"
 	"strings"
 	"time"
 
@@ -47,7 +46,22 @@ const affinitySize = 1 << 20
 type renderer struct {
 	f     *family
 	mark  uint32
-	cidrs []netip.Prefix // cluster CIDRs of the family
+	local model.LocalTraffic // local traffic detection of the family
+}
+
+// localMatches are the matches that recognise traffic from pods, one rule
+// each: a source CIDR (ClusterCIDR, NodeCIDR) or the input interface
+// (BridgeInterface, InterfaceNamePrefix). None without detection. A
+// packet the node sends has no input interface and never matches.
+func (r *renderer) localMatches() [][]expr.Any {
+	if l := r.local; l.Interface != "" {
+		return [][]expr.Any{iifname(l.Interface, l.InterfacePrefix)}
+	}
+	out := make([][]expr.Any, 0, len(r.local.CIDRs))
+	for _, p := range r.local.CIDRs {
+		out = append(out, r.f.prefix(r.f.saddr, p, false))
+	}
+	return out
 }
 
 // fragment is what one service port contributes, as kept between syncs:
@@ -203,7 +217,7 @@ func (r *renderer) internalMode(s *model.Service) masqMode {
 	switch {
 	case masq == model.MasqueradeAlways:
 		return masqAlways
-	case masq == model.MasqueradeOffCluster && len(r.cidrs) > 0:
+	case masq == model.MasqueradeOffCluster && r.local.Detects():
 		return masqOffCluster
 	}
 	return masqNone
@@ -246,8 +260,8 @@ func (r *renderer) externalRules(s *model.Service, svc string) []rule {
 	} else if !s.InternalLocal && hasInternal {
 		// Pods and the node itself are not "external" clients: send
 		// them to every endpoint; the node's own traffic needs SNAT.
-		for _, p := range r.cidrs {
-			rules = append(rules, encode(fam, false, append(r.f.prefix(r.f.saddr, p, false), goTo(svc))...))
+		for _, m := range r.localMatches() {
+			rules = append(rules, encode(fam, false, append(m, goTo(svc))...))
 		}
 		rules = append(rules,
 			encode(fam, false, append(srcLocal(), jump(chainMarkMasq))...),

@@ -3,6 +3,8 @@ package nftables
 import (
 	"github.com/google/nftables/expr"
 	"golang.org/x/sys/unix"
+
+	"github.com/synterix/synterix-kube-proxy/agent/model"
 )
 
 // Hook priorities: the nat chains sit where iptables' nat table does; the
@@ -42,9 +44,9 @@ func (r *renderer) sets() []*setDef {
 func (r *renderer) shared(localhost bool) []*chain {
 	fam := r.f.proto
 	mk := func(e ...expr.Any) rule { return encode(fam, true, e...) }
-	offCluster := make([]rule, 0, len(r.cidrs)+1)
-	for _, p := range r.cidrs {
-		offCluster = append(offCluster, mk(append(r.f.prefix(r.f.saddr, p, false), verdict(expr.VerdictReturn))...))
+	var offCluster []rule
+	for _, m := range r.localMatches() {
+		offCluster = append(offCluster, mk(append(m, verdict(expr.VerdictReturn))...))
 	}
 	offCluster = append(offCluster, mk(jump(chainMarkMasq)))
 	var filter []rule
@@ -68,7 +70,7 @@ func (r *renderer) shared(localhost bool) []*chain {
 		return &chain{name: name, base: &baseChain{typ: typ, hook: hook, prio: prio}, rules: rules}
 	}
 	return []*chain{
-		{name: chainReject, rules: []rule{mk(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: r.f.rejectCode})}},
+		{name: chainReject, rules: r.rejectRules(mk)},
 		{name: chainMarkMasq, rules: []rule{mk(markSet(^r.mark, r.mark)...)}},
 		{name: chainOffCluster, rules: offCluster},
 		{name: chainServices, rules: []rule{mk(r.f.dispatch(setServices)...)}},
@@ -89,3 +91,19 @@ func (r *renderer) shared(localhost bool) []*chain {
 
 // hairpinKey is a local endpoint reaching itself.
 func hairpinKey(a []byte) string { return string(a) + string(a) }
+
+// rejectRules refuse a connection to a frontend without endpoints: ICMP
+// port unreachable, as kube-proxy; over IPv6 a TCP reset for TCP first,
+// because a Linux TCP client over IPv6 does not give up its SYN on an
+// ICMPv6 port unreachable: it retries and sees a timeout instead of a
+// refusal. The iptables backend does the same.
+func (r *renderer) rejectRules(mk func(e ...expr.Any) rule) []rule {
+	icmp := mk(&expr.Reject{Type: unix.NFT_REJECT_ICMP_UNREACH, Code: r.f.rejectCode})
+	if r.f.model != model.IPv6 {
+		return []rule{icmp}
+	}
+	tcp := mk(&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: reg1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: reg1, Data: []byte{unix.IPPROTO_TCP}},
+		&expr.Reject{Type: unix.NFT_REJECT_TCP_RST})
+	return []rule{tcp, icmp}
+}

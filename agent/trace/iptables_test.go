@@ -49,7 +49,7 @@ func svc(endpoints []model.Endpoint, opts ...func(*model.Service)) *model.Servic
 
 func state(svcs ...*model.Service) *model.State {
 	return &model.State{NodeName: "node-a", Family: model.IPv4, NodeIPs: []netip.Addr{nodeIP},
-		ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}, Services: svcs}
+		Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.211.0.0/16")}}, Services: svcs}
 }
 
 func env() trace.Env {

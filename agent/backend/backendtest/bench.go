@@ -18,7 +18,7 @@ import (
 // eps endpoints each. With variant != 0 the first endpoint of Service n/2
 // moves, so that states of different variants differ in one endpoint.
 func BenchState(n, eps, variant int) *model.State {
-	st := &model.State{Family: model.IPv4, ClusterCIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")}}
+	st := &model.State{Family: model.IPv4, Local: model.LocalTraffic{CIDRs: []netip.Prefix{netip.MustParsePrefix("10.128.0.0/9")}}}
 	for i := 0; i < n; i++ {
 		s := &model.Service{
 			Key: fmt.Sprintf("bench/svc-%05d:http/TCP", i), Namespace: "bench", Name: fmt.Sprintf("svc-%05d", i),

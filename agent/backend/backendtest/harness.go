@@ -14,51 +14,74 @@ import (
 	"testing"
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
+	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
-// Harness is what a backend gives the scenarios.
+// Harness is what a backend gives the scenarios. Every function works on
+// one IP family, that of the backend it reads or disturbs.
 type Harness struct {
 	// Tools are the binaries the backend or the harness runs, besides ip;
 	// the scenarios skip loudly when one is missing.
 	Tools []string
 	// New builds the backend. It runs on a thread switched into the node
 	// namespace; a second call is an agent restart.
-	New func(ctx context.Context) (backend.Backend, error)
+	New func(ctx context.Context, fam model.Family) (backend.Backend, error)
 	// Dump returns the node namespace's whole ruleset as text (other
 	// programs' rules included), without counters or anything else that
 	// changes while traffic flows, so that two dumps of the same rules are
 	// equal.
-	Dump func(t testing.TB, node *netns.NS) string
+	Dump func(t testing.TB, node *netns.NS, fam model.Family) string
 	// Owned counts what the backend holds in the node namespace the way
 	// SyncResult.Owned counts it.
-	Owned func(t testing.TB, node *netns.NS) int
+	Owned func(t testing.TB, node *netns.NS, fam model.Family) int
 	// Dispatch lists the backend's dispatch entries, one string per
 	// frontend, each containing the frontend's address.
-	Dispatch func(t testing.TB, node *netns.NS) []string
+	Dispatch func(t testing.TB, node *netns.NS, fam model.Family) []string
 	// Wipe removes the backend's rules the way another program would
 	// (iptables -t nat -F, nft delete table); the next sync must notice
 	// and restore them.
-	Wipe func(t testing.TB, node *netns.NS)
+	Wipe func(t testing.TB, node *netns.NS, fam model.Family)
 	// WipeDispatch empties only the dispatch entries; a full sync must
 	// repair it.
-	WipeDispatch func(t testing.TB, node *netns.NS)
+	WipeDispatch func(t testing.TB, node *netns.NS, fam model.Family)
 	// Foreign installs another program's rules in the node namespace,
-	// among them a DNAT of ForeignVIP:80 to 10.211.1.4:8080, which must
-	// keep working while the backend is installed and after its Cleanup.
-	Foreign func(t testing.TB, node *netns.NS)
+	// among them a DNAT of ForeignVIP:80 to 10.211.1.4:8080 (translated
+	// with IP), which must keep working while the backend is installed and
+	// after its Cleanup.
+	Foreign func(t testing.TB, node *netns.NS, fam model.Family)
 	// OneEndpointWrites is SyncResult.Rules of the partial sync that
 	// replaces the four endpoints of a ClusterIP Service by one.
 	OneEndpointWrites int
+	// Family is the family a scenario runs in; Run sets it.
+	Family model.Family
 }
 
 // ForeignVIP is the address the Harness's foreign rules DNAT.
 const ForeignVIP = "10.96.9.9"
 
-// Run runs every scenario as a subtest.
+// Families are the IP families every scenario runs in.
+var Families = []model.Family{model.IPv4, model.IPv6}
+
+// Run runs every scenario as a subtest per family, e.g.
+// TestScenarios/Affinity/IPv6; a dual-stack scenario runs once, with
+// both families.
 func Run(t *testing.T, h Harness) {
 	for _, sc := range Scenarios {
-		t.Run(sc.Name, func(t *testing.T) { sc.Run(t, h) })
+		t.Run(sc.Name, func(t *testing.T) {
+			if sc.DualStack {
+				h.Family = model.IPv4
+				sc.Run(t, h)
+				return
+			}
+			for _, fam := range Families {
+				t.Run(string(fam), func(t *testing.T) {
+					h := h
+					h.Family = fam
+					sc.Run(t, h)
+				})
+			}
+		})
 	}
 }
 
@@ -66,4 +89,6 @@ func Run(t *testing.T, h Harness) {
 type Scenario struct {
 	Name string
 	Run  func(t *testing.T, h Harness)
+	// DualStack scenarios program both families at once; they run once.
+	DualStack bool
 }

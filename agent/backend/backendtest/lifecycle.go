@@ -14,22 +14,26 @@ import (
 
 // Scenarios lists every scenario in the order Run runs them.
 var Scenarios = []Scenario{
-	{"Distribution", Distribution},
-	{"RoundRobin", RoundRobin},
-	{"Affinity", Affinity},
-	{"RejectVersusDrop", RejectVersusDrop},
-	{"SourceRanges", SourceRanges},
-	{"ExternalFrontends", ExternalFrontends},
-	{"Hairpin", Hairpin},
-	{"SamePortDifferentProtocols", SamePortDifferentProtocols},
-	{"LocalhostNodePort", LocalhostNodePort},
-	{"UDPEndpointReplaced", UDPEndpointReplaced},
-	{"UDPFirstEndpoint", UDPFirstEndpoint},
-	{"FlushRecovery", FlushRecovery},
-	{"AdoptAndIdempotence", AdoptAndIdempotence},
-	{"PartialSync", PartialSync},
-	{"CleanupRestoresTables", CleanupRestoresTables},
-	{"OwnedMatchesTheKernel", OwnedMatchesTheKernel},
+	{Name: "Distribution", Run: Distribution},
+	{Name: "RoundRobin", Run: RoundRobin},
+	{Name: "Affinity", Run: Affinity},
+	{Name: "RejectVersusDrop", Run: RejectVersusDrop},
+	{Name: "SourceRanges", Run: SourceRanges},
+	{Name: "ExternalFrontends", Run: ExternalFrontends},
+	{Name: "Hairpin", Run: Hairpin},
+	{Name: "SamePortDifferentProtocols", Run: SamePortDifferentProtocols},
+	{Name: "LocalhostNodePort", Run: LocalhostNodePort},
+	{Name: "ExternalIPs", Run: ExternalIPs},
+	{Name: "NodePortAddresses", Run: NodePortAddresses},
+	{Name: "LocalTrafficDetection", Run: LocalTrafficDetection},
+	{Name: "UDPEndpointReplaced", Run: UDPEndpointReplaced},
+	{Name: "UDPFirstEndpoint", Run: UDPFirstEndpoint},
+	{Name: "FlushRecovery", Run: FlushRecovery},
+	{Name: "AdoptAndIdempotence", Run: AdoptAndIdempotence},
+	{Name: "PartialSync", Run: PartialSync},
+	{Name: "CleanupRestoresTables", Run: CleanupRestoresTables},
+	{Name: "OwnedMatchesTheKernel", Run: OwnedMatchesTheKernel},
+	{Name: "DualStack", Run: DualStack, DualStack: true},
 }
 
 // UDPEndpointReplaced: a UDP flow (fixed client port, so one conntrack
@@ -59,9 +63,9 @@ func UDPEndpointReplaced(t *testing.T, h Harness) {
 			}
 			tp.Put(Svc{Name: "dns", ClusterIP: VIP, Proto: corev1.ProtocolUDP, Port: 53, Eps: []Ep{{IP: "10.211.1.2"}}})
 			sync()
-			opts := netns.RequestOptions{Local: ClientIP + ":40001"}
+			opts := netns.RequestOptions{Local: tp.At(ClientIP, 40001)}
 			for i := 0; i < 3; i++ {
-				if r, err := tp.Client.Request("udp", VIP+":53", opts); err != nil || r.Server != "10.211.1.2" {
+				if r, err := tp.Client.Request("udp", tp.At(VIP, 53), opts); err != nil || r.Server != tp.IP("10.211.1.2") {
 					t.Fatalf("before: %+v %v", r, err)
 				}
 			}
@@ -69,8 +73,8 @@ func UDPEndpointReplaced(t *testing.T, h Harness) {
 			if res := sync(); res.Full {
 				t.Errorf("endpoint change caused a full sync")
 			}
-			r, err := tp.Client.Request("udp", VIP+":53", opts)
-			if err != nil || r.Server != tc.want {
+			r, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
+			if err != nil || r.Server != tp.IP(tc.want) {
 				t.Errorf("after replacing the endpoint: got %+v %v, want answer from %s", r, err, tc.want)
 			}
 		})
@@ -99,13 +103,13 @@ func UDPFirstEndpoint(t *testing.T, h Harness) {
 				}
 			}
 			sync() // no services yet
-			opts := netns.RequestOptions{Local: ClientIP + ":40002", Timeout: time.Second}
-			if _, err := tp.Client.Request("udp", VIP+":53", opts); netns.Outcome(err) != "timeout" {
+			opts := netns.RequestOptions{Local: tp.At(ClientIP, 40002), Timeout: time.Second}
+			if _, err := tp.Client.Request("udp", tp.At(VIP, 53), opts); netns.Outcome(err) != "timeout" {
 				t.Fatalf("before the service exists: outcome %s (%v), want timeout", netns.Outcome(err), err)
 			}
 			tp.Put(Svc{Name: "dns", ClusterIP: VIP, Proto: corev1.ProtocolUDP, Port: 53, Eps: []Ep{{IP: "10.211.2.2"}}})
 			sync()
-			_, err := tp.Client.Request("udp", VIP+":53", opts)
+			_, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
 			if got := netns.Outcome(err); got != tc.want {
 				t.Errorf("after the first endpoint appeared: outcome %s (%v), want %s", got, err, tc.want)
 			}
@@ -122,7 +126,7 @@ func FlushRecovery(t *testing.T, h Harness) {
 	tp.Sync(false)
 	check := func(stage, want string) {
 		t.Helper()
-		_, err := tp.Client.Request("tcp", VIP+":80", netns.RequestOptions{Timeout: time.Second})
+		_, err := tp.Client.Request("tcp", tp.At(VIP, 80), netns.RequestOptions{Timeout: time.Second})
 		if got := netns.Outcome(err); got != want {
 			t.Fatalf("%s: outcome %s (%v), want %s", stage, got, err, want)
 		}
@@ -130,7 +134,7 @@ func FlushRecovery(t *testing.T, h Harness) {
 	check("initial", "ok")
 	want := tp.Dump()
 
-	h.Wipe(t, tp.Node)
+	tp.Wipe()
 	check("after wiping our rules", "timeout")
 	res := tp.Sync(false) // asked for a partial sync
 	if !res.Full {
@@ -141,7 +145,7 @@ func FlushRecovery(t *testing.T, h Harness) {
 		t.Errorf("rules after recovery differ from the original:\n%s", DiffLines(want, got))
 	}
 
-	h.WipeDispatch(t, tp.Node)
+	tp.WipeDispatch()
 	check("after emptying the dispatch", "timeout")
 	tp.Sync(true)
 	check("after full sync", "ok")
@@ -178,7 +182,7 @@ func AdoptAndIdempotence(t *testing.T, h Harness) {
 	if got := tp.Dump(); got != before {
 		t.Errorf("adoption changed rules:\n%s", DiffLines(before, got))
 	}
-	if _, err := tp.Client.Request("tcp", VIP+":80", netns.RequestOptions{}); err != nil {
+	if _, err := tp.Client.Request("tcp", tp.At(VIP, 80), netns.RequestOptions{}); err != nil {
 		t.Errorf("traffic after restart: %v", err)
 	}
 }
@@ -200,30 +204,31 @@ func PartialSync(t *testing.T, h Harness) {
 	if res.Rules != h.OneEndpointWrites {
 		t.Errorf("one endpoint change wrote %d rules, want %d", res.Rules, h.OneEndpointWrites)
 	}
-	got := tp.Client.Tally("tcp", "10.96.1.8:80", 10, netns.RequestOptions{})
-	if got["10.211.2.4"] != 10 {
+	got := tp.Client.Tally("tcp", tp.At("10.96.1.8", 80), 10, netns.RequestOptions{})
+	if got[tp.IP("10.211.2.4")] != 10 {
 		t.Errorf("after partial sync: %v, want all from 10.211.2.4", got)
 	}
 	// Remove a Service, add another: dispatch edited, not rewritten.
 	tp.Del("s03")
 	tp.Put(Svc{Name: "new", ClusterIP: "10.96.2.1", Port: 80, Eps: []Ep{{IP: "10.211.1.4"}}})
-	before := h.Dispatch(t, tp.Node)
+	before := tp.Dispatch()
 	res = tp.Sync(false)
 	if res.Full || res.Changed != 2 {
 		t.Errorf("add+remove: %+v", res)
 	}
-	after := h.Dispatch(t, tp.Node)
+	after := tp.Dispatch()
 	joined := strings.Join(after, "\n") + "\n"
-	if strings.Contains(joined, "10.96.1.4 ") || strings.Contains(joined, "10.96.1.4/") || !strings.Contains(joined, "10.96.2.1") {
+	gone := tp.IP("10.96.1.4")
+	if strings.Contains(joined, gone+" ") || strings.Contains(joined, gone+"/") || !strings.Contains(joined, tp.IP("10.96.2.1")) {
 		t.Errorf("dispatch not updated:\n%s", joined)
 	}
 	if len(after) != len(before) {
 		t.Errorf("dispatch had %d entries, now %d", len(before), len(after))
 	}
-	if _, err := tp.Client.Request("tcp", "10.96.1.4:80", netns.RequestOptions{Timeout: time.Second}); netns.Outcome(err) != "timeout" {
+	if _, err := tp.Client.Request("tcp", tp.At("10.96.1.4", 80), netns.RequestOptions{Timeout: time.Second}); netns.Outcome(err) != "timeout" {
 		t.Errorf("removed service still answers: %v", err)
 	}
-	if r, err := tp.Client.Request("tcp", "10.96.2.1:80", netns.RequestOptions{}); err != nil || r.Server != "10.211.1.4" {
+	if r, err := tp.Client.Request("tcp", tp.At("10.96.2.1", 80), netns.RequestOptions{}); err != nil || r.Server != tp.IP("10.211.1.4") {
 		t.Errorf("added service: %+v %v", r, err)
 	}
 	// Everything the kernel has matches a from-scratch full sync.
@@ -237,11 +242,11 @@ func PartialSync(t *testing.T, h Harness) {
 // exactly as before, and the other program's DNAT works throughout.
 func CleanupRestoresTables(t *testing.T, h Harness) {
 	tp := NewTopo(t, h)
-	h.Foreign(t, tp.Node)
+	h.Foreign(t, tp.Node, tp.Fam)
 	before := tp.Dump()
 	foreign := func(stage string) {
 		t.Helper()
-		if r, err := tp.Client.Request("tcp", ForeignVIP+":80", netns.RequestOptions{}); err != nil || r.Server != "10.211.1.4" {
+		if r, err := tp.Client.Request("tcp", tp.At(ForeignVIP, 80), netns.RequestOptions{}); err != nil || r.Server != tp.IP("10.211.1.4") {
 			t.Errorf("foreign DNAT rule broken %s: %+v %v", stage, r, err)
 		}
 	}
@@ -255,7 +260,7 @@ func CleanupRestoresTables(t *testing.T, h Harness) {
 	if tp.Dump() == before {
 		t.Fatal("sync did not change anything")
 	}
-	if _, err := tp.Client.Request("tcp", VIP+":80", netns.RequestOptions{}); err != nil {
+	if _, err := tp.Client.Request("tcp", tp.At(VIP, 80), netns.RequestOptions{}); err != nil {
 		t.Errorf("our service beside the foreign rules: %v", err)
 	}
 	foreign("while we are installed")
@@ -277,11 +282,11 @@ func CleanupRestoresTables(t *testing.T, h Harness) {
 func OwnedMatchesTheKernel(t *testing.T, h Harness) {
 	tp := NewTopo(t, h)
 	tp.Put(Svc{Name: "a", ClusterIP: VIP, Port: 80, Eps: []Ep{{IP: "10.211.1.2"}, {IP: "10.211.1.3"}}})
-	if res, n := tp.Sync(true), h.Owned(t, tp.Node); res.Owned != n || n == 0 {
+	if res, n := tp.Sync(true), tp.Owned(); res.Owned != n || n == 0 {
 		t.Fatalf("full sync: owned %d, kernel holds %d", res.Owned, n)
 	}
 	tp.Put(Svc{Name: "b", ClusterIP: "10.96.0.11", Port: 80, Eps: []Ep{{IP: "10.211.1.2"}}})
-	if res, n := tp.Sync(false), h.Owned(t, tp.Node); res.Full || res.Owned != n {
+	if res, n := tp.Sync(false), tp.Owned(); res.Full || res.Owned != n {
 		t.Fatalf("partial sync (full=%t): owned %d, kernel holds %d", res.Full, res.Owned, n)
 	}
 }
