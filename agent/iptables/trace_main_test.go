@@ -17,8 +17,8 @@ import (
 // packet is traced over them; the trace must allow what the packet then
 // really did, or the test that sent it fails.
 func TestMain(m *testing.M) {
-	tracetest.Main(m, func(ctx context.Context) (trace.Tracer, error) {
+	tracetest.Main(m, func(ctx context.Context, fam model.Family) (trace.Tracer, error) {
 		// The flavour that holds rules (the backend's).
-		return kernel.IPTables(ctx, model.IPv4, xtables.ModeAuto)
+		return kernel.IPTables(ctx, fam, xtables.ModeAuto)
 	})
 }

@@ -17,7 +17,7 @@ import (
 // the "node" namespace holds are read back and the packet is traced over
 // them; the trace must allow what the packet then really did.
 func TestMain(m *testing.M) {
-	tracetest.Main(m, func(ctx context.Context) (trace.Tracer, error) {
-		return kernel.IPVS(ctx, model.IPv4, xtables.ModeAuto)
+	tracetest.Main(m, func(ctx context.Context, fam model.Family) (trace.Tracer, error) {
+		return kernel.IPVS(ctx, fam, xtables.ModeAuto)
 	})
 }

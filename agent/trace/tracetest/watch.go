@@ -13,13 +13,15 @@ import (
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/agent/trace"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
-// Reader reads the Tracer of a backend; it runs on a thread inside the
-// node namespace.
-type Reader func(ctx context.Context) (trace.Tracer, error)
+// Reader reads the Tracer of a backend for the family of the packet to
+// trace (a node holds one rule set per family); it runs on a thread inside
+// the node namespace.
+type Reader func(ctx context.Context, fam model.Family) (trace.Tracer, error)
 
 // NodeLabel is the label (netns.New) of the namespace whose rules are
 // traced.
@@ -88,7 +90,11 @@ func observe(read Reader, stats *Stats, p netns.Probe) func(netns.Reply, error) 
 		}
 	}
 	var tr trace.Tracer
-	if err := node.Do(func() (err error) { tr, err = read(context.Background()); return err }); err != nil {
+	fam := model.IPv4
+	if pkt.Dst.Is6() && !pkt.Dst.Is4In6() {
+		fam = model.IPv6
+	}
+	if err := node.Do(func() (err error) { tr, err = read(context.Background(), fam); return err }); err != nil {
 		t.Errorf("trace check: read the rules of %s: %v", node.Name, err)
 		return nil
 	}

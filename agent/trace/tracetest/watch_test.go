@@ -56,8 +56,8 @@ func TestWatchCatchesALie(t *testing.T) {
 		"-j", "DNAT", "--to-destination", "10.211.1.2:8080")
 	node.MustExec("iptables", "-w", "-t", "filter", "-A", "FORWARD", "-d", "10.211.1.9/32", "-p", "tcp", "-j", "REJECT", "--reject-with", "tcp-reset")
 
-	honest := func(ctx context.Context) (trace.Tracer, error) {
-		return kernel.IPTables(ctx, model.IPv4, xtables.ModeAuto)
+	honest := func(ctx context.Context, fam model.Family) (trace.Tracer, error) {
+		return kernel.IPTables(ctx, fam, xtables.ModeAuto)
 	}
 	stats, stop := Watch(honest)
 	for range 5 {
@@ -72,7 +72,7 @@ func TestWatchCatchesALie(t *testing.T) {
 
 	lie := "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -d 10.96.0.10/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.211.1.3:8080\nCOMMIT\n" +
 		"*filter\n:FORWARD ACCEPT [0:0]\n-A FORWARD -d 10.211.1.9/32 -p tcp -j DROP\nCOMMIT\n"
-	liar := func(ctx context.Context) (trace.Tracer, error) {
+	liar := func(ctx context.Context, _ model.Family) (trace.Tracer, error) {
 		rs, err := trace.ParseSave(strings.NewReader(lie))
 		if err != nil {
 			return nil, err
