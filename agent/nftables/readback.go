@@ -2,8 +2,12 @@ package nftables
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"net/netip"
 	"sort"
+	"strconv"
+	"strings"
 
 	"github.com/google/nftables/expr"
 	"github.com/mdlayher/netlink"
@@ -355,4 +359,128 @@ func traceChain(proto byte, c *chain) *trace.NFChain {
 		tc.Rules = append(tc.Rules, tr)
 	}
 	return tc
+}
+
+// Names of the maps a service port has elements in, for read-back tools.
+const (
+	// MapServices is the dispatch verdict map: frontend -> its chain.
+	MapServices = setServices
+	// MapNoEndpoints is frontend -> drop or reject.
+	MapNoEndpoints = setNoEndpoint
+	// MapEndpoints is frontend . index -> endpoint.
+	MapEndpoints = setEndpoints
+	// SetAffinity holds the ClientIP bindings (dynamic).
+	SetAffinity = setAffinity
+)
+
+// FrontendKey is a frontend as our maps key it: "address . protocol .
+// port"; the endpoints map's keys start with it.
+func FrontendKey(fe model.Frontend, p model.Protocol) ([]byte, error) {
+	fam := model.IPv4
+	if !fe.Addr.Unmap().Is4() {
+		fam = model.IPv6
+	}
+	f, err := familyOf(fam)
+	if err != nil {
+		return nil, err
+	}
+	a, err := f.addr(fe.Addr)
+	if err != nil {
+		return nil, err
+	}
+	return []byte(f.frontendElemKey(a, p, uint16(fe.Port))), nil
+}
+
+// ElemText renders an element of one of our sets the way nft lists it,
+// e.g. "10.96.0.10 . tcp . 80 : goto svc-…" or "10.96.0.10 . tcp . 80 .
+// 0 : 10.211.1.2 . 8080".
+func ElemText(set string, e trace.NFElem) string {
+	key := e.Key
+	alen := 4
+	switch len(key) {
+	case 24, 28, 32, 56: // an IPv6 frontend, endpoint key, hairpin pair or binding
+		alen = 16
+	}
+	var fields []string
+	switch set {
+	case setServices, setNoEndpoint, setEndpoints:
+		fields = frontendText(key, alen)
+	case setHairpin:
+		fields = addrFields(key, len(key)/2)
+	case setAffinity:
+		alen = (len(key) - 8) / 3
+		if alen == 4 || alen == 16 {
+			fields = append(addrFields(key[:2*alen], alen), port(key[2*alen:]), addrText(key[2*alen+4:3*alen+4]), port(key[3*alen+4:]))
+		}
+	}
+	if fields == nil {
+		fields = []string{fmt.Sprintf("0x%x", key)}
+	}
+	out := strings.Join(fields, " . ")
+	switch {
+	case e.Verdict != nil:
+		out += " : " + verdictWords(e.Verdict)
+	case len(e.Data) == alen+4:
+		out += " : " + addrText(e.Data[:alen]) + " . " + port(e.Data[alen:])
+	case len(e.Data) > 0:
+		out += fmt.Sprintf(" : 0x%x", e.Data)
+	}
+	return out
+}
+
+func frontendText(key []byte, alen int) []string {
+	if len(key) < alen+8 {
+		return nil
+	}
+	proto := strconv.Itoa(int(key[alen]))
+	switch key[alen] {
+	case unix.IPPROTO_TCP:
+		proto = "tcp"
+	case unix.IPPROTO_UDP:
+		proto = "udp"
+	case unix.IPPROTO_SCTP:
+		proto = "sctp"
+	}
+	out := []string{addrText(key[:alen]), proto, port(key[alen+4:])}
+	if len(key) == alen+12 {
+		out = append(out, strconv.Itoa(int(binary.NativeEndian.Uint32(key[alen+8:]))))
+	}
+	return out
+}
+
+func addrFields(b []byte, alen int) []string {
+	var out []string
+	for i := 0; i+alen <= len(b); i += alen {
+		out = append(out, addrText(b[i:i+alen]))
+	}
+	return out
+}
+
+func addrText(b []byte) string {
+	a, ok := netip.AddrFromSlice(b)
+	if !ok {
+		return fmt.Sprintf("0x%x", b)
+	}
+	return a.String()
+}
+
+func port(b []byte) string {
+	if len(b) < 2 {
+		return "?"
+	}
+	return strconv.Itoa(int(binary.BigEndian.Uint16(b)))
+}
+
+func verdictWords(v *expr.Verdict) string {
+	switch v.Kind {
+	case expr.VerdictGoto:
+		return "goto " + v.Chain
+	case expr.VerdictJump:
+		return "jump " + v.Chain
+	case expr.VerdictDrop:
+		return "drop"
+	case expr.VerdictAccept:
+		return "accept"
+	}
+	return fmt.Sprintf("verdict %d", v.Kind)
 }

@@ -31,8 +31,10 @@ type nftText struct {
 	parts []string
 }
 
-// nftRuleText renders a rule, e.g. "ip daddr . meta l4proto . th dport
-// vmap @service-ips".
+// NFRuleText renders a rule of a table in words close to what nft
+// prints, e.g. "ip daddr . meta l4proto . th dport vmap @service-ips".
+func NFRuleText(t *NFTable, r NFRule) string { return nftRuleText(t, r) }
+
 func nftRuleText(t *NFTable, r NFRule) string {
 	x := &nftText{t: t}
 	for _, e := range r.Exprs {
