@@ -176,7 +176,7 @@ func (n *nftWalk) eval(w *walker, t *NFTable, e expr.Any, b *nftBranch) (cont, m
 		b.effect = append(b.effect, "masquerade: the source becomes the node's address")
 		return one, nil
 	case *expr.Reject:
-		b.f.reject, b.end = fmt.Sprintf("icmp type %d code %d", e.Type, e.Code), exitReject
+		b.f.reject, b.end = rejectWords(e, t.Family), exitReject
 		b.effect = append(b.effect, "reject")
 		return one, nil
 	case *expr.Counter, *expr.Log, *expr.Notrack:

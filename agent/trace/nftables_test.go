@@ -50,7 +50,8 @@ func TestNFTClusterIPRandom(t *testing.T) {
 	res := mustTrace(t, tr, tcp(clientIP, vip, 80))
 	text := dump(res)
 	for _, want := range []string{"ip daddr . meta l4proto . th dport vmap @service-ips", "go to pick-4-offcluster",
-		"numgen random mod 4 map @endpoints", "DNAT to 10.211.1.2:8080", "masquerade"} {
+		"numgen random mod 4 map @endpoints", "DNAT to 10.211.1.2:8080", "ct state new jump filter-services",
+		"meta mark set meta mark | 0x20000", "masquerade fully-random"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("trace lacks %q:\n%s", want, text)
 		}
@@ -74,7 +75,7 @@ func TestNFTNoEndpoints(t *testing.T) {
 	tr := nftTracer(t, state(empty, local))
 	res := mustTrace(t, tr, tcp(clientIP, vip, 80))
 	check(t, res, []expect{{verdict: trace.VerdictReject, prob: 1}})
-	if !strings.Contains(res.Paths[0].Reject, "code 3") {
+	if res.Paths[0].Reject != "icmp port-unreachable" {
 		t.Errorf("reject with %q", res.Paths[0].Reject)
 	}
 	check(t, mustTrace(t, tr, tcp(clientIP, nodeIP, 30080)), []expect{{verdict: trace.VerdictDrop, prob: 1}})

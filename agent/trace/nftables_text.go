@@ -162,8 +162,12 @@ func (x *nftText) add(e expr.Any) {
 		x.meta(e)
 	case *expr.Cmp:
 		s := x.get(e.Register)
+		if t, ok := bitsText(s, e); ok {
+			x.parts = append(x.parts, t)
+			return
+		}
 		val := formatConst(e.Data, s.kind)
-		if s.bits > 0 {
+		if s.kind == "addr" && s.bits > 0 {
 			val += "/" + strconv.Itoa(s.bits)
 		}
 		x.parts = append(x.parts, s.text+" "+cmpOp(e.Op)+val)
@@ -206,7 +210,7 @@ func (x *nftText) add(e expr.Any) {
 		}
 		x.parts = append(x.parts, s)
 	case *expr.Reject:
-		x.parts = append(x.parts, fmt.Sprintf("reject with icmp code %d", e.Code))
+		x.parts = append(x.parts, "reject with "+rejectWords(e, x.t.Family))
 	case *expr.Counter:
 		x.parts = append(x.parts, "counter")
 	case *expr.Match:
@@ -285,18 +289,59 @@ func (x *nftText) ct(e *expr.Ct) {
 }
 
 // bitwise renders an address prefix as such ("ip saddr 10.0.0.0/8"),
+// conntrack bits by name ("ct state new"), a mark set as "| bits",
 // anything else as "x & mask ^ xor".
 func (x *nftText) bitwise(e *expr.Bitwise) {
 	s := x.get(e.SourceRegister)
-	if s.kind == "addr" && prefixLen(e.Mask) >= 0 && isZero(e.Xor) {
+	switch {
+	case s.kind == "addr" && prefixLen(e.Mask) >= 0 && isZero(e.Xor):
 		x.set(e.DestRegister, &nftSym{text: s.text, kind: "addr", bits: prefixLen(e.Mask)}, int(e.Len))
 		return
+	case (s.kind == "state" || s.kind == "status") && isZero(e.Xor) && len(e.Mask) == 4:
+		x.set(e.DestRegister, &nftSym{text: s.text, kind: s.kind + "bits", bits: int(binary.NativeEndian.Uint32(e.Mask))}, 4)
+		return
+	case s.kind == "mark" && len(e.Mask) == 4 && len(e.Xor) == 4:
+		m, v := binary.NativeEndian.Uint32(e.Mask), binary.NativeEndian.Uint32(e.Xor)
+		if v != 0 && m == ^v {
+			x.set(e.DestRegister, &nftSym{text: fmt.Sprintf("%s | %#x", s.text, v), kind: "mark"}, 4)
+			return
+		}
 	}
 	text := fmt.Sprintf("%s & %s", s.text, formatConst(e.Mask, s.kind))
 	if !isZero(e.Xor) {
 		text += " ^ " + formatConst(e.Xor, s.kind)
 	}
 	x.set(e.DestRegister, &nftSym{text: text, kind: s.kind}, int(e.Len))
+}
+
+// ctBitNames name the conntrack state and status bits nft prints.
+var ctBitNames = map[string][]string{
+	"statebits":  {0: "invalid", 1: "established", 2: "related", 3: "new", 6: "untracked"},
+	"statusbits": {0: "expected", 1: "seen-reply", 2: "assured", 3: "confirmed", 4: "snat", 5: "dnat"},
+}
+
+// bitsText renders a conntrack bit mask compared with zero: "ct state
+// new" when some bit is set, "ct state ! established,related" when none.
+func bitsText(s *nftSym, e *expr.Cmp) (string, bool) {
+	names := ctBitNames[s.kind]
+	if names == nil || !isZero(e.Data) || (e.Op != expr.CmpOpEq && e.Op != expr.CmpOpNeq) {
+		return "", false
+	}
+	var set []string
+	for i := 0; i < 32; i++ {
+		if s.bits&(1<<i) == 0 {
+			continue
+		}
+		if i < len(names) && names[i] != "" {
+			set = append(set, names[i])
+		} else {
+			set = append(set, fmt.Sprintf("%#x", 1<<i))
+		}
+	}
+	if e.Op == expr.CmpOpEq {
+		return s.text + " ! " + strings.Join(set, ","), true
+	}
+	return s.text + " " + strings.Join(set, ","), true
 }
 
 // prefixLen is the length of a prefix mask, -1 when it is not one.
@@ -389,4 +434,20 @@ func (x *nftText) nat(e *expr.NAT) {
 		to += ":" + x.value(x.get(e.RegProtoMin))
 	}
 	x.parts = append(x.parts, verb+" to "+to)
+}
+
+// rejectWords names a reject's answer: "icmp port-unreachable", "tcp
+// reset", or its type and code.
+func rejectWords(e *expr.Reject, fam string) string {
+	switch {
+	case e.Type == unix.NFT_REJECT_TCP_RST:
+		return "tcp reset"
+	case e.Type == unix.NFT_REJECT_ICMP_UNREACH && fam == "ip" && e.Code == 3:
+		return "icmp port-unreachable"
+	case e.Type == unix.NFT_REJECT_ICMP_UNREACH && fam == "ip6" && e.Code == 4:
+		return "icmpv6 port-unreachable"
+	case e.Type == unix.NFT_REJECT_ICMPX_UNREACH && e.Code == unix.NFT_REJECT_ICMPX_PORT_UNREACH:
+		return "icmpx port-unreachable"
+	}
+	return fmt.Sprintf("icmp type %d code %d", e.Type, e.Code)
 }
