@@ -89,7 +89,7 @@ func TestPluginTroubleshooting(t *testing.T) {
 	s.drift(a)
 	s.heldForApproval(w, rev1)
 	if os.Getenv("SYNX_UPDATE_TROUBLESHOOTING") == "1" {
-		writeDocs(t, s.outputs)
+		writeDocs(t, s.outputs, func(name string) bool { return !strings.HasPrefix(name, "nft-") })
 	}
 }
 
@@ -279,8 +279,8 @@ func services(w *inproc.World, a, b *inproc.Node) {
 }
 
 // writeDocs replaces each "<!-- output: NAME -->" block of
-// docs/troubleshooting.md with the recorded output.
-func writeDocs(t *testing.T, outputs map[string]string) {
+// docs/troubleshooting.md that the test owns with the recorded output.
+func writeDocs(t *testing.T, outputs map[string]string, owns func(name string) bool) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -294,6 +294,9 @@ func writeDocs(t *testing.T, outputs map[string]string) {
 	used := map[string]bool{}
 	out := re.ReplaceAllStringFunc(string(doc), func(m string) string {
 		name := re.FindStringSubmatch(m)[1]
+		if !owns(name) {
+			return m
+		}
 		o, ok := outputs[name]
 		if !ok {
 			t.Errorf("docs/troubleshooting.md shows output %q, which the test does not produce", name)
@@ -347,4 +350,7 @@ func TestPluginNFTables(t *testing.T) {
 		"missing: 10.0.0.10 . tcp . 80 : goto pick-2-offcluster", "node-b", "IPv4: in sync")
 	s.run("nft-explain-web-drift", false, []string{"explain", "service", "web", "--node", "node-a"},
 		"the kernel differs from what the agent programmed")
+	if os.Getenv("SYNX_UPDATE_TROUBLESHOOTING") == "1" {
+		writeDocs(t, s.outputs, func(name string) bool { return strings.HasPrefix(name, "nft-") })
+	}
 }
