@@ -42,6 +42,11 @@ func TestDesiredTableIPv6(t *testing.T) {
 			t.Errorf("no element %q in:\n%s", want, strings.Join(els, "\n"))
 		}
 	}
+	bind := trace.NFElem{Key: []byte(string(netip.MustParseAddr("fd00:210::2").AsSlice()) + string(netip.MustParseAddr("fd00:96::10").AsSlice()) +
+		"\x00\x50\x00\x00" + string(netip.MustParseAddr("fd00:211::3").AsSlice()) + "\x1f\x90\x00\x00")}
+	if got := ElemText(setAffinity, bind); got != "fd00:210::2 . fd00:96::10 . 80 . fd00:211::3 . 8080" {
+		t.Errorf("a binding reads %q", got)
+	}
 	tr := &trace.NFTables{Tables: []*trace.NFTable{tb}}
 	res, err := tr.Trace(trace.Packet{Proto: "tcp", Src: netip.MustParseAddr("fd00:210::2"), Dst: netip.MustParseAddr("fd00:96::10"), DstPort: 80})
 	if err != nil {

@@ -60,7 +60,7 @@ type NFElem struct {
 // Set returns the set or map of that name, or nil.
 func (t *NFTable) Set(name string) *NFSet {
 	for _, s := range t.Sets {
-		if s.Name == name {
+		if s != nil && s.Name == name {
 			return s
 		}
 	}
@@ -70,7 +70,7 @@ func (t *NFTable) Set(name string) *NFSet {
 // Chain returns the chain of that name, or nil.
 func (t *NFTable) Chain(name string) *NFChain {
 	for _, c := range t.Chains {
-		if c.Name == name {
+		if c != nil && c.Name == name {
 			return c
 		}
 	}
@@ -104,7 +104,7 @@ func (t *NFTables) Trace(p Packet) (*Result, error) {
 	if p.Src.Unmap().Is4() {
 		fam = "ip"
 	}
-	n := &nftWalk{byHook: map[string][]nftBase{}}
+	n := &nftWalk{byHook: map[string][]nftBase{}, index: map[*NFSet]*nftIndex{}}
 	for _, tb := range t.Tables {
 		if tb == nil || (tb.Family != fam && tb.Family != "inet") {
 			continue
@@ -137,10 +137,12 @@ type nftBase struct {
 	c *NFChain
 }
 
-// nftWalk holds the base chains of one trace by hook and type.
+// nftWalk holds the base chains of one trace by hook and type, and the
+// sets' elements indexed by key as lookups need them.
 type nftWalk struct {
 	byHook  map[string][]nftBase
 	skipped []string
+	index   map[*NFSet]*nftIndex
 }
 
 // hook runs the base chains of a hook and type in priority order. An

@@ -425,8 +425,37 @@ func (n *nftWalk) lookup(w *walker, t *NFTable, e *expr.Lookup, b *nftBranch) ([
 	return []*nftBranch{live}, []*nftBranch{gone}
 }
 
+// nftIndex is a set's elements by key, when all keys have one length.
+type nftIndex struct {
+	keyLen int
+	byKey  map[string]int
+}
+
 // find returns the element whose key the registers hold from reg on.
 func (n *nftWalk) find(b *nftBranch, set *NFSet, reg uint32) *NFElem {
+	ix := n.index[set]
+	if ix == nil {
+		ix = &nftIndex{keyLen: -1, byKey: make(map[string]int, len(set.Elems))}
+		for i, el := range set.Elems {
+			switch {
+			case i == 0:
+				ix.keyLen = len(el.Key)
+			case len(el.Key) != ix.keyLen:
+				ix.byKey = nil
+			}
+			if ix.byKey != nil {
+				ix.byKey[string(el.Key)] = i
+			}
+		}
+		n.index[set] = ix
+	}
+	if ix.byKey != nil {
+		v, ok := b.st.load(reg, ix.keyLen)
+		if i, found := ix.byKey[string(v)]; ok && found {
+			return &set.Elems[i]
+		}
+		return nil
+	}
 	for i := range set.Elems {
 		el := &set.Elems[i]
 		if v, ok := b.st.load(reg, len(el.Key)); ok && bytes.Equal(v, el.Key) {

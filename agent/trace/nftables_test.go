@@ -210,7 +210,7 @@ func TestNFTOtherTable(t *testing.T) {
 // decoded, an expression it does not interpret, registers out of range,
 // a missing set or chain) become unknown steps or notes, never a panic.
 func TestNFTUnknownInput(t *testing.T) {
-	tb := &trace.NFTable{Family: "ip", Name: "odd", Chains: []*trace.NFChain{
+	tb := &trace.NFTable{Family: "ip", Name: "odd", Sets: []*trace.NFSet{nil}, Chains: []*trace.NFChain{nil,
 		{Name: "pre", Hook: "PREROUTING", Type: "nat", Priority: -100, Rules: []trace.NFRule{
 			{Bad: "expression \"tproxy\" not decoded"},
 			{Exprs: []expr.Any{&expr.Limit{Rate: 1}, &expr.Verdict{Kind: expr.VerdictJump, Chain: "missing"}}},
