@@ -112,7 +112,10 @@ func sortDiffs(ds []report.Difference) {
 		if ds[i].Object != ds[j].Object {
 			return ds[i].Object < ds[j].Object
 		}
-		return ds[i].Kind < ds[j].Kind
+		if ds[i].Kind != ds[j].Kind {
+			return ds[i].Kind < ds[j].Kind
+		}
+		return ds[i].Service < ds[j].Service
 	})
 }
 

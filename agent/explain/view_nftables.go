@@ -131,7 +131,7 @@ func (v *nftView) diff(st *model.State, key string) ([]report.Difference, int) {
 		}
 	}
 	out, n := v.chainDiff(want, have, svc)
-	dd, m := v.elemDiff(want, have, svc)
+	dd, m := v.elemDiff(want, have, st, svc)
 	out = append(out, dd...)
 	sortDiffs(out)
 	return out, n + m
@@ -176,16 +176,24 @@ func (v *nftView) chainDiff(want, have *trace.NFTable, svc *model.Service) ([]re
 }
 
 // elemDiff compares the elements of the maps and sets the backend fills.
-func (v *nftView) elemDiff(want, have *trace.NFTable, svc *model.Service) ([]report.Difference, int) {
+// The frontend-keyed maps' differences are told per service port.
+func (v *nftView) elemDiff(want, have *trace.NFTable, st *model.State, svc *model.Service) ([]report.Difference, int) {
 	var out []report.Difference
 	var keys [][]byte
 	key := ""
 	if svc != nil {
 		keys, key = portKeys(svc), svc.Key
 	}
+	owners := map[string]string{}
+	for _, s := range st.Services {
+		for _, k := range portKeys(s) {
+			owners[string(k)] = s.Key
+		}
+	}
 	n := 0
 	for _, ws := range want.Sets {
-		if ws.Name == nftables.SetAffinity || (svc != nil && ws.Name != nftables.MapServices && ws.Name != nftables.MapNoEndpoints && ws.Name != nftables.MapEndpoints) {
+		byPort := ws.Name == nftables.MapServices || ws.Name == nftables.MapNoEndpoints || ws.Name == nftables.MapEndpoints
+		if ws.Name == nftables.SetAffinity || (svc != nil && !byPort) {
 			continue
 		}
 		obj := "set " + ws.Name
@@ -194,23 +202,63 @@ func (v *nftView) elemDiff(want, have *trace.NFTable, svc *model.Service) ([]rep
 			out = append(out, report.Difference{Kind: "missing", Object: obj, Service: key})
 			continue
 		}
-		w, g := elemTexts(ws, keys), elemTexts(hs, keys)
-		n += len(w)
-		if missing, extra := lineDiff(w, g); len(missing)+len(extra) > 0 {
-			out = append(out, report.Difference{Kind: "differs", Object: obj, Detail: detail(missing, extra), Service: key})
+		w, g := elemTexts(ws, keys, owners, byPort), elemTexts(hs, keys, owners, byPort)
+		for _, o := range sortedOwners(w, g) {
+			n += len(w[o])
+			if missing, extra := lineDiff(w[o], g[o]); len(missing)+len(extra) > 0 {
+				out = append(out, report.Difference{Kind: "differs", Object: obj, Detail: detail(missing, extra), Service: o})
+			}
 		}
 	}
 	return out, n
 }
 
-// elemTexts renders a set's elements (with keys, only theirs), sorted.
-func elemTexts(s *trace.NFSet, keys [][]byte) []string {
+// sortedOwners lists the service ports (and "" for none) of two groupings.
+func sortedOwners(a, b map[string][]string) []string {
+	seen := map[string]bool{}
 	var out []string
-	for _, e := range s.Elems {
-		if keys == nil || ofPort(e.Key, keys) {
-			out = append(out, nftables.ElemText(s.Name, e))
+	for _, m := range []map[string][]string{a, b} {
+		for o := range m {
+			if !seen[o] {
+				seen[o] = true
+				out = append(out, o)
+			}
 		}
 	}
 	sort.Strings(out)
 	return out
+}
+
+// elemTexts renders a set's elements (with keys, only theirs), sorted
+// and grouped by the service port whose frontend keys them (byPort), or
+// all under "".
+func elemTexts(s *trace.NFSet, keys [][]byte, owners map[string]string, byPort bool) map[string][]string {
+	out := map[string][]string{}
+	for _, e := range s.Elems {
+		if keys != nil && !ofPort(e.Key, keys) {
+			continue
+		}
+		o := ""
+		if byPort {
+			o = owner(e.Key, owners)
+		}
+		out[o] = append(out[o], nftables.ElemText(s.Name, e))
+	}
+	for _, l := range out {
+		sort.Strings(l)
+	}
+	return out
+}
+
+// owner is the service port whose frontend starts a map key: an IPv4
+// frontend key is 12 bytes, an IPv6 one 24.
+func owner(key []byte, owners map[string]string) string {
+	for _, l := range []int{12, 24} {
+		if len(key) >= l {
+			if o, ok := owners[string(key[:l])]; ok {
+				return o
+			}
+		}
+	}
+	return ""
 }

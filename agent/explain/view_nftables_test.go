@@ -70,6 +70,9 @@ func TestNFTablesViewDrift(t *testing.T) {
 	text := ""
 	for _, x := range d {
 		text += x.Kind + " " + x.Object + " " + x.Detail + "\n"
+		if x.Object == "set endpoints" && x.Service != s.Key {
+			t.Errorf("the lost endpoint element is told as %q's, want %q's", x.Service, s.Key)
+		}
 	}
 	for _, want := range []string{"differs set endpoints missing:", "missing chain " + lost, "extra chain svc-AAAAAAAAAAAA-ns/web/tcp/http"} {
 		if !strings.Contains(text, want) {

@@ -346,7 +346,7 @@ func TestPluginNFTables(t *testing.T) {
 		"Verdict: DROP")
 	s.run("nft-diff", false, []string{"diff"}, "node-a", "node-b", "IPv4: in sync")
 	a.NS.MustExec("nft", "delete", "element", "ip", "synterix", "service-ips", "{ 10.0.0.10 . tcp . 80 }")
-	s.run("nft-diff-drift", true, []string{"diff"}, "node-a", "differs", "set service-ips",
+	s.run("nft-diff-drift", true, []string{"diff"}, "node-a", "differs", "set service-ips", "test/web:http/TCP",
 		"missing: 10.0.0.10 . tcp . 80 : goto pick-2-offcluster", "node-b", "IPv4: in sync")
 	s.run("nft-explain-web-drift", false, []string{"explain", "service", "web", "--node", "node-a"},
 		"the kernel differs from what the agent programmed")
