@@ -94,6 +94,16 @@ func TestNFTablesViewDrift(t *testing.T) {
 	}
 }
 
+// TestNFTablesIsLocal: a trace from one of an nftables node's own
+// addresses takes the output path.
+func TestNFTablesIsLocal(t *testing.T) {
+	own := netip.MustParseAddr("10.210.0.1")
+	tr := &trace.NFTables{Env: trace.Env{LocalAddrs: []netip.Addr{own}}}
+	if !isLocal(tr, own) || isLocal(tr, netip.MustParseAddr("10.210.0.2")) {
+		t.Error("the node's own address not told apart")
+	}
+}
+
 // TestNFTablesViewKernel: the view reads back what the real backend
 // programmed in a network namespace: no drift, the port's elements, and
 // a trace through it; a deleted map element is drift.

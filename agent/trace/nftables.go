@@ -104,7 +104,7 @@ func (t *NFTables) Trace(p Packet) (*Result, error) {
 	if p.Src.Unmap().Is4() {
 		fam = "ip"
 	}
-	n := &nftWalk{byHook: map[string][]nftBase{}, index: map[*NFSet]*nftIndex{}}
+	n := &nftWalk{byHook: map[string][]nftBase{}, index: map[*NFSet]*nftIndex{}, texts: map[*NFChain][]string{}}
 	for _, tb := range t.Tables {
 		if tb == nil || (tb.Family != fam && tb.Family != "inet") {
 			continue
@@ -143,6 +143,21 @@ type nftWalk struct {
 	byHook  map[string][]nftBase
 	skipped []string
 	index   map[*NFSet]*nftIndex
+	// texts caches the rendering of each rule met, by chain and position.
+	texts map[*NFChain][]string
+}
+
+// ruleText renders rule i of a chain once per trace.
+func (n *nftWalk) ruleText(t *NFTable, c *NFChain, i int) string {
+	ts := n.texts[c]
+	if ts == nil {
+		ts = make([]string, len(c.Rules))
+		n.texts[c] = ts
+	}
+	if ts[i] == "" {
+		ts[i] = nftRuleText(t, c.Rules[i])
+	}
+	return ts[i]
 }
 
 // hook runs the base chains of a hook and type in priority order. An

@@ -49,7 +49,7 @@ type ruleResult struct {
 // expression makes the outcome depend on what the tracer cannot see.
 func (n *nftWalk) evalRule(w *walker, t *NFTable, c *NFChain, i int, f *flow) []ruleResult {
 	r := c.Rules[i]
-	text := nftRuleText(t, r)
+	text := n.ruleText(t, c, i)
 	if r.Bad != "" {
 		w.note("rule %d of %s/%s is not understood (%s) and is treated as not matching", i+1, tableName(t), c.Name, r.Bad)
 		return []ruleResult{{f: f, why: "unknown rule (" + r.Bad + "): treated as not matching", end: exitReturn, text: text}}
