@@ -146,6 +146,8 @@ func isLocal(t trace.Tracer, a netip.Addr) bool {
 		env = &t.Env
 	case *trace.IPVS:
 		env = &t.Env
+	case *trace.NFTables:
+		env = &t.Env
 	}
 	if env == nil {
 		return false

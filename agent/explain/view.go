@@ -16,7 +16,7 @@ import (
 
 // view is one backend's kernel, read back for one IP family, with what it
 // says about a service port and how it compares with a desired state. One
-// implementation per backend: iptables, IPVS (nftables is one more).
+// implementation per backend: iptables, IPVS, nftables.
 type view interface {
 	// tracer walks packets through what was read.
 	tracer() trace.Tracer
@@ -33,6 +33,7 @@ type view interface {
 var readers = map[v1alpha1.Backend]func(ctx context.Context, snap *daemon.Snapshot, fam model.Family) (view, error){
 	v1alpha1.BackendIPTables: readIPTables,
 	v1alpha1.BackendIPVS:     readIPVS,
+	v1alpha1.BackendNFTables: readNFTables,
 }
 
 // readView reads the kernel of the snapshot's backend for a family.
@@ -111,7 +112,10 @@ func sortDiffs(ds []report.Difference) {
 		if ds[i].Object != ds[j].Object {
 			return ds[i].Object < ds[j].Object
 		}
-		return ds[i].Kind < ds[j].Kind
+		if ds[i].Kind != ds[j].Kind {
+			return ds[i].Kind < ds[j].Kind
+		}
+		return ds[i].Service < ds[j].Service
 	})
 }
 

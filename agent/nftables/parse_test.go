@@ -106,6 +106,9 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("chain without a name accepted")
 		}
 		_, _ = parseRule(data)
+		_, _, _ = decodeRule(unix.NFPROTO_IPV4, data) // read-back: expressions too
+		_, _ = decodeExprs(unix.NFPROTO_IPV6, data)
+		_ = chainPolicy(data)
 		_, _, _ = parseSet(data)
 		if _, _, els, err := parseElems(data); err == nil {
 			for _, e := range els {

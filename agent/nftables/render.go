@@ -92,6 +92,11 @@ func chainName(prefix string, s *model.Service, rules []rule) string {
 	for _, r := range rules {
 		h.Write(r.exprs)
 	}
+	return prefix + b32.EncodeToString(h.Sum(nil))[:12] + "-" + chainLabel(s)
+}
+
+// chainLabel is the readable end of a service port's chain names.
+func chainLabel(s *model.Service) string {
 	label := strings.ToLower(s.Namespace + "/" + s.Name + "/" + string(s.Protocol) + "/" + s.PortName)
 	label = strings.Map(func(r rune) rune {
 		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || strings.ContainsRune("-_./", r) {
@@ -102,7 +107,24 @@ func chainName(prefix string, s *model.Service, rules []rule) string {
 	if len(label) > 200 {
 		label = label[:200]
 	}
-	return prefix + b32.EncodeToString(h.Sum(nil))[:12] + "-" + label
+	return label
+}
+
+// ServiceChain reports whether a chain of our table is one of a service
+// port's own chains (svc-, ext- or fw-, ending with the port's label).
+func ServiceChain(name string, s *model.Service) bool {
+	for _, p := range []string{prefixSvc, prefixExt, prefixFw} {
+		if strings.HasPrefix(name, p) && strings.HasSuffix(name, "-"+chainLabel(s)) && len(name) == len(p)+12+1+len(chainLabel(s)) {
+			return true
+		}
+	}
+	return false
+}
+
+// OwnChain reports whether a chain of our table belongs to a service
+// port (svc-, ext-, fw-), not to the shared layout.
+func OwnChain(name string) bool {
+	return strings.HasPrefix(name, prefixSvc) || strings.HasPrefix(name, prefixExt) || strings.HasPrefix(name, prefixFw)
 }
 
 // service renders one service port: its chains (with rules), the shared

@@ -15,7 +15,7 @@ func (t *IPTables) Backend() string { return "iptables" }
 
 // Trace implements Tracer.
 func (t *IPTables) Trace(p Packet) (*Result, error) {
-	return walkPacket(t.Backend(), t.Rules, &t.Env, p, nil)
+	return walkPacket(t.Backend(), newWalker(t.Rules, &t.Env), p, nil)
 }
 
 // localHook is a kernel table consulted on the local input path after the
@@ -29,12 +29,12 @@ type localHook func(w *walker, hook string, f *flow) ([]*flow, []*Path)
 // node) or FORWARD and nat POSTROUTING (routed out); for one the node
 // sends, nat and filter OUTPUT, nat POSTROUTING, and filter INPUT when it
 // stays on the node.
-func walkPacket(backend string, rs *Ruleset, env *Env, p Packet, hook localHook) (*Result, error) {
+func walkPacket(backend string, w *walker, p Packet, hook localHook) (*Result, error) {
 	if err := p.Validate(); err != nil {
 		return nil, err
 	}
 	p.Src, p.Dst = p.Src.Unmap(), p.Dst.Unmap()
-	w := newWalker(rs, env)
+	env := w.env
 	f := &flow{prob: 1, proto: p.Proto, src: p.Src, dst: p.Dst, sport: p.SrcPort, dport: p.DstPort}
 	var paths []*Path
 	if p.FromNode {
@@ -55,7 +55,7 @@ func walkPacket(backend string, rs *Ruleset, env *Env, p Packet, hook localHook)
 func (w *walker) stage(hook, table string, flows []*flow, paths *[]*Path) []*flow {
 	var next []*flow
 	for _, f := range flows {
-		for _, e := range w.chain(hook, table, hook, f) {
+		for _, e := range w.hookChains(hook, table, f) {
 			switch e.kind {
 			case exitDrop:
 				*paths = append(*paths, e.f.end(VerdictDrop, ""))

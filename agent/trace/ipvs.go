@@ -61,7 +61,7 @@ func (t *IPVS) Trace(p Packet) (*Result, error) {
 		}
 		return ipvsSchedule(w, v, hook, f)
 	}
-	return walkPacket(t.Backend(), t.Rules, &t.Env, p, hook)
+	return walkPacket(t.Backend(), newWalker(t.Rules, &t.Env), p, hook)
 }
 
 // ipvsSchedule sends a flow to the destinations a virtual server may pick

@@ -5,10 +5,10 @@
 //
 // It is kube-proxy's packet tracer of its unit tests, turned towards the
 // kernel: its input is what a node holds (iptables-save text, IPVS virtual
-// servers, ipset members), read back by package trace/kernel, never what
-// the agent meant to write. The package is pure: it reads no kernel and can
-// be tested on text. One Tracer per backend (IPTables, IPVS; nftables is one
-// more implementation of the same interface).
+// servers, ipset members, nftables tables), read back by package
+// trace/kernel, never what the agent meant to write. The package is pure:
+// it reads no kernel and can be tested on text. One Tracer per backend
+// (IPTables, IPVS, NFTables).
 package trace
 
 import (

@@ -94,6 +94,17 @@ type walker struct {
 	evals int
 	paths int
 	err   error
+	// hooks, when set, runs the chains of a hook in place of rs (the
+	// nftables tracer); table is "nat" or "filter".
+	hooks func(w *walker, hook, table string, f *flow) []exit
+}
+
+// hookChains runs what a hook holds of a kind of table for a flow.
+func (w *walker) hookChains(hook, table string, f *flow) []exit {
+	if w.hooks != nil {
+		return w.hooks(w, hook, table, f)
+	}
+	return w.chain(hook, table, hook, f)
 }
 
 func newWalker(rs *Ruleset, env *Env) *walker {

@@ -203,6 +203,11 @@ func printKernel(w io.Writer, p report.Port) {
 	}
 	sort.Strings(sets)
 	for _, s := range sets {
+		if k.Backend == "nftables" {
+			indent(w, "    ", "map "+s+":")
+			indent(w, "      ", k.SetEntries[s]...)
+			continue
+		}
 		indent(w, "    ", "ipset "+s+": "+strings.Join(k.SetEntries[s], " "))
 	}
 	if len(p.Drift) == 0 {

@@ -89,7 +89,7 @@ func TestPluginTroubleshooting(t *testing.T) {
 	s.drift(a)
 	s.heldForApproval(w, rev1)
 	if os.Getenv("SYNX_UPDATE_TROUBLESHOOTING") == "1" {
-		writeDocs(t, s.outputs)
+		writeDocs(t, s.outputs, func(name string) bool { return !strings.HasPrefix(name, "nft-") })
 	}
 }
 
@@ -279,8 +279,8 @@ func services(w *inproc.World, a, b *inproc.Node) {
 }
 
 // writeDocs replaces each "<!-- output: NAME -->" block of
-// docs/troubleshooting.md with the recorded output.
-func writeDocs(t *testing.T, outputs map[string]string) {
+// docs/troubleshooting.md that the test owns with the recorded output.
+func writeDocs(t *testing.T, outputs map[string]string, owns func(name string) bool) {
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -294,6 +294,9 @@ func writeDocs(t *testing.T, outputs map[string]string) {
 	used := map[string]bool{}
 	out := re.ReplaceAllStringFunc(string(doc), func(m string) string {
 		name := re.FindStringSubmatch(m)[1]
+		if !owns(name) {
+			return m
+		}
 		o, ok := outputs[name]
 		if !ok {
 			t.Errorf("docs/troubleshooting.md shows output %q, which the test does not produce", name)
@@ -306,4 +309,48 @@ func writeDocs(t *testing.T, outputs map[string]string) {
 		t.Fatal(err)
 	}
 	t.Logf("wrote %d outputs into %s", len(used), p)
+}
+
+// TestPluginNFTables: the same cluster with mode NFTables. explain shows
+// the port's nftables map elements, trace walks the nftables table, and a
+// map element deleted behind the agent's back is drift in diff.
+func TestPluginNFTables(t *testing.T) {
+	w := inproc.Start(t)
+	w.Operator(nil)
+	w.Apply("config/explain")
+	sel := map[string]string{"proxy.test/selected": "true"}
+	a, b := w.AddNode("node-a", 1, sel), w.AddNode("node-b", 2, sel)
+	for _, n := range []*inproc.Node{a, b} {
+		w.StartAgent(n, nil)
+	}
+	services(w, a, b)
+	gc := gatewayConfig()
+	gc.Spec.Mode = v1alpha1.BackendModeNFTables
+	w.Create(gc)
+	waitReady(t, w, "", "node-a", "node-b")
+	for _, n := range []*inproc.Node{a, b} {
+		w.ServeExplain(n)
+	}
+	s := newSession(t, w)
+	s.run("nft-status", false, []string{"status"}, "node-a", "node-b", "NFTables")
+	s.run("nft-explain-web", false, []string{"explain", "service", "web", "--node", "node-a"},
+		"Kernel (nftables, read back)", "map service-ips:", "10.0.0.10 . tcp . 80 : goto pick-2-offcluster",
+		"map endpoints:", "10.0.0.10 . tcp . 80 . 1 : 10.211.1.3 . 8080", "Drift: none", "Verdict: OK")
+	s.run("nft-trace-web", false, []string{"trace", "--node", "node-a", "--from", a.ClientIP(), "--to", "10.0.0.10:80"},
+		"vmap @service-ips", "DNAT to 10.211.1.2:8080 (50%), 10.211.1.3:8080 (50%); masqueraded")
+	s.run("nft-trace-web-pod", false, []string{"trace", "--node", "node-a", "--from", a.PodIP(0), "--to", "10.0.0.10:80", "-o", "json"},
+		`"verdict": "DNAT"`, `"masquerade": false`)
+	s.run("nft-trace-empty", false, []string{"trace", "--node", "node-a", "--from", "10.210.1.2", "--to", "10.0.0.11:80"},
+		"REJECT", "go to reject-chain", "icmp port-unreachable")
+	s.run("nft-trace-local", false, []string{"trace", "--node", "node-a", "--from", a.ClientIP(), "--to", a.IP() + ":30080"},
+		"Verdict: DROP")
+	s.run("nft-diff", false, []string{"diff"}, "node-a", "node-b", "IPv4: in sync")
+	a.NS.MustExec("nft", "delete", "element", "ip", "synterix", "service-ips", "{ 10.0.0.10 . tcp . 80 }")
+	s.run("nft-diff-drift", true, []string{"diff"}, "node-a", "differs", "set service-ips", "test/web:http/TCP",
+		"missing: 10.0.0.10 . tcp . 80 : goto pick-2-offcluster", "node-b", "IPv4: in sync")
+	s.run("nft-explain-web-drift", false, []string{"explain", "service", "web", "--node", "node-a"},
+		"the kernel differs from what the agent programmed")
+	if os.Getenv("SYNX_UPDATE_TROUBLESHOOTING") == "1" {
+		writeDocs(t, s.outputs, func(name string) bool { return strings.HasPrefix(name, "nft-") })
+	}
 }

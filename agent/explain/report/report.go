@@ -166,11 +166,13 @@ const Used = "used"
 type Kernel struct {
 	Backend string `json:"backend"`
 	// Rules are the iptables rules by chain ("nat SYNX-SVC-..."), the
-	// port's entries of the shared chains included.
+	// port's entries of the shared chains included; on nftables, the
+	// rules of the port's own chains (svc-…, ext-…, fw-…).
 	Rules map[string][]string `json:"rules,omitempty"`
 	// VirtualServers are the IPVS services of the port's frontends.
 	VirtualServers []trace.VirtualServer `json:"virtualServers,omitempty"`
-	// SetEntries are the ipset members naming the port's frontends.
+	// SetEntries are the ipset members naming the port's frontends; on
+	// nftables, the port's elements of our maps, by map.
 	SetEntries map[string][]string `json:"setEntries,omitempty"`
 	// Error says why the kernel could not be read.
 	Error string `json:"error,omitempty"`
