@@ -16,7 +16,7 @@ import (
 // and the packet is traced over them; the trace must allow what the
 // packet then really did, or the test that sent it fails.
 func TestMain(m *testing.M) {
-	tracetest.Main(m, func(ctx context.Context) (trace.Tracer, error) {
-		return kernel.NFTables(ctx, model.IPv4)
+	tracetest.Main(m, func(ctx context.Context, fam model.Family) (trace.Tracer, error) {
+		return kernel.NFTables(ctx, fam)
 	})
 }
