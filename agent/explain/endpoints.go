@@ -76,20 +76,7 @@ func candidateOf(e discoveryv1.Endpoint, port int32, fam model.Family, node stri
 	if err != nil || a.Unmap().Is4() != (fam != model.IPv6) {
 		return candidate{}, false
 	}
-	ep := model.Endpoint{Addr: a.Unmap(), Port: port}
-	ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
-	ep.Serving = ep.Ready
-	if e.Conditions.Serving != nil {
-		ep.Serving = *e.Conditions.Serving
-	}
-	ep.Terminating = e.Conditions.Terminating != nil && *e.Conditions.Terminating
-	if e.NodeName != nil {
-		ep.NodeName = *e.NodeName
-	}
-	if e.Zone != nil {
-		ep.Zone = *e.Zone
-	}
-	ep.Local = ep.NodeName != "" && ep.NodeName == node
+	ep := model.EndpointOf(a.Unmap(), port, e, node)
 	return candidate{ep: ep, hints: e.Hints}, true
 }
 

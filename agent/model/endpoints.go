@@ -104,6 +104,14 @@ func (b *builder) addEndpoints(out []Endpoint, es *discoveryv1.EndpointSlice, po
 
 // endpoint reads one endpoint's conditions and placement.
 func (b *builder) endpoint(a netip.Addr, port int32, e discoveryv1.Endpoint) Endpoint {
+	return EndpointOf(a, port, e, b.cfg.NodeName)
+}
+
+// EndpointOf reads one endpoint of an EndpointSlice at address a: its
+// conditions (ready when unset, serving as ready when unset), its node and
+// zone, and whether it is on node. The explain view reads endpoints with it
+// too, so that it can never judge them otherwise than the model does.
+func EndpointOf(a netip.Addr, port int32, e discoveryv1.Endpoint, node string) Endpoint {
 	ep := Endpoint{Addr: a, Port: port}
 	ep.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
 	ep.Serving = ep.Ready
@@ -117,7 +125,7 @@ func (b *builder) endpoint(a netip.Addr, port int32, e discoveryv1.Endpoint) End
 	if e.Zone != nil {
 		ep.Zone = *e.Zone
 	}
-	ep.Local = ep.NodeName != "" && ep.NodeName == b.cfg.NodeName
+	ep.Local = ep.NodeName != "" && ep.NodeName == node
 	return ep
 }
 
