@@ -29,6 +29,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -131,6 +132,8 @@ func run() error {
 	a := daemon.New(daemon.Options{
 		NodeName: o.nodeName, OperatorNamespace: o.operatorNS, Clients: clients, Recorder: recorder,
 		Metrics: m, Health: hs, AgentVersion: version,
+		// The operator's pod template sets it; the agent only reports it.
+		PodTemplateHash: os.Getenv(v1alpha1.PodTemplateHashEnv),
 	})
 	if o.healthAddr != "" {
 		if _, err := serve(ctx, o.healthAddr, hs.Handler()); err != nil {
