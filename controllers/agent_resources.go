@@ -113,8 +113,10 @@ func nodeAffinity(sel *metav1.LabelSelector, lost []string) *corev1.Affinity {
 // Its update strategy is OnDelete: the DaemonSet controller never replaces
 // a running agent pod by itself; the operator deletes each node's pod when
 // the rollout reaches the node (replaceAgentPods), and the controller then
-// creates the new one from this template, once the old one is gone, so two
-// agents never run on one node. The rollout settings appear nowhere here.
+// creates the new one from this template. Two agents never run on one node:
+// the new pod claims the agent's host ports (host network), so it is not
+// scheduled there before the old one has exited. The rollout settings
+// appear nowhere here.
 func agentDaemonSet(gc *proxyv1alpha1.GatewayConfig, tmpl *podTemplate, lost []string, o AgentOptions) *appsv1.DaemonSet {
 	labels := agentLabels(gc.Name)
 	pod := tmpl.marked()
