@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	. "github.com/onsi/ginkgo/v2"
@@ -230,6 +231,57 @@ var _ = Describe("Agent upgrades", func() {
 		rolledOut("ua", r2, 3)
 		Expect(pods.deletions()).To(Equal([]string{"ua-0", "ua-1", "ua-2"}))
 		reportTemplates(h2, nodes...)
+	})
+
+	It("rolls a failed agent image back batch by batch, replacing at most maxUnavailable agent pods at once", func() {
+		nodes := makeNodes("ub", 3, map[string]string{"ub": "true"})
+		var failNow atomic.Bool
+		var first atomic.Value // the first revision
+		// ub-1's agent says nothing at a revision other than the first
+		// until failNow, then fails there.
+		behavior := func(node, rev string) fakeagent.Report {
+			if r1, _ := first.Load().(string); node == "ub-1" && r1 != "" && rev != r1 {
+				if failNow.Load() {
+					return fakeagent.Report{Outcome: fakeagent.Fail}
+				}
+				return fakeagent.Report{Outcome: fakeagent.Hold}
+			}
+			return fakeagent.Report{Outcome: fakeagent.Ready}
+		}
+		setBehavior("ub-", behavior)
+		Expect(k8sClient.Create(ctx, newGC("ub", "ub", &proxyv1alpha1.RolloutSpec{MaxUnavailable: intOrStr(intstr.FromInt32(1))}))).To(Succeed())
+		r1 := revisionOf("ub")
+		first.Store(r1)
+		rolledOut("ub", r1, 3)
+		pods := startStandIn("ub", nodes)
+		defer pods.stop()
+		h1 := podTemplateOf(r1)
+		reportTemplates(h1, nodes...)
+
+		By("a new image reaches the canary, then ub-1, whose new agent fails")
+		changeSpec("ub", func(s *proxyv1alpha1.GatewayConfigSpec) {
+			s.Agent = &proxyv1alpha1.AgentSpec{Image: "example.org/synterix:v2"}
+		})
+		Eventually(pods.deletions, timeout, poll).Should(Equal([]string{"ub-0", "ub-1"}))
+		pods.hold("ub-0", true)
+		failNow.Store(true)
+		fleet.Sync("ub-1")
+
+		By("the rollback replaces the new pods one node at a time")
+		Eventually(func() string {
+			return condition(getGC("ub").Status.Conditions, proxyv1alpha1.ConditionDegraded).Reason
+		}, timeout, poll).Should(Equal(proxyv1alpha1.ReasonRolledBack))
+		Eventually(pods.deletions, timeout, poll).Should(Equal([]string{"ub-0", "ub-1", "ub-0"}))
+		Expect(agentDaemonSet("ub").Spec.Template.Labels[proxyv1alpha1.PodTemplateHashLabel]).To(Equal(h1))
+		poke("ub")
+		Consistently(pods.deletions, 2*time.Second, poll).Should(Equal([]string{"ub-0", "ub-1", "ub-0"}))
+
+		By("once ub-0 runs the old pod template again, ub-1's pod is replaced")
+		pods.hold("ub-0", false)
+		Eventually(pods.deletions, timeout, poll).Should(Equal([]string{"ub-0", "ub-1", "ub-0", "ub-1"}))
+		reportTemplates(h1, nodes...)
+		Eventually(func() int32 { return getGC("ub").Status.ReadyNodes }, timeout, poll).Should(BeEquivalentTo(3))
+		Expect(getGC("ub").Status.CurrentRevision).To(Equal(r1))
 	})
 
 	It("makes a new revision when an operator upgrade changes the default agent image, and holds it under Manual until approved", func() {
