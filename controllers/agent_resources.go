@@ -107,44 +107,46 @@ func nodeAffinity(sel *metav1.LabelSelector, lost []string) *corev1.Affinity {
 	}}
 }
 
-// agentDaemonSet builds the agent DaemonSet of a GatewayConfig. The pod
-// template comes from the agent settings of the revision being rolled out
-// (agent), the GatewayConfig's node selector and the nodes it lost; the
-// rollout settings touch only the DaemonSet's update strategy, never the pod
-// template, so changing them restarts no agent.
-func agentDaemonSet(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string, o AgentOptions) *appsv1.DaemonSet {
-	if agent == nil {
-		agent = &proxyv1alpha1.AgentSpec{}
-	}
-	maxUnavailable := intstr.FromInt32(1)
-	if gc.Spec.Rollout != nil && gc.Spec.Rollout.MaxUnavailable != nil {
-		maxUnavailable = *gc.Spec.Rollout.MaxUnavailable
-	}
+// agentDaemonSet builds the agent DaemonSet of a GatewayConfig: the pod
+// template of the revision being rolled out (tmpl) with its hash marks, on
+// the nodes the GatewayConfig's node selector picks less those it lost.
+// Its update strategy is OnDelete: the DaemonSet controller never replaces
+// a running agent pod by itself; the operator deletes each node's pod when
+// the rollout reaches the node (replaceAgentPods), and the controller then
+// creates the new one from this template. Two agents never run on one node:
+// the new pod claims the agent's host ports (host network), so it is not
+// scheduled there before the old one has exited. The rollout settings
+// appear nowhere here.
+func agentDaemonSet(gc *proxyv1alpha1.GatewayConfig, tmpl *podTemplate, lost []string, o AgentOptions) *appsv1.DaemonSet {
 	labels := agentLabels(gc.Name)
+	pod := tmpl.marked()
+	pod.Spec.Affinity = nodeAffinity(gc.Spec.NodeSelector, lost)
 	return &appsv1.DaemonSet{
 		ObjectMeta: metav1.ObjectMeta{Name: agentObjectName(gc.Name), Namespace: o.Namespace, Labels: labels},
 		Spec: appsv1.DaemonSetSpec{
-			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{labelName: agentAppName, labelInstance: labelValue(gc.Name)}},
-			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{
-				Type: appsv1.RollingUpdateDaemonSetStrategyType,
-				RollingUpdate: &appsv1.RollingUpdateDaemonSet{
-					MaxUnavailable: &maxUnavailable,
-					// Two agents must never program one node.
-					MaxSurge: ptr.To(intstr.FromInt32(0)),
-				},
-			},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec:       agentPodSpec(gc, agent, lost, o),
-			},
+			Selector:       &metav1.LabelSelector{MatchLabels: map[string]string{labelName: agentAppName, labelInstance: labelValue(gc.Name)}},
+			UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType},
+			Template:       pod,
 		},
 	}
 }
 
+// agentPodTemplate is the agent pod template the operator builds for a
+// GatewayConfig's agent settings: what a revision holds, without the node
+// affinity (which follows the nodes of the moment) and the hash marks.
+func agentPodTemplate(gcName string, agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.PodTemplateSpec {
+	if agent == nil {
+		agent = &proxyv1alpha1.AgentSpec{}
+	}
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: agentLabels(gcName)},
+		Spec:       agentPodSpec(agent, o),
+	}
+}
+
 // agentPodSpec is the agent pod: host network, tolerating every taint unless
-// told otherwise, on exactly the nodes the GatewayConfig wins, with the host
-// paths iptables and IPVS need.
-func agentPodSpec(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string, o AgentOptions) corev1.PodSpec {
+// told otherwise, with the host paths iptables and IPVS need.
+func agentPodSpec(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.PodSpec {
 	tolerations := agent.Tolerations
 	if tolerations == nil {
 		tolerations = []corev1.Toleration{{Operator: corev1.TolerationOpExists}}
@@ -157,7 +159,6 @@ func agentPodSpec(gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpe
 		DNSPolicy:                     corev1.DNSClusterFirstWithHostNet,
 		PriorityClassName:             agent.PriorityClassName,
 		Tolerations:                   tolerations,
-		Affinity:                      nodeAffinity(gc.Spec.NodeSelector, lost),
 		TerminationGracePeriodSeconds: ptr.To[int64](30),
 		Containers:                    []corev1.Container{agentContainer(agent, o)},
 		Volumes: []corev1.Volume{
@@ -180,7 +181,7 @@ func agentContainer(agent *proxyv1alpha1.AgentSpec, o AgentOptions) corev1.Conta
 		resources = *agent.Resources
 	}
 	return corev1.Container{
-		Name:            "agent",
+		Name:            agentContainerName,
 		Image:           image,
 		ImagePullPolicy: agent.ImagePullPolicy,
 		Command:         []string{"/agent"},

@@ -70,6 +70,7 @@ func BenchmarkRollout(b *testing.B) {
 		b.Fatal(err)
 	}
 	agents := fakeagent.New(c, fakeagent.Always(fakeagent.Ready))
+	agents.Namespace = operatorNamespace
 	if err := agents.Start(ctx, fast, 16); err != nil {
 		b.Fatal(err)
 	}
@@ -97,10 +98,11 @@ func BenchmarkRollout(b *testing.B) {
 			if err := c.Get(ctx, client.ObjectKey{Name: "bench"}, cur); err != nil {
 				b.Fatal(err)
 			}
-			_, _, rev, err := controllers.RevisionFor(cur.Name, &cur.Spec)
+			want, err := controllers.RevisionFor(cur.Name, &cur.Spec, defaultAgent)
 			if err != nil {
 				b.Fatal(err)
 			}
+			rev := want.Name
 			if cur.Status.CurrentRevision == rev && cur.Status.ReadyNodes == int32(nodes) && cur.Status.ObservedGeneration == cur.Generation {
 				return rev
 			}

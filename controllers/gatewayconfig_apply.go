@@ -24,22 +24,20 @@ import (
 
 // apply writes a plan: it marks a rolled-back revision failed, assigns
 // revisions to the ProxyNodes of the won nodes, deletes the ProxyNodes of
-// nodes no longer won, updates the agent DaemonSet and prunes the revision
-// history. It returns the revision each won node is assigned afterwards.
+// nodes no longer won, updates the agent DaemonSet to the target revision's
+// pod template, replaces the agent pods of the nodes assigned it that run
+// another, and prunes the revision history. It returns the revision each
+// won node is assigned afterwards.
 func (r *GatewayConfigReconciler) apply(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, obs *observation, pl *rolloutPlan, now time.Time) (map[string]string, error) {
-	// The agent settings of the target revision, checked before anything
-	// is written: a revision whose image is not (or no longer) allowed is
-	// not rolled out at all.
-	var agent *proxyv1alpha1.AgentSpec
+	// The pod template of the target revision, checked before anything is
+	// written: a revision whose image is not (or no longer) allowed is not
+	// rolled out at all.
+	var tmpl *podTemplate
 	if pl.target != "" {
-		spec, err := proxyv1alpha1.DecodeRevision(obs.revs[pl.target].Data.Raw)
-		if err != nil {
+		var err error
+		if tmpl, err = r.targetTemplate(gc, obs, pl.target); err != nil {
 			return nil, reconcile.TerminalError(fmt.Errorf("revision %s: %w", pl.target, err))
 		}
-		if err := r.Agent.checkAgentImage(spec.Agent); err != nil {
-			return nil, reconcile.TerminalError(fmt.Errorf("revision %s: %w", pl.target, err))
-		}
-		agent = spec.Agent
 	}
 	if pl.RolledBack {
 		if err := r.rollBack(ctx, gc, obs, pl, now); err != nil {
@@ -53,17 +51,44 @@ func (r *GatewayConfigReconciler) apply(ctx context.Context, gc *proxyv1alpha1.G
 	if err := r.deleteUnwon(ctx, obs); err != nil {
 		return nil, err
 	}
-	// The agent DaemonSet runs the agent settings of the target revision.
-	if pl.target != "" {
+	// The agent DaemonSet runs the pod template of the target revision; the
+	// pods of the nodes assigned it are replaced in the rollout's order.
+	if tmpl != nil {
 		lostNames := make([]string, 0, len(obs.lost))
 		for _, l := range obs.lost {
 			lostNames = append(lostNames, l.Node)
 		}
-		if err := r.ensureDaemonSet(ctx, gc, agent, lostNames); err != nil {
+		if err := r.ensureDaemonSet(ctx, gc, tmpl, lostNames); err != nil {
+			return nil, err
+		}
+		if err := r.replaceAgentPods(ctx, gc, obs, pl, assigned); err != nil {
 			return nil, err
 		}
 	}
 	return assigned, r.pruneRevisions(ctx, obs, pl, assigned)
+}
+
+// targetTemplate returns the agent pod template of the target revision,
+// refusing one with an image that is not allowed. A revision an earlier
+// release wrote, with no template of its own and none adopted, and no
+// DaemonSet to adopt one from, runs the template this operator builds for
+// its agent settings.
+func (r *GatewayConfigReconciler) targetTemplate(gc *proxyv1alpha1.GatewayConfig, obs *observation, target string) (*podTemplate, error) {
+	data, err := proxyv1alpha1.DecodeRevisionData(obs.revs[target].Data.Raw)
+	if err != nil {
+		return nil, err
+	}
+	t := obs.templates[target]
+	if t == nil {
+		if t, err = newPodTemplate(agentPodTemplate(gc.Name, data.Spec.Agent, r.Agent), true); err != nil {
+			return nil, err
+		}
+		obs.templates[target] = t
+	}
+	if err := r.Agent.checkTemplateImages(&t.Template); err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // rollBack marks the failed target revision, so that it is not rolled out
@@ -251,8 +276,8 @@ func (r *GatewayConfigReconciler) assign(ctx context.Context, gc *proxyv1alpha1.
 // when anyone else changed its spec since the operator's last write (it no
 // longer hashes to the live-spec-hash annotation). The write replaces the
 // whole spec, so what a manual edit added goes too.
-func (r *GatewayConfigReconciler) ensureDaemonSet(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, agent *proxyv1alpha1.AgentSpec, lost []string) error {
-	want := agentDaemonSet(gc, agent, lost, r.Agent)
+func (r *GatewayConfigReconciler) ensureDaemonSet(ctx context.Context, gc *proxyv1alpha1.GatewayConfig, tmpl *podTemplate, lost []string) error {
+	want := agentDaemonSet(gc, tmpl, lost, r.Agent)
 	wantHash, err := hashOf(struct {
 		Labels map[string]string
 		Spec   appsv1.DaemonSetSpec

@@ -173,6 +173,12 @@ type observation struct {
 	// proxyNodes are every ProxyNode, whoever runs it; byName indexes them.
 	proxyNodes []proxyv1alpha1.ProxyNode
 	byName     map[string]*proxyv1alpha1.ProxyNode
+	// ds is the agent DaemonSet as the cache has it; nil when there is none.
+	ds *appsv1.DaemonSet
+	// pods are the GatewayConfig's agent pods, by node.
+	pods map[string][]*corev1.Pod
+	// templates are the agent pod templates of the revisions, by name.
+	templates map[string]*podTemplate
 }
 
 // own returns the ProxyNode of a node when this GatewayConfig runs it, else nil.
@@ -183,10 +189,13 @@ func (o *observation) own(node string) *proxyv1alpha1.ProxyNode {
 	return nil
 }
 
-// observe reads the nodes the GatewayConfig wins, its revisions and the
-// ProxyNodes. Its one write is the revision of the current spec, when it is
-// missing: the plan needs it to exist; a spec whose agent image is not
-// allowed is refused first.
+// observe reads the nodes the GatewayConfig wins, its revisions and their
+// agent pod templates, the ProxyNodes, its agent DaemonSet and agent pods.
+// It writes the revision of the current spec, when it is missing: the plan
+// needs it to exist; a spec whose agent image is not allowed is refused
+// first. Once after an operator upgrade, it also records on the revision an
+// earlier release was rolling out the pod template its agents run
+// (adoptLegacyTemplate).
 func (r *GatewayConfigReconciler) observe(ctx context.Context, gc *proxyv1alpha1.GatewayConfig) (*observation, error) {
 	obs := &observation{gcName: gc.Name}
 	// A spec whose agent image is not allowed gets no revision.
@@ -209,6 +218,13 @@ func (r *GatewayConfigReconciler) observe(ctx context.Context, gc *proxyv1alpha1
 	for i := range pns.Items {
 		obs.byName[pns.Items[i].Name] = &pns.Items[i]
 	}
+	if obs.ds, obs.pods, err = r.observeAgents(ctx, gc); err != nil {
+		return nil, err
+	}
+	if err := r.adoptLegacyTemplate(ctx, gc, obs); err != nil {
+		return nil, err
+	}
+	obs.templates = revisionTemplates(obs)
 	return obs, nil
 }
 
@@ -260,10 +276,11 @@ func (r *GatewayConfigReconciler) selectNodes(ctx context.Context, gc *proxyv1al
 // ensureRevision makes sure the revision of the current spec exists, and
 // returns its name and every revision of the GatewayConfig by name.
 func (r *GatewayConfigReconciler) ensureRevision(ctx context.Context, gc *proxyv1alpha1.GatewayConfig) (string, map[string]*appsv1.ControllerRevision, error) {
-	data, hash, name, err := RevisionFor(gc.Name, &gc.Spec)
+	want, err := RevisionFor(gc.Name, &gc.Spec, r.Agent)
 	if err != nil {
 		return "", nil, reconcile.TerminalError(err)
 	}
+	data, name := want.Data, want.Name
 	var list appsv1.ControllerRevisionList
 	if err := r.List(ctx, &list, client.InNamespace(r.Agent.Namespace),
 		client.MatchingLabels{proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc.Name)}); err != nil {
@@ -289,7 +306,8 @@ func (r *GatewayConfigReconciler) ensureRevision(ctx context.Context, gc *proxyv
 			Name: name, Namespace: r.Agent.Namespace, Annotations: revisionAnnotation(ctx),
 			Labels: map[string]string{
 				proxyv1alpha1.RevisionGatewayConfigLabel: labelValue(gc.Name),
-				proxyv1alpha1.RevisionHashLabel:          hash,
+				proxyv1alpha1.RevisionHashLabel:          want.Hash,
+				proxyv1alpha1.PodTemplateHashLabel:       want.PodTemplateHash,
 			},
 		},
 		Data:     runtime.RawExtension{Raw: data},
@@ -371,16 +389,30 @@ func (r *GatewayConfigReconciler) finalize(ctx context.Context, gc *proxyv1alpha
 
 // SetupWithManager registers the reconciler and its watches.
 func (r *GatewayConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
-	allConfigs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+	// configs lists the GatewayConfigs whose instance label value is inst,
+	// or every one when inst is empty.
+	configs := func(ctx context.Context, inst string) []reconcile.Request {
 		var gcs proxyv1alpha1.GatewayConfigList
 		if err := mgr.GetClient().List(ctx, &gcs); err != nil {
 			return nil
 		}
 		out := make([]reconcile.Request, 0, len(gcs.Items))
 		for _, g := range gcs.Items {
-			out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+			if inst == "" || labelValue(g.Name) == inst {
+				out = append(out, reconcile.Request{NamespacedName: types.NamespacedName{Name: g.Name}})
+			}
 		}
 		return out
+	}
+	allConfigs := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, _ client.Object) []reconcile.Request {
+		return configs(ctx, "")
+	})
+	// An agent pod names its GatewayConfig in its instance label.
+	byAgentPod := handler.EnqueueRequestsFromMapFunc(func(ctx context.Context, o client.Object) []reconcile.Request {
+		if inst := o.GetLabels()[labelInstance]; inst != "" {
+			return configs(ctx, inst)
+		}
+		return nil
 	})
 	nodeChanged := predicate.Funcs{
 		UpdateFunc: func(e event.UpdateEvent) bool {
@@ -408,6 +440,7 @@ func (r *GatewayConfigReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Watches(&proxyv1alpha1.GatewayConfig{}, allConfigs, builder.WithPredicates(configMembership)).
 		Watches(&corev1.Node{}, allConfigs, builder.WithPredicates(nodeChanged)).
 		Watches(&proxyv1alpha1.ProxyNode{}, byProxyNode).
+		Watches(&corev1.Pod{}, byAgentPod).
 		Named("gatewayconfig").
 		Complete(r)
 }

@@ -123,7 +123,12 @@ func rolloutInput(ro *proxyv1alpha1.RolloutSpec, obs *observation, pl *rolloutPl
 			}
 			switch ProxyNodeHealth(pn) {
 			case NodeReady:
-				rn.Health = rollout.Ready
+				// Ready counts only from an agent that runs the revision's
+				// pod template: a new image or pod setting must reach the
+				// node before the rollout moves on.
+				if obs.runsAssigned(pn) {
+					rn.Health = rollout.Ready
+				}
 			case NodeFailed:
 				rn.Health = rollout.Failed
 			}

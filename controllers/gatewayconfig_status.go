@@ -32,7 +32,9 @@ func countNodes(st *proxyv1alpha1.GatewayConfigStatus, obs *observation, pl *rol
 	st.UpdatedNodes, st.ReadyNodes = 0, 0
 	backends := map[proxyv1alpha1.Backend]int32{}
 	for _, n := range obs.won {
-		if assigned[n.Name] == pl.target && pl.target != "" {
+		// Updated: assigned the target, with no agent pod left that runs
+		// another pod template (as a DaemonSet counts updated pods).
+		if assigned[n.Name] == pl.target && pl.target != "" && obs.podsRun(n.Name, pl.target) {
 			st.UpdatedNodes++
 		}
 		if _, changed := pl.Assign[n.Name]; !changed && pl.health[n.Name] == rollout.Ready {

@@ -27,9 +27,9 @@ const (
 // server stored it (with its defaults).
 func revisionOf(name string) string {
 	gc := getGC(name)
-	_, _, rev, err := controllers.RevisionFor(gc.Name, &gc.Spec)
+	rev, err := controllers.RevisionFor(gc.Name, &gc.Spec, operatorAgent())
 	ExpectWithOffset(1, err).NotTo(HaveOccurred())
-	return rev
+	return rev.Name
 }
 
 // changeSpec applies mutate to a GatewayConfig's spec, retrying on conflicts.
@@ -369,7 +369,8 @@ var _ = Describe("GatewayConfig node selection and lifecycle", func() {
 		Expect(c.SecurityContext.Capabilities.Add).To(ConsistOf(corev1.Capability("NET_ADMIN"), corev1.Capability("NET_RAW")))
 		Expect(*c.SecurityContext.ReadOnlyRootFilesystem).To(BeTrue())
 		Expect(c.ReadinessProbe.HTTPGet.Path).To(Equal("/readyz"))
-		Expect(ds.Spec.UpdateStrategy.RollingUpdate.MaxSurge.IntValue()).To(BeZero())
+		// The rollout replaces agent pods; the DaemonSet controller never does.
+		Expect(ds.Spec.UpdateStrategy.Type).To(Equal(appsv1.OnDeleteDaemonSetStrategyType))
 		Expect(metav1.IsControlledBy(ds, getGC("lc"))).To(BeTrue())
 
 		By("the ProxyNode is owned by its Node")
@@ -418,7 +419,7 @@ var _ = Describe("GatewayConfig node selection and lifecycle", func() {
 		before := reconcileCount("gatewayconfig")
 		pn := &proxyv1alpha1.ProxyNode{}
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Name: "go-0"}, pn)).To(Succeed())
-		Expect(fakeagent.Write(ctx, k8sClient, pn, fakeagent.Report{Outcome: fakeagent.Ready})).To(Succeed())
+		Expect(fakeagent.Write(ctx, k8sClient, pn, fakeagent.Report{Outcome: fakeagent.Ready, PodTemplateHash: pn.Status.PodTemplateHash})).To(Succeed())
 		Eventually(func() float64 { return reconcileCount("gatewayconfig") }, timeout, poll).Should(BeNumerically(">", before))
 		Expect(getGC("go").ResourceVersion).To(Equal(rv))
 		Expect(k8sClient.Get(ctx, client.ObjectKey{Namespace: operatorNamespace, Name: "synterix-agent-go"}, ds)).To(Succeed())

@@ -56,18 +56,19 @@ func TestRevisionIgnoresRolloutSettings(t *testing.T) {
 	b := a.DeepCopy()
 	mu := intstr.FromString("50%")
 	b.Rollout = &proxyv1alpha1.RolloutSpec{Strategy: proxyv1alpha1.RolloutManual, ApprovedRevision: "x", MaxUnavailable: &mu}
-	_, ha, na, err := RevisionFor("gc", a)
+	o := AgentOptions{Namespace: "ns", DefaultImage: "example.org/agent:1"}
+	ra, err := RevisionFor("gc", a, o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, hb, nb, _ := RevisionFor("gc", b)
-	if ha != hb || na != nb || na != "gc-"+ha {
-		t.Fatalf("rollout settings changed the revision: %s %s", na, nb)
+	rb, _ := RevisionFor("gc", b, o)
+	if ra.Hash != rb.Hash || ra.Name != rb.Name || ra.Name != "gc-"+ra.Hash || ra.PodTemplateHash != rb.PodTemplateHash {
+		t.Fatalf("rollout settings changed the revision: %s %s", ra.Name, rb.Name)
 	}
 	c := a.DeepCopy()
 	c.Mode = proxyv1alpha1.BackendModeIPVS
-	if _, hc, _, _ := RevisionFor("gc", c); hc == ha {
-		t.Fatal("a config change kept the revision")
+	if rc, _ := RevisionFor("gc", c, o); rc.Hash == ra.Hash || rc.PodTemplateHash != ra.PodTemplateHash {
+		t.Fatal("a config change kept the revision, or changed the agent pod template")
 	}
 	if b.Rollout == nil {
 		t.Fatal("RevisionFor changed its input")

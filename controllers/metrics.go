@@ -20,6 +20,10 @@ var (
 		Name: "synterix_operator_rollbacks_total",
 		Help: "Automatic rollbacks of a failed rollout, per GatewayConfig.",
 	}, []string{"gateway_config"})
+	agentPodsReplaced = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "synterix_operator_agent_pods_replaced_total",
+		Help: "Nodes whose agent pod the rollout deleted for the DaemonSet controller to replace with the target revision's pod template, per GatewayConfig.",
+	}, []string{"gateway_config"})
 	proxyNodeWrites = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "synterix_operator_proxynode_writes_total",
 		Help: "ProxyNode writes of the operator, by operation (create, update, delete).",
@@ -27,5 +31,5 @@ var (
 )
 
 func init() {
-	ctrlmetrics.Registry.MustRegister(rolloutNodes, revisionsCreated, rollbacks, proxyNodeWrites)
+	ctrlmetrics.Registry.MustRegister(rolloutNodes, revisionsCreated, rollbacks, agentPodsReplaced, proxyNodeWrites)
 }

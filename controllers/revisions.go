@@ -26,21 +26,49 @@ func RevisionSpec(spec *proxyv1alpha1.GatewayConfigSpec) *proxyv1alpha1.GatewayC
 	return s
 }
 
-// RevisionFor returns the data, the hash and the ControllerRevision name of the
-// revision that snapshots spec.
-func RevisionFor(gcName string, spec *proxyv1alpha1.GatewayConfigSpec) (data []byte, hash, name string, err error) {
-	data, err = proxyv1alpha1.EncodeRevision(RevisionSpec(spec))
+// Revision is a config revision as the operator writes it.
+type Revision struct {
+	// Name is the ControllerRevision's name, <gatewayconfig>-<Hash>.
+	Name string
+	// Data is its data (proxyv1alpha1.RevisionData).
+	Data []byte
+	// Hash is the hash of Data (RevisionHashLabel).
+	Hash string
+	// PodTemplateHash is the hash of its agent pod template
+	// (PodTemplateHashLabel).
+	PodTemplateHash string
+}
+
+// RevisionFor returns the revision that snapshots spec as an operator with
+// the agent options o runs it: the spec less spec.rollout, and the agent pod
+// template built from it, so that the image the operator defaults to and
+// every pod setting it builds are part of what names the revision. The same
+// spec under an operator that builds another pod (an upgrade) is another
+// revision, which rolls out, and waits for approval, like any change.
+func RevisionFor(gcName string, spec *proxyv1alpha1.GatewayConfigSpec, o AgentOptions) (Revision, error) {
+	s := RevisionSpec(spec)
+	pod := agentPodTemplate(gcName, s.Agent, o.WithDefaults())
+	data, err := proxyv1alpha1.EncodeRevisionData(&proxyv1alpha1.RevisionData{Spec: *s, AgentPod: &pod})
 	if err != nil {
-		return nil, "", "", fmt.Errorf("encoding the config revision: %w", err)
+		return Revision{}, fmt.Errorf("encoding the config revision: %w", err)
+	}
+	// Hashed as it reads back (revisionTemplate), whatever the encoding.
+	back, err := proxyv1alpha1.DecodeRevisionData(data)
+	if err != nil {
+		return Revision{}, err
+	}
+	podHash, err := hashOf(*back.AgentPod)
+	if err != nil {
+		return Revision{}, err
 	}
 	sum := sha256.Sum256(data)
-	hash = hex.EncodeToString(sum[:5])
+	hash := hex.EncodeToString(sum[:5])
 	prefix := gcName
 	// A ControllerRevision name is at most 253 characters.
 	if max := 253 - len(hash) - 1; len(prefix) > max {
 		prefix = prefix[:max]
 	}
-	return data, hash, prefix + "-" + hash, nil
+	return Revision{Name: prefix + "-" + hash, Data: data, Hash: hash, PodTemplateHash: podHash}, nil
 }
 
 // revisionsToPrune returns the revisions to delete to stay within the history

@@ -9,6 +9,8 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -32,12 +34,16 @@ func NewScheme() *runtime.Scheme {
 const ControllerName = "synterix-operator"
 
 // CacheOptions restricts the cache of the objects the operator keeps in its
-// own namespace (agent DaemonSets, config revisions) to that namespace.
+// own namespace (agent DaemonSets, config revisions) to that namespace, and
+// that of pods to the agent pods there.
 func CacheOptions(namespace string) cache.Options {
 	own := cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}}}
+	agents := cache.ByObject{Namespaces: map[string]cache.Config{namespace: {}},
+		Label: labels.SelectorFromSet(labels.Set{labelName: agentAppName})}
 	return cache.Options{ByObject: map[client.Object]cache.ByObject{
 		&appsv1.DaemonSet{}:          own,
 		&appsv1.ControllerRevision{}: own,
+		&corev1.Pod{}:                agents,
 	}}
 }
 
@@ -69,12 +75,7 @@ func Setup(mgr manager.Manager, agent AgentOptions, opts ...SetupOption) error {
 	if allowed := agent.allowedImages(); !ImageAllowed(agent.DefaultImage, allowed) {
 		return fmt.Errorf("the default agent image %s is not in the allowed agent images %s", agent.DefaultImage, strings.Join(allowed, ", "))
 	}
-	if agent.HealthPort == 0 {
-		agent.HealthPort = DefaultAgentHealthPort
-	}
-	if agent.MetricsPort == 0 {
-		agent.MetricsPort = DefaultAgentMetricsPort
-	}
+	agent = agent.WithDefaults()
 	rec := mgr.GetEventRecorder(ControllerName)
 	gcr := &GatewayConfigReconciler{Client: mgr.GetClient(), Scheme: mgr.GetScheme(), Recorder: rec, Agent: agent}
 	if so.tracer != nil {
@@ -90,6 +91,17 @@ func Setup(mgr manager.Manager, agent AgentOptions, opts ...SetupOption) error {
 		return fmt.Errorf("setting up the ProxyNode controller: %w", err)
 	}
 	return nil
+}
+
+// WithDefaults returns o with the default agent ports where none is set.
+func (o AgentOptions) WithDefaults() AgentOptions {
+	if o.HealthPort == 0 {
+		o.HealthPort = DefaultAgentHealthPort
+	}
+	if o.MetricsPort == 0 {
+		o.MetricsPort = DefaultAgentMetricsPort
+	}
+	return o
 }
 
 // The agent's default ports. They differ from kube-proxy's (10256, 10249) so

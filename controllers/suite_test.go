@@ -92,9 +92,19 @@ func (c countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return c.rt.RoundTrip(r)
 }
 
+// defaultAgent are the agent options the suite's operator starts with.
+var defaultAgent = controllers.AgentOptions{Namespace: operatorNamespace, DefaultImage: "example.org/synterix:test"}
+
 // startOperator starts the operator's manager in-process, as cmd/manager does,
 // with its requests counted in n.
 func startOperator(ctx context.Context, cfg *rest.Config, n *requestCounter, onErr func(error)) error {
+	_, err := startOperatorWith(ctx, cfg, n, defaultAgent, onErr)
+	return err
+}
+
+// startOperatorWith starts the operator with the agent options o, and
+// returns a channel closed once its manager has stopped (ctx ended).
+func startOperatorWith(ctx context.Context, cfg *rest.Config, n *requestCounter, o controllers.AgentOptions, onErr func(error)) (<-chan struct{}, error) {
 	opCfg := rest.CopyConfig(cfg)
 	opCfg.QPS, opCfg.Burst = controllers.DefaultQPS, controllers.DefaultBurst
 	opCfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return countingTransport{rt: rt, n: n} })
@@ -103,21 +113,64 @@ func startOperator(ctx context.Context, cfg *rest.Config, n *requestCounter, onE
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  controllers.CacheOptions(operatorNamespace),
-		// The benchmark starts a manager per run in one process.
+		// The benchmark starts a manager per run in one process, and the
+		// upgrade tests restart this suite's.
 		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := controllers.Setup(mgr, controllers.AgentOptions{Namespace: operatorNamespace, DefaultImage: "example.org/synterix:test"}); err != nil {
-		return err
+	if err := controllers.Setup(mgr, o); err != nil {
+		return nil, err
 	}
+	done := make(chan struct{})
 	go func() {
+		defer close(done)
 		if err := mgr.Start(ctx); err != nil {
 			onErr(err)
 		}
 	}()
-	return nil
+	return done, nil
+}
+
+// The suite's operator: its agent options, and how to stop it.
+var (
+	operatorMu     sync.Mutex
+	operatorOpts   controllers.AgentOptions
+	operatorCancel context.CancelFunc
+	operatorDone   <-chan struct{}
+)
+
+// operatorAgent returns the agent options the suite's operator runs with.
+func operatorAgent() controllers.AgentOptions {
+	operatorMu.Lock()
+	defer operatorMu.Unlock()
+	return operatorOpts
+}
+
+// restartOperator stops the suite's operator, waits until its manager has
+// stopped, and starts it again with the agent options o: an upgrade of the
+// operator, as far as its agent options go.
+func restartOperator(o controllers.AgentOptions) {
+	operatorMu.Lock()
+	defer operatorMu.Unlock()
+	if operatorCancel != nil {
+		operatorCancel()
+		<-operatorDone
+	}
+	opCtx, c := context.WithCancel(ctx)
+	done, err := startOperatorWith(opCtx, cfg, &operatorRequests, o, func(err error) { defer GinkgoRecover(); Fail(err.Error()) })
+	ExpectWithOffset(1, err).NotTo(HaveOccurred())
+	operatorOpts, operatorCancel, operatorDone = o, c, done
+}
+
+// stopOperator stops the suite's operator and waits until it has stopped.
+func stopOperator() {
+	operatorMu.Lock()
+	defer operatorMu.Unlock()
+	operatorCancel()
+	<-operatorDone
+	operatorCancel = nil
 }
 
 var operatorRequests requestCounter
@@ -136,11 +189,12 @@ var _ = BeforeSuite(func() {
 	Expect(err).NotTo(HaveOccurred())
 	Expect(k8sClient.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNamespace}})).To(Succeed())
 
-	Expect(startOperator(ctx, cfg, &operatorRequests, func(err error) { defer GinkgoRecover(); Fail(err.Error()) })).To(Succeed())
+	restartOperator(defaultAgent)
 
 	agentClient, err := client.New(cfg, client.Options{Scheme: controllers.NewScheme()})
 	Expect(err).NotTo(HaveOccurred())
 	fleet = fakeagent.New(agentClient, dispatch)
+	fleet.Namespace = operatorNamespace
 	Expect(fleet.Start(ctx, cfg, 4)).To(Succeed())
 })
 

@@ -67,6 +67,9 @@ type Options struct {
 	Prober       probe.Prober
 	NewBackend   dataplane.Factory
 	AgentVersion string
+	// PodTemplateHash is the hash of the agent pod template this agent runs
+	// (POD_TEMPLATE_HASH), reported in its ProxyNode status.
+	PodTemplateHash string
 	// StatusHeartbeat overrides status.DefaultHeartbeat.
 	StatusHeartbeat time.Duration
 	// Burst is the sync burst; default syncer.DefaultBurst.
@@ -184,7 +187,7 @@ func (a *Agent) startWatches() {
 	a.nodeInf = informers.Node(c, a.opts.NodeName)
 	a.pnInf = informers.ProxyNode(c, a.opts.NodeName)
 	a.writer = status.New(c.Proxy, a.opts.NodeName,
-		status.Static{Capabilities: a.caps.Status(), AgentVersion: a.opts.AgentVersion}, a.cachedProxyNode,
+		status.Static{Capabilities: a.caps.Status(), AgentVersion: a.opts.AgentVersion, PodTemplateHash: a.opts.PodTemplateHash}, a.cachedProxyNode,
 		func(r string) { a.opts.Metrics.StatusWrites.WithLabelValues(r).Inc() })
 	if a.opts.StatusHeartbeat > 0 {
 		a.writer.SetHeartbeat(a.opts.StatusHeartbeat)

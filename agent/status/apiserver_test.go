@@ -59,7 +59,7 @@ func TestWriterAgainstAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	var results []string
-	w := New(rc, "n1", Static{AgentVersion: "test"}, func() *v1alpha1.ProxyNode { return stale },
+	w := New(rc, "n1", Static{AgentVersion: "test", PodTemplateHash: "0123abcd"}, func() *v1alpha1.ProxyNode { return stale },
 		func(r string) { results = append(results, r) })
 	w.SetSync(syncFacts(time.Now()))
 	if err := w.Flush(ctx); err != nil {
@@ -72,7 +72,7 @@ func TestWriterAgainstAPIServer(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKey{Name: "n1"}, got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Status.AppliedRevision != "r1" || got.Labels["touched"] != "yes" ||
+	if got.Status.AppliedRevision != "r1" || got.Labels["touched"] != "yes" || got.Status.PodTemplateHash != "0123abcd" ||
 		!meta.IsStatusConditionTrue(got.Status.Conditions, v1alpha1.ConditionReady) {
 		t.Errorf("status %+v labels %v", got.Status, got.Labels)
 	}

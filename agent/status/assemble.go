@@ -10,6 +10,9 @@ import (
 type Static struct {
 	Capabilities *v1alpha1.KernelCapabilities
 	AgentVersion string
+	// PodTemplateHash is the hash of the agent pod template this agent
+	// runs (POD_TEMPLATE_HASH); empty outside a pod the operator made.
+	PodTemplateHash string
 }
 
 // RevisionFacts is what the revision acceptor knows: why the assigned
@@ -50,7 +53,7 @@ type SyncFacts struct {
 // always reflects the newest facts of every owner.
 func Assemble(st Static, rev RevisionFacts, sy SyncFacts, pn *v1alpha1.ProxyNode) Report {
 	r := Report{
-		Capabilities: st.Capabilities, AgentVersion: st.AgentVersion,
+		Capabilities: st.Capabilities, AgentVersion: st.AgentVersion, PodTemplateHash: st.PodTemplateHash,
 		LastSync: sy.LastSync, Counts: sy.Counts, Families: sy.Families, FailedPolicies: sy.FailedPolicies,
 	}
 	if a := sy.Applied; a != nil {

@@ -48,6 +48,7 @@ type Report struct {
 	BackendReason   string
 	Capabilities    *v1alpha1.KernelCapabilities
 	AgentVersion    string
+	PodTemplateHash string
 	AppliedRevision string
 	LastSync        *v1alpha1.SyncStatus
 	Counts          v1alpha1.RuleCounts
@@ -239,6 +240,7 @@ func Build(cur v1alpha1.ProxyNodeStatus, r Report, now time.Time) v1alpha1.Proxy
 		BackendReason:      trunc(r.BackendReason, 1024),
 		Capabilities:       r.Capabilities,
 		AgentVersion:       trunc(r.AgentVersion, 128),
+		PodTemplateHash:    trunc(r.PodTemplateHash, 64),
 		AppliedRevision:    r.AppliedRevision,
 		LastSync:           r.LastSync,
 		Counts:             r.Counts,

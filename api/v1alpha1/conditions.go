@@ -108,6 +108,15 @@ const (
 	// ReasonDeleting: the finalizer removed the agent DaemonSet and the
 	// ProxyNodes. Event reason (Normal).
 	ReasonDeleting = "Deleting"
+	// ReasonAgentPodsReplaced: the rollout reached nodes whose agent pod
+	// runs another pod template than the target revision's, and the
+	// operator deleted those pods for the DaemonSet controller to replace.
+	// Event reason (Normal).
+	ReasonAgentPodsReplaced = "AgentPodsReplaced"
+	// ReasonPodTemplateAdopted: after an upgrade of the operator, a revision
+	// written by an earlier release was given the agent pod template its
+	// agents run. Event reason (Normal).
+	ReasonPodTemplateAdopted = "PodTemplateAdopted"
 )
 
 // Reasons of a ProxyPolicy, written by the operator. The Accepted reason is

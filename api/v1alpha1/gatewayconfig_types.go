@@ -418,7 +418,10 @@ type GatewayConfigStatus struct {
 	// +optional
 	DesiredNodes int32 `json:"desiredNodes,omitempty"`
 
-	// updatedNodes is how many nodes are assigned updatedRevision.
+	// updatedNodes is how many nodes are assigned updatedRevision and have
+	// no agent pod left that runs another pod template than its own. A
+	// node counts Ready at it (readyNodes) only once its agent reports that
+	// pod template (ProxyNode status.podTemplateHash).
 	// +optional
 	UpdatedNodes int32 `json:"updatedNodes,omitempty"`
 

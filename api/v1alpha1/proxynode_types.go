@@ -182,6 +182,16 @@ type ProxyNodeStatus struct {
 	// +kubebuilder:validation:MaxLength=128
 	AgentVersion string `json:"agentVersion,omitempty"`
 
+	// podTemplateHash is the hash of the agent pod template the agent that
+	// wrote this status runs (label proxy.synterix.io/pod-template-hash of
+	// its pod, given to it in POD_TEMPLATE_HASH). The operator counts the
+	// node updated to a revision only when it equals the revision's, so
+	// that a new agent image or pod setting reaches the node before the
+	// rollout moves on. Empty for agents older than this field.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	PodTemplateHash string `json:"podTemplateHash,omitempty"`
+
 	// appliedRevision is the revision whose configuration is in the kernel.
 	// +optional
 	// +kubebuilder:validation:MaxLength=253
@@ -235,6 +245,7 @@ type ProxyNodeStatus struct {
 // +kubebuilder:printcolumn:name="Services",type=integer,JSONPath=`.status.counts.services`
 // +kubebuilder:printcolumn:name="Config",type=string,JSONPath=`.spec.gatewayConfig`,priority=1
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.backendReason`,priority=1
+// +kubebuilder:printcolumn:name="Pod-Template",type=string,JSONPath=`.status.podTemplateHash`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 type ProxyNode struct {
 	metav1.TypeMeta `json:",inline"`

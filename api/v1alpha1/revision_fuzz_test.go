@@ -21,6 +21,7 @@ func FuzzDecodeRevision(f *testing.F) {
 		`{"spec":{"nodeSelector":{"matchExpressions":[{"key":"a","operator":"In","values":["b"]}]},"localTrafficDetection":{"mode":"ClusterCIDR","clusterCIDRs":["10.244.0.0/16"]}}}`,
 		`{"spec":{"conntrack":{"maxPerCore":32768},"agent":{"logVerbosity":4,"tolerations":[{"operator":"Exists"}]}}}`,
 		`{"spec":{"minSyncPeriod":"-1s"}}`,
+		`{"spec":{"mode":"Auto"},"agentPod":{"metadata":{"labels":{"app.kubernetes.io/name":"synterix-agent"}},"spec":{"containers":[{"name":"agent","image":"registry.example/agent:2"}]}}}`,
 		`null`, `{}`, `[]`, `{"spec":null}`, `{"spec":{"mode":7}}`,
 	} {
 		f.Add([]byte(seed))

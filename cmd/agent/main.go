@@ -31,6 +31,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/probe"
 	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/internal/telemetry"
 )
 
@@ -146,6 +147,8 @@ func run() error {
 	a := daemon.New(daemon.Options{
 		NodeName: o.nodeName, OperatorNamespace: o.operatorNS, Clients: clients, Recorder: recorder,
 		Metrics: m, Health: hs, AgentVersion: version, TracerProvider: tp,
+		// The operator's pod template sets it; the agent only reports it.
+		PodTemplateHash: os.Getenv(v1alpha1.PodTemplateHashEnv),
 	})
 	if o.healthAddr != "" {
 		if _, err := serve(ctx, o.healthAddr, hs.Handler()); err != nil {

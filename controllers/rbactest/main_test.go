@@ -138,6 +138,7 @@ func setup(ctx context.Context, cfg *rest.Config) error {
 		return err
 	}
 	fx.agents = fakeagent.New(fx.admin, fakeagent.Always(fakeagent.Ready))
+	fx.agents.Namespace = ns
 	return fx.agents.Start(ctx, cfg, 2)
 }
 

@@ -50,6 +50,7 @@ var unexercised = map[perm]string{
 	{"events.k8s.io", "events", "patch", ""}:                         "the Event recorder patches an Event that repeats (a series) instead of creating another",
 	{"", "events", "patch", ns}:                                      "leader election's Event recorder (core/v1, in the operator's namespace) patches an Event that repeats",
 	{"apps", "controllerrevisions", "delete", ns}:                    "pruning config revisions beyond the history limit (RevisionHistoryLimit; controllers tests)",
+	{"", "pods", "delete", ns}:                                       "replacing an agent pod that runs another pod template than its node's revision (OnDelete; controllers tests, where the test stands in for the DaemonSet controller, which this API server lacks)",
 }
 
 // impliedByWatch: get and list on what the operator may watch, in the same

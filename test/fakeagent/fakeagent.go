@@ -5,6 +5,15 @@
 // behaviour the test chooses per node and revision: report Ready, report a
 // failure, or hold (say nothing yet). It stands in for the per-node agents
 // only; the API server, etcd and the operator under test are real.
+//
+// With Namespace set, each node's agent also reports the pod template it
+// runs (status.podTemplateHash), as the real agent reports its
+// POD_TEMPLATE_HASH: that of the agent pod on the node in Namespace (its
+// label proxy.synterix.io/pod-template-hash; a test stands in for the
+// DaemonSet controller, which envtest lacks, by creating those pods). When
+// the node has no pod now, the agent is the one of the last pod seen there,
+// still running; when it never had one, the simulated pod runs the pod
+// template of its assigned revision (the revision's label).
 package fakeagent
 
 import (
@@ -14,6 +23,8 @@ import (
 	"sync"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,6 +59,9 @@ type Report struct {
 	Backend proxyv1alpha1.Backend
 	// FailedPolicies are the policies the node could not program.
 	FailedPolicies []proxyv1alpha1.FailedPolicy
+	// PodTemplateHash is the pod template the agent runs; the fleet fills
+	// it when its Namespace is set.
+	PodTemplateHash string
 }
 
 // Behavior decides the report of a node for a revision.
@@ -59,10 +73,14 @@ func Always(o Outcome) Behavior { return func(string, string) Report { return Re
 // Fleet simulates the agents of every node.
 type Fleet struct {
 	c client.Client
+	// Namespace, when set, is where the agent pods and config revisions
+	// are: the agents report the pod template they run. Set before Start.
+	Namespace string
 
 	mu       sync.Mutex
 	behavior Behavior
 	written  map[string]string // node -> key of the last report written
+	podHash  map[string]string // node -> pod template hash of the last pod seen
 	queue    workqueue.TypedRateLimitingInterface[string]
 	cache    cache.Cache
 	// Reports counts the status writes.
@@ -72,7 +90,7 @@ type Fleet struct {
 // New returns a fleet that writes with c (a client the test owns, not the
 // operator's) and starts with behaviour b.
 func New(c client.Client, b Behavior) *Fleet {
-	return &Fleet{c: c, behavior: b, written: map[string]string{}}
+	return &Fleet{c: c, behavior: b, written: map[string]string{}, podHash: map[string]string{}}
 }
 
 // SetBehavior changes the behaviour and looks at every node again.
@@ -179,6 +197,13 @@ func (f *Fleet) sync(ctx context.Context, name string) error {
 	if rep.Outcome == Hold {
 		return nil
 	}
+	if f.Namespace != "" {
+		h, err := f.podTemplateHash(ctx, pn)
+		if err != nil {
+			return err
+		}
+		rep.PodTemplateHash = h
+	}
 	key := fmt.Sprintf("%d/%s/%v", pn.Generation, pn.Spec.Revision, rep)
 	f.mu.Lock()
 	same := f.written[name] == key && pn.Status.ObservedGeneration == pn.Generation
@@ -211,6 +236,7 @@ func Write(ctx context.Context, c client.Client, pn *proxyv1alpha1.ProxyNode, re
 	}
 	s.BackendReason = "simulated agent"
 	s.AgentVersion = "fakeagent"
+	s.PodTemplateHash = rep.PodTemplateHash
 	s.FailedPolicies = rep.FailedPolicies
 	s.FailedPolicyCount = int32(len(rep.FailedPolicies))
 	ready := metav1.Condition{Type: proxyv1alpha1.ConditionReady, ObservedGeneration: pn.Generation, LastTransitionTime: now}
@@ -232,6 +258,54 @@ func Write(ctx context.Context, c client.Client, pn *proxyv1alpha1.ProxyNode, re
 	stalled.Type = proxyv1alpha1.ConditionStalled
 	meta.SetStatusCondition(&s.Conditions, stalled)
 	return c.Status().Patch(ctx, pn, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), FieldOwner)
+}
+
+// podTemplateHash is the pod template the agent of pn's node runs: see the
+// package comment.
+func (f *Fleet) podTemplateHash(ctx context.Context, pn *proxyv1alpha1.ProxyNode) (string, error) {
+	var pods corev1.PodList
+	if err := f.c.List(ctx, &pods, client.InNamespace(f.Namespace), client.MatchingLabels{"app.kubernetes.io/name": "synterix-agent"}); err != nil {
+		return "", err
+	}
+	for i := range pods.Items {
+		p := &pods.Items[i]
+		if PodNode(p) == pn.Name && p.DeletionTimestamp.IsZero() {
+			h := p.Labels[proxyv1alpha1.PodTemplateHashLabel]
+			f.mu.Lock()
+			f.podHash[pn.Name] = h
+			f.mu.Unlock()
+			return h, nil
+		}
+	}
+	f.mu.Lock()
+	h, seen := f.podHash[pn.Name]
+	f.mu.Unlock()
+	if seen {
+		return h, nil
+	}
+	rev := &appsv1.ControllerRevision{}
+	if err := f.c.Get(ctx, client.ObjectKey{Namespace: f.Namespace, Name: pn.Spec.Revision}, rev); err != nil {
+		return "", client.IgnoreNotFound(err)
+	}
+	return rev.Labels[proxyv1alpha1.PodTemplateHashLabel], nil
+}
+
+// PodNode returns the node of a DaemonSet pod: spec.nodeName, else the one
+// metadata.name of its required node affinity.
+func PodNode(p *corev1.Pod) string {
+	if p.Spec.NodeName != "" {
+		return p.Spec.NodeName
+	}
+	if a := p.Spec.Affinity; a != nil && a.NodeAffinity != nil && a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution != nil {
+		for _, t := range a.NodeAffinity.RequiredDuringSchedulingIgnoredDuringExecution.NodeSelectorTerms {
+			for _, m := range t.MatchFields {
+				if m.Key == "metadata.name" && len(m.Values) == 1 {
+					return m.Values[0]
+				}
+			}
+		}
+	}
+	return ""
 }
 
 func ptr[T any](v T) *T { return &v }

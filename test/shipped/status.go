@@ -15,7 +15,13 @@ import (
 
 // WaitRolledOut waits until the GatewayConfig is Ready at its current
 // generation with every selected node ready at one revision, and returns
-// it. Both tiers' callers use it: it needs only an API client.
+// it. Both tiers' callers use it: it needs only an API client. It reads the
+// GatewayConfig's status, never the agent DaemonSet's: the DaemonSet's
+// update strategy is OnDelete (the operator replaces agent pods as its
+// rollout goes), so the DaemonSet's own updated counts say nothing of the
+// rollout. A node counts in readyNodes only once its agent reports the
+// revision's pod template, and in updatedNodes only once no agent pod of
+// another pod template is left on it.
 func WaitRolledOut(ctx context.Context, cl client.Client, name string, timeout time.Duration) (*proxyv1alpha1.GatewayConfig, error) {
 	var gc proxyv1alpha1.GatewayConfig
 	err := poll.Until(ctx, timeout, "GatewayConfig "+name+" rolled out", func(ctx context.Context) (bool, string, error) {
@@ -27,7 +33,8 @@ func WaitRolledOut(ctx context.Context, cl client.Client, name string, timeout t
 		state := fmt.Sprintf("generation %d observed %d ready=%t desired=%d updated=%d readyNodes=%d current=%q updated=%q pending=%q",
 			gc.Generation, s.ObservedGeneration, ready, s.DesiredNodes, s.UpdatedNodes, s.ReadyNodes, s.CurrentRevision, s.UpdatedRevision, s.PendingRevision)
 		return ready && s.ObservedGeneration == gc.Generation && s.DesiredNodes > 0 &&
-			s.ReadyNodes == s.DesiredNodes && s.CurrentRevision != "" && s.CurrentRevision == s.UpdatedRevision, state, nil
+			s.ReadyNodes == s.DesiredNodes && s.UpdatedNodes == s.DesiredNodes &&
+			s.CurrentRevision != "" && s.CurrentRevision == s.UpdatedRevision, state, nil
 	})
 	return &gc, err
 }
