@@ -87,5 +87,10 @@ func answered(pkt trace.Packet, p *trace.Path, o Outcome) bool {
 	if err != nil {
 		return false
 	}
+	if p.Masquerade && pkt.FromNode {
+		// The node's own packet, masqueraded, leaves with the address of
+		// its outgoing interface, which may be the address it had.
+		return true
+	}
 	return p.Masquerade == (seen.Unmap() != pkt.Src)
 }
