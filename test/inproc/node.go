@@ -9,8 +9,10 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/synterix/synterix-kube-proxy/agent/daemon"
 	"github.com/synterix/synterix-kube-proxy/agent/explain"
@@ -19,6 +21,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/informers"
 	"github.com/synterix/synterix-kube-proxy/agent/metrics"
 	"github.com/synterix/synterix-kube-proxy/agent/secureserve"
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -33,7 +36,10 @@ type Node struct {
 	NS     *netns.NS
 	Client *netns.NS
 	Pods   *netns.NS
-	Agent  *daemon.Agent
+	// Agent is set once the agent runs (see StartAgent); AgentStarted is
+	// closed then.
+	Agent        *daemon.Agent
+	agentStarted chan struct{}
 }
 
 // IP is the node's address, ClientIP its client's, PodIP(j) a pod's.
@@ -74,7 +80,11 @@ func (w *World) AddNode(name string, i int, labels map[string]string) *Node {
 }
 
 // StartAgent runs the node's agent in-process, its kernel work in the
-// node's namespace, tracing with tp (nil: none).
+// node's namespace, tracing with tp (nil: none), as kubelet would run the
+// pod of the operator's agent DaemonSet: once that DaemonSet exists, with
+// the pod template hash its template gives the agent (POD_TEMPLATE_HASH),
+// which the operator requires in the ProxyNode's status before it counts
+// the node Ready. It returns at once.
 func (w *World) StartAgent(n *Node, tp trace.TracerProvider) {
 	t := w.T
 	t.Helper()
@@ -83,12 +93,21 @@ func (w *World) StartAgent(n *Node, tp trace.TracerProvider) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	rec, stopRec := daemon.NewEventRecorder(ctx, clients.Core, n.Name)
-	n.Agent = daemon.New(daemon.Options{NodeName: n.Name, OperatorNamespace: OperatorNamespace, Clients: clients, Recorder: rec,
-		Metrics: metrics.New(), Health: health.NewState(time.Minute), InNetNS: n.NS.Do, AgentVersion: "test", TracerProvider: tp})
+	n.agentStarted = make(chan struct{})
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
+		hash, err := w.podTemplateHash(ctx)
+		if err != nil {
+			t.Errorf("agent %s: %v", n.Name, err)
+			return
+		}
+		rec, stopRec := daemon.NewEventRecorder(ctx, clients.Core, n.Name)
+		defer stopRec()
+		n.Agent = daemon.New(daemon.Options{NodeName: n.Name, OperatorNamespace: OperatorNamespace, Clients: clients, Recorder: rec,
+			Metrics: metrics.New(), Health: health.NewState(time.Minute), InNetNS: n.NS.Do, AgentVersion: "test", TracerProvider: tp,
+			PodTemplateHash: hash})
+		close(n.agentStarted)
 		if err := n.Agent.Run(ctx); err != nil {
 			t.Errorf("agent %s: %v", n.Name, err)
 		}
@@ -96,8 +115,33 @@ func (w *World) StartAgent(n *Node, tp trace.TracerProvider) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		stopRec()
 	})
+}
+
+// podTemplateHash waits for the agent DaemonSet in the operator's
+// namespace and returns the hash its pod template gives the agent.
+func (w *World) podTemplateHash(ctx context.Context) (string, error) {
+	for {
+		var list appsv1.DaemonSetList
+		if err := w.C.List(ctx, &list, client.InNamespace(OperatorNamespace),
+			client.MatchingLabels{"app.kubernetes.io/name": "synterix-agent"}); err != nil && ctx.Err() == nil {
+			return "", err
+		}
+		for _, ds := range list.Items {
+			for _, c := range ds.Spec.Template.Spec.Containers {
+				for _, e := range c.Env {
+					if e.Name == v1alpha1.PodTemplateHashEnv {
+						return e.Value, nil
+					}
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return "", ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
 
 // ServeExplain serves the node's explain endpoint as the agent does
@@ -107,6 +151,11 @@ func (w *World) StartAgent(n *Node, tp trace.TracerProvider) {
 func (w *World) ServeExplain(n *Node) {
 	t := w.T
 	t.Helper()
+	select {
+	case <-n.agentStarted:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("the agent of %s never started (no agent DaemonSet?)", n.Name)
+	}
 	host, err := HostIP()
 	if err != nil {
 		t.Skipf("SKIPPING: %v", err)
