@@ -10,6 +10,7 @@ import (
 //
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.serviceProxyName) == has(self.serviceProxyName) && (!has(self.serviceProxyName) || oldSelf.serviceProxyName == self.serviceProxyName)",message="spec.serviceProxyName is immutable: create a new GatewayConfig to serve another proxy name"
 // +kubebuilder:validation:XValidation:rule="!has(self.ipvs) || !(self.mode in ['IPTables', 'NFTables'])",message="spec.ipvs applies only when spec.mode is Auto or IPVS: remove spec.ipvs or change spec.mode"
+// +kubebuilder:validation:XValidation:rule="!(has(self.mode) && self.mode == 'IPVS' && has(self.localTrafficDetection) && self.localTrafficDetection.mode in ['BridgeInterface', 'InterfaceNamePrefix'])",message="spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS: the IPVS backend matches no input interface; use ClusterCIDR or NodeCIDR, or another mode"
 // +kubebuilder:validation:XValidation:rule="!has(self.minSyncPeriod) || !has(self.syncPeriod) || duration(self.minSyncPeriod) <= duration(self.syncPeriod)",message="spec.minSyncPeriod must not be longer than spec.syncPeriod"
 type GatewayConfigSpec struct {
 	// nodeSelector selects the nodes this configuration runs on. An empty or
@@ -96,24 +97,22 @@ type GatewayConfigSpec struct {
 }
 
 // IPVSScheduler is an IPVS scheduling algorithm.
-// +kubebuilder:validation:Enum=rr;wrr;lc;wlc;lblc;lblcr;dh;sh;sed;nq;mh
+// The locality-based schedulers (lblc, lblcr) are not offered: the IPVS backend
+// does not run them (agent/ipvs.Schedulers).
+// +kubebuilder:validation:Enum=rr;wrr;lc;wlc;dh;sh;sed;nq;mh
 type IPVSScheduler string
 
 // The IPVS schedulers, by their kernel names.
 const (
-	IPVSSchedulerRoundRobin                   IPVSScheduler = "rr"
-	IPVSSchedulerWeightedRoundRobin           IPVSScheduler = "wrr"
-	IPVSSchedulerLeastConnection              IPVSScheduler = "lc"
-	IPVSSchedulerWeightedLeastConnection      IPVSScheduler = "wlc"
-	IPVSSchedulerLocalityBasedLeastConnection IPVSScheduler = "lblc"
-	// IPVSSchedulerLocalityBasedLeastConnectionReplication is lblc with a set
-	// of servers per destination.
-	IPVSSchedulerLocalityBasedLeastConnectionReplication IPVSScheduler = "lblcr"
-	IPVSSchedulerDestinationHashing                      IPVSScheduler = "dh"
-	IPVSSchedulerSourceHashing                           IPVSScheduler = "sh"
-	IPVSSchedulerShortestExpectedDelay                   IPVSScheduler = "sed"
-	IPVSSchedulerNeverQueue                              IPVSScheduler = "nq"
-	IPVSSchedulerMaglevHashing                           IPVSScheduler = "mh"
+	IPVSSchedulerRoundRobin              IPVSScheduler = "rr"
+	IPVSSchedulerWeightedRoundRobin      IPVSScheduler = "wrr"
+	IPVSSchedulerLeastConnection         IPVSScheduler = "lc"
+	IPVSSchedulerWeightedLeastConnection IPVSScheduler = "wlc"
+	IPVSSchedulerDestinationHashing      IPVSScheduler = "dh"
+	IPVSSchedulerSourceHashing           IPVSScheduler = "sh"
+	IPVSSchedulerShortestExpectedDelay   IPVSScheduler = "sed"
+	IPVSSchedulerNeverQueue              IPVSScheduler = "nq"
+	IPVSSchedulerMaglevHashing           IPVSScheduler = "mh"
 )
 
 // IPVSConfig tunes the IPVS backend.

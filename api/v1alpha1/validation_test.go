@@ -108,6 +108,18 @@ var _ = Describe("Validation", func() {
 			"spec.ipvs applies only when spec.mode is Auto or IPVS"),
 		Entry("ipvs settings with the NFTables mode", gatewayConfig+indent("mode: NFTables\nipvs:\n  scheduler: rr"),
 			"spec.ipvs applies only when spec.mode is Auto or IPVS"),
+		// The IPVS backend runs nine schedulers (agent/ipvs.Schedulers); the
+		// locality-based ones were accepted and then failed every sync.
+		Entry("the IPVS scheduler lblc, which the IPVS backend does not run", gatewayConfig+indent("ipvs:\n  scheduler: lblc"),
+			`spec.ipvs.scheduler: Unsupported value: "lblc"`),
+		Entry("the IPVS scheduler lblcr, which the IPVS backend does not run", gatewayConfig+indent("ipvs:\n  scheduler: lblcr"),
+			`spec.ipvs.scheduler: Unsupported value: "lblcr"`),
+		// The IPVS backend matches no input interface (agent/ipvs Sync
+		// refuses it); with mode IPVS the API server can tell.
+		Entry("BridgeInterface detection with the IPVS mode", gatewayConfig+indent("mode: IPVS\nlocalTrafficDetection:\n  mode: BridgeInterface\n  bridgeInterface: cbr0"),
+			"spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS"),
+		Entry("InterfaceNamePrefix detection with the IPVS mode", gatewayConfig+indent("mode: IPVS\nlocalTrafficDetection:\n  mode: InterfaceNamePrefix\n  interfaceNamePrefix: veth"),
+			"spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS"),
 		Entry("minSyncPeriod above syncPeriod", gatewayConfig+indent("minSyncPeriod: 1m\nsyncPeriod: 30s"),
 			"spec.minSyncPeriod must not be longer than spec.syncPeriod"),
 		Entry("a syncPeriod under a second", gatewayConfig+indent("syncPeriod: 500ms"),
@@ -183,6 +195,19 @@ var _ = Describe("Validation", func() {
 		Entry("a ProxyNode with an empty GatewayConfig name", proxyNode+indent("gatewayConfig: \"\"\nrevision: default-1"),
 			"spec.gatewayConfig", "at least 1 chars long"),
 	)
+
+	It("accepts interface detection with every mode but IPVS, and CIDR detection with IPVS", func() {
+		for _, m := range []string{"Auto", "IPTables", "NFTables"} {
+			for _, d := range []string{"{mode: BridgeInterface, bridgeInterface: cbr0}", "{mode: InterfaceNamePrefix, interfaceNamePrefix: veth}"} {
+				obj := object(gatewayConfig + indent("mode: "+m+"\nlocalTrafficDetection: "+d))
+				Expect(k8sClient.Create(ctx, obj)).To(Succeed(), "mode %s, detection %s", m, d)
+			}
+		}
+		for _, d := range []string{"{mode: NodeCIDR}", "{mode: ClusterCIDR, clusterCIDRs: [10.244.0.0/16]}"} {
+			obj := object(gatewayConfig + indent("mode: IPVS\nlocalTrafficDetection: "+d))
+			Expect(k8sClient.Create(ctx, obj)).To(Succeed(), "mode IPVS, detection %s", d)
+		}
+	})
 
 	It("refuses a change of the immutable serviceProxyName, and allows other changes", func() {
 		obj := object(gatewayConfig + indent("serviceProxyName: synterix"))
