@@ -1,9 +1,10 @@
 // Package revision decides which configuration the node agent runs. It
 // follows the node's ProxyNode and the config revision (a ControllerRevision
 // written by the operator) that it names, and either accepts the revision
-// or refuses it with a reason: a revision is accepted when it decodes and
-// the node can run the backend it asks for. A refused revision leaves the
-// rules in the kernel as they are.
+// or refuses it with a reason: a revision is accepted when it decodes, the
+// node can run the backend it asks for, and that backend can honour every
+// setting it makes. A refused revision leaves the rules in the kernel as
+// they are.
 package revision
 
 import (
@@ -171,6 +172,9 @@ func (a *Acceptor) decide(pn *v1alpha1.ProxyNode) (*Config, string, error) {
 	choice, err := probe.Choose(spec.Mode, a.opts.Caps)
 	if err != nil {
 		return nil, v1alpha1.ReasonBackendUnavailable, fmt.Errorf("revision %s: %w", pn.Spec.Revision, err)
+	}
+	if err := unsupportedSetting(spec, choice.Backend); err != nil {
+		return nil, v1alpha1.ReasonSettingUnsupported, fmt.Errorf("revision %s on backend %s: %w", pn.Spec.Revision, choice.Backend, err)
 	}
 	return &Config{Name: pn.Spec.Revision, Generation: pn.Generation, Spec: spec, Choice: choice}, "", nil
 }

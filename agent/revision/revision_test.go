@@ -2,6 +2,7 @@ package revision
 
 import (
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -118,3 +119,72 @@ func TestRefusalsAndAcceptance(t *testing.T) {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// A revision that sets what the backend the node chose cannot honour is
+// refused before anything is programmed, with SettingUnsupported in
+// status and an Event, instead of being accepted and ignored (the
+// masquerade bit on IPVS) or failing every sync (interface detection on
+// IPVS, which the API server refuses only for mode IPVS, not Auto).
+func TestRefusesSettingsTheChosenBackendCannotHonour(t *testing.T) {
+	bit := func(b int32) *v1alpha1.IPTablesConfig { return &v1alpha1.IPTablesConfig{MasqueradeBit: &b} }
+	bridge := &v1alpha1.LocalTrafficDetection{Mode: v1alpha1.LocalTrafficDetectionBridgeInterface, BridgeInterface: "cbr0"}
+	prefix := &v1alpha1.LocalTrafficDetection{Mode: v1alpha1.LocalTrafficDetectionInterfaceNamePrefix, InterfaceNamePrefix: "veth"}
+	nodeCIDR := &v1alpha1.LocalTrafficDetection{Mode: v1alpha1.LocalTrafficDetectionNodeCIDR}
+	ipvsNode := probe.Capabilities{IPVS: true, NFTables: true, IPTablesMode: "nft"}
+	plainNode := probe.Capabilities{NFTables: true, IPTablesMode: "nft"}
+	cases := []struct {
+		name string
+		caps probe.Capabilities
+		spec v1alpha1.GatewayConfigSpec
+		want string // in the refusal; empty: accepted
+	}{
+		{"Auto picks IPVS, bridge detection", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: bridge},
+			"localTrafficDetection mode BridgeInterface"},
+		{"Auto picks IPVS, prefix detection", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: prefix},
+			"localTrafficDetection mode InterfaceNamePrefix"},
+		{"Auto picks IPVS, masquerade bit 5", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, IPTables: bit(5)},
+			"masqueradeBit 5"},
+		{"IPVS, masquerade bit 12", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeIPVS, IPTables: bit(12)},
+			"masqueradeBit 12"},
+		{"Auto picks IPVS, the default masquerade bit", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, IPTables: bit(14)}, ""},
+		{"Auto picks IPVS, NodeCIDR detection", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: nodeCIDR}, ""},
+		{"Auto picks iptables, bridge detection and bit 5", plainNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: bridge, IPTables: bit(5)}, ""},
+		{"NFTables, prefix detection and bit 5", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeNFTables, LocalTrafficDetection: prefix, IPTables: bit(5)}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			raw, err := v1alpha1.EncodeRevision(&tc.spec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			store := cache.NewStore(cache.MetaNamespaceKeyFunc)
+			_ = store.Add(&appsv1.ControllerRevision{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "r1"}, Data: runtime.RawExtension{Raw: raw}})
+			var last status.RevisionFacts
+			var events []string
+			pn := &v1alpha1.ProxyNode{Spec: v1alpha1.ProxyNodeSpec{GatewayConfig: "gc", Revision: "r1"}}
+			pn.Generation = 3
+			a := New(Options{OperatorNamespace: "ns", Caps: tc.caps,
+				ProxyNode: func() *v1alpha1.ProxyNode { return pn },
+				Facts:     func(f status.RevisionFacts) { last = f },
+				Event:     func(_ *v1alpha1.ProxyNode, typ, reason, msg string) { events = append(events, typ+"/"+reason+": "+msg) }})
+			a.gcName, a.revInf = "gc", fakeRevisions{store: store}
+			a.Evaluate()
+			d := a.Decision()
+			if tc.want == "" {
+				if d.Accepted == nil || last.Refused() || len(events) != 0 {
+					t.Fatalf("want accepted, got decision %+v, facts %+v, events %v", d.Accepted, last, events)
+				}
+				return
+			}
+			if d.Accepted != nil {
+				t.Fatalf("accepted on backend %s; want a refusal saying %q", d.Accepted.Choice.Backend, tc.want)
+			}
+			if last.Reason != v1alpha1.ReasonSettingUnsupported || !strings.Contains(last.Message, tc.want) || last.Generation != 3 {
+				t.Errorf("facts %+v, want reason %s and a message with %q", last, v1alpha1.ReasonSettingUnsupported, tc.want)
+			}
+			if len(events) != 1 || !strings.HasPrefix(events[0], "Warning/"+v1alpha1.ReasonSettingUnsupported+": ") || !strings.Contains(events[0], tc.want) {
+				t.Errorf("events %v, want one Warning %s", events, v1alpha1.ReasonSettingUnsupported)
+			}
+		})
+	}
+}

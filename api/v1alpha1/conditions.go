@@ -179,6 +179,13 @@ const (
 	// kernel cannot run. Condition reason (Ready=False, Degraded=True) and
 	// Event reason (Warning).
 	ReasonBackendUnavailable = "BackendUnavailable"
+	// ReasonSettingUnsupported: the revision sets something the backend the
+	// node chose cannot honour (spec.iptables.masqueradeBit other than its
+	// default on IPVS, whose mark is its own; BridgeInterface or
+	// InterfaceNamePrefix local traffic detection on IPVS). The node keeps
+	// its current rules. Condition reason (Ready=False, Degraded=True) and
+	// Event reason (Warning).
+	ReasonSettingUnsupported = "SettingUnsupported"
 	// ReasonRevisionNotFound: the agent's cache has no ControllerRevision of
 	// that name yet. Condition reason (Ready=False, Degraded=False; "not yet")
 	// and Event reason (Warning).

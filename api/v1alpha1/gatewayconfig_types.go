@@ -11,6 +11,7 @@ import (
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.serviceProxyName) == has(self.serviceProxyName) && (!has(self.serviceProxyName) || oldSelf.serviceProxyName == self.serviceProxyName)",message="spec.serviceProxyName is immutable: create a new GatewayConfig to serve another proxy name"
 // +kubebuilder:validation:XValidation:rule="!has(self.ipvs) || !(self.mode in ['IPTables', 'NFTables'])",message="spec.ipvs applies only when spec.mode is Auto or IPVS: remove spec.ipvs or change spec.mode"
 // +kubebuilder:validation:XValidation:rule="!(has(self.mode) && self.mode == 'IPVS' && has(self.localTrafficDetection) && self.localTrafficDetection.mode in ['BridgeInterface', 'InterfaceNamePrefix'])",message="spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS: the IPVS backend matches no input interface; use ClusterCIDR or NodeCIDR, or another mode"
+// +kubebuilder:validation:XValidation:rule="!(has(self.mode) && self.mode == 'IPVS' && has(self.iptables) && has(self.iptables.masqueradeBit) && self.iptables.masqueradeBit != 14)",message="spec.iptables.masqueradeBit is not supported when spec.mode is IPVS: the IPVS backend marks packets with a bit of its own (0x1000); set it back to 14, its default, or change spec.mode"
 // +kubebuilder:validation:XValidation:rule="!has(self.minSyncPeriod) || !has(self.syncPeriod) || duration(self.minSyncPeriod) <= duration(self.syncPeriod)",message="spec.minSyncPeriod must not be longer than spec.syncPeriod"
 type GatewayConfigSpec struct {
 	// nodeSelector selects the nodes this configuration runs on. An empty or
@@ -160,7 +161,10 @@ type IPVSConfig struct {
 type IPTablesConfig struct {
 	// masqueradeBit is the bit of the packet mark that flags packets to be
 	// masqueraded, by the iptables and the nftables backends. It must not collide
-	// with the bits other software uses.
+	// with the bits other software uses. The IPVS backend marks with a bit of its
+	// own (0x1000) and refuses any other value than the default: by this API
+	// with mode IPVS, and on the node (ProxyNode reason SettingUnsupported)
+	// where mode Auto picks IPVS.
 	// +optional
 	// +kubebuilder:default=14
 	// +kubebuilder:validation:Minimum=0

@@ -118,6 +118,8 @@ var _ = Describe("Validation", func() {
 		// refuses it); with mode IPVS the API server can tell.
 		Entry("BridgeInterface detection with the IPVS mode", gatewayConfig+indent("mode: IPVS\nlocalTrafficDetection:\n  mode: BridgeInterface\n  bridgeInterface: cbr0"),
 			"spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS"),
+		Entry("a masqueradeBit other than the default with the IPVS mode", gatewayConfig+indent("mode: IPVS\niptables:\n  masqueradeBit: 5"),
+			"spec.iptables.masqueradeBit is not supported when spec.mode is IPVS"),
 		Entry("InterfaceNamePrefix detection with the IPVS mode", gatewayConfig+indent("mode: IPVS\nlocalTrafficDetection:\n  mode: InterfaceNamePrefix\n  interfaceNamePrefix: veth"),
 			"spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS"),
 		Entry("minSyncPeriod above syncPeriod", gatewayConfig+indent("minSyncPeriod: 1m\nsyncPeriod: 30s"),
@@ -206,6 +208,14 @@ var _ = Describe("Validation", func() {
 		for _, d := range []string{"{mode: NodeCIDR}", "{mode: ClusterCIDR, clusterCIDRs: [10.244.0.0/16]}"} {
 			obj := object(gatewayConfig + indent("mode: IPVS\nlocalTrafficDetection: "+d))
 			Expect(k8sClient.Create(ctx, obj)).To(Succeed(), "mode IPVS, detection %s", d)
+		}
+	})
+
+	It("accepts the default masqueradeBit with mode IPVS, and any bit with the other modes", func() {
+		Expect(k8sClient.Create(ctx, object(gatewayConfig+indent("mode: IPVS")))).To(Succeed())
+		Expect(k8sClient.Create(ctx, object(gatewayConfig+indent("mode: IPVS\niptables: {masqueradeBit: 14}")))).To(Succeed())
+		for _, m := range []string{"Auto", "IPTables", "NFTables"} {
+			Expect(k8sClient.Create(ctx, object(gatewayConfig+indent("mode: "+m+"\niptables: {masqueradeBit: 5}")))).To(Succeed(), "mode %s", m)
 		}
 	})
 

@@ -1,0 +1,34 @@
+package revision
+
+import (
+	"fmt"
+
+	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+)
+
+// apiDefaultMasqueradeBit is the API's default of spec.iptables.masqueradeBit
+// (its +kubebuilder:default marker): every revision carries a bit, so only
+// another value says that somebody chose one.
+const apiDefaultMasqueradeBit = 14
+
+// unsupportedSetting returns an error naming a setting of spec that backend
+// cannot honour, or nil. Only what the API server cannot refuse is checked
+// here: with mode Auto, only the node knows its backend. Refusing the
+// revision keeps the node's rules as they are and shows the reason in
+// ProxyNode status, instead of programming the node without the setting.
+func unsupportedSetting(spec *v1alpha1.GatewayConfigSpec, backend v1alpha1.Backend) error {
+	if backend != v1alpha1.BackendIPVS {
+		return nil
+	}
+	if d := spec.LocalTrafficDetection; d != nil &&
+		(d.Mode == v1alpha1.LocalTrafficDetectionBridgeInterface || d.Mode == v1alpha1.LocalTrafficDetectionInterfaceNamePrefix) {
+		return fmt.Errorf("spec.localTrafficDetection mode %s is not supported by the IPVS backend, which matches no input interface: "+
+			"use ClusterCIDR or NodeCIDR, or mode IPTables or NFTables", d.Mode)
+	}
+	if t := spec.IPTables; t != nil && t.MasqueradeBit != nil && *t.MasqueradeBit != apiDefaultMasqueradeBit {
+		return fmt.Errorf("spec.iptables.masqueradeBit %d is not supported by the IPVS backend, which marks packets for masquerade "+
+			"with a bit of its own (0x1000): set it back to %d, its default, or use mode IPTables or NFTables",
+			*t.MasqueradeBit, apiDefaultMasqueradeBit)
+	}
+	return nil
+}
