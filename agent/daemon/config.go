@@ -23,6 +23,7 @@ func modelConfig(c *revision.Config, nodeName string) model.Config {
 		mc.MasqueradeAll = t.MasqueradeAll != nil && *t.MasqueradeAll
 		mc.LocalhostNodePorts = t.LocalhostNodePorts != nil && *t.LocalhostNodePorts
 	}
+	mc.LocalhostUnsupported = c.LocalhostNodePortsUnsupported()
 	return mc
 }
 

@@ -269,8 +269,10 @@ func (b *builder) npAddrsOfFamily() bool {
 
 // initLocalhost decides whether NodePorts answer on 127.0.0.1: when the
 // loopback is among the NodePort addresses and localhostNodePorts allows
-// it, on IPv4 only. A loopback named explicitly (the keyword localhost, or
-// a loopback CIDR) that cannot be served is a problem.
+// it, on IPv4 only, and the backend serves them. A loopback named
+// explicitly (the keyword localhost, or a loopback CIDR) that cannot be
+// served is a problem, and so is localhostNodePorts on a backend that
+// serves none.
 func (b *builder) initLocalhost(want, explicit bool) {
 	switch {
 	case !want:
@@ -284,6 +286,8 @@ func (b *builder) initLocalhost(want, explicit bool) {
 			b.problem("Config", "nodePortAddresses includes the loopback 127.0.0.0/8, but iptables.localhostNodePorts is false: "+
 				"NodePorts do not answer on 127.0.0.1")
 		}
+	case b.cfg.LocalhostUnsupported != "":
+		b.problem("Config", "iptables.localhostNodePorts is true, but %s: NodePorts do not answer on 127.0.0.1", b.cfg.LocalhostUnsupported)
 	default:
 		b.localhost = true
 	}

@@ -195,9 +195,12 @@ func TestNodePortAddressKeywords(t *testing.T) {
 		name      string
 		addrs     []string
 		localhost bool
-		fam       Family
-		want      []string
-		problem   string
+		// unsupported is Config.LocalhostUnsupported: the backend serves no
+		// localhost NodePorts.
+		unsupported string
+		fam         Family
+		want        []string
+		problem     string
 	}{
 		{name: "empty is every address and 127.0.0.1", localhost: true, fam: IPv4,
 			want: []string{"127.0.0.1", "192.168.1.10", "192.168.2.10"}},
@@ -224,11 +227,25 @@ func TestNodePortAddressKeywords(t *testing.T) {
 			want: []string{"192.168.1.10"}, problem: "iptables.localhostNodePorts is false"},
 		{name: "all with localhostNodePorts false is quiet", addrs: []string{"all"}, fam: IPv4,
 			want: []string{"192.168.1.10", "192.168.2.10"}},
+		// The IPVS backend serves no 127.0.0.1 NodePort: it skipped the
+		// frontends without a word; the model now leaves them out and says so.
+		{name: "localhostNodePorts on a backend without them says so", localhost: true, unsupported: "the IPVS backend does not serve them", fam: IPv4,
+			want:    []string{"192.168.1.10", "192.168.2.10"},
+			problem: "iptables.localhostNodePorts is true, but the IPVS backend does not serve them: NodePorts do not answer on 127.0.0.1"},
+		{name: "localhost named on a backend without them says so", addrs: []string{"primary", "localhost"}, localhost: true,
+			unsupported: "the IPVS backend does not serve them", fam: IPv4,
+			want: []string{"192.168.1.10"}, problem: "iptables.localhostNodePorts is true, but the IPVS backend"},
+		{name: "a backend without them, localhostNodePorts false: quiet", unsupported: "the IPVS backend does not serve them", fam: IPv4,
+			want: []string{"192.168.1.10", "192.168.2.10"}},
+		{name: "a backend without them, IPv6: quiet", localhost: true, unsupported: "the IPVS backend does not serve them", fam: IPv6,
+			want: []string{"fd00:168::10", "fd00:168::20"}},
+		{name: "a backend without them, NodePorts off the loopback: quiet", addrs: []string{"primary"}, localhost: true,
+			unsupported: "the IPVS backend does not serve them", fam: IPv4, want: []string{"192.168.1.10"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := dualConfig(tc.fam)
-			cfg.NodePortAddresses, cfg.LocalhostNodePorts = tc.addrs, tc.localhost
+			cfg.NodePortAddresses, cfg.LocalhostNodePorts, cfg.LocalhostUnsupported = tc.addrs, tc.localhost, tc.unsupported
 			st := Build(Input{Config: cfg, Node: node, Services: []*corev1.Service{np}})
 			var got []string
 			for _, f := range st.Services[0].Frontends {

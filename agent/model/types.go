@@ -175,6 +175,11 @@ type Config struct {
 	MasqueradeAll bool
 	// LocalhostNodePorts makes NodePorts reachable on 127.0.0.1 (IPv4 only).
 	LocalhostNodePorts bool
+	// LocalhostUnsupported, when not empty, says why the node's backend
+	// serves no NodePorts on 127.0.0.1: LocalhostNodePorts then adds no
+	// such frontend and is reported as a problem, instead of being
+	// dropped by the backend without a word.
+	LocalhostUnsupported string
 }
 
 // Endpoint is one backend address of a service port.

@@ -188,3 +188,18 @@ func TestRefusesSettingsTheChosenBackendCannotHonour(t *testing.T) {
 		})
 	}
 }
+
+// The IPVS backend serves no NodePort on 127.0.0.1; the accepted config
+// says so, for the model to report instead of the backend dropping them
+// without a word. The other backends serve them.
+func TestLocalhostNodePortsUnsupported(t *testing.T) {
+	for b, want := range map[v1alpha1.Backend]bool{
+		v1alpha1.BackendIPVS: true, v1alpha1.BackendIPTables: false, v1alpha1.BackendNFTables: false,
+	} {
+		c := &Config{Spec: &v1alpha1.GatewayConfigSpec{}, Choice: probe.Choice{Backend: b}}
+		got := c.LocalhostNodePortsUnsupported()
+		if (got != "") != want || (want && !strings.Contains(got, "IPVS")) {
+			t.Errorf("backend %s: %q, want a reason naming IPVS: %t", b, got, want)
+		}
+	}
+}

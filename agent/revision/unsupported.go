@@ -32,3 +32,14 @@ func unsupportedSetting(spec *v1alpha1.GatewayConfigSpec, backend v1alpha1.Backe
 	}
 	return nil
 }
+
+// LocalhostNodePortsUnsupported says why the chosen backend serves no
+// NodePorts on 127.0.0.1, or "" when it serves them. The API defaults
+// spec.iptables.localhostNodePorts to true, so a revision is not refused
+// for it: the model leaves the frontends out and reports it instead.
+func (c *Config) LocalhostNodePortsUnsupported() string {
+	if c.Choice.Backend == v1alpha1.BackendIPVS {
+		return "the IPVS backend does not serve them (IPVS does not forward loopback sources reliably)"
+	}
+	return ""
+}
