@@ -30,6 +30,9 @@ type Config struct {
 	Generation int64 // of the ProxyNode that assigned it
 	Spec       *v1alpha1.GatewayConfigSpec
 	Choice     probe.Choice
+	// NotApplied names what the revision sets that the chosen backend
+	// does not use, in words; Choice.Reason ends with it too.
+	NotApplied string
 }
 
 // Same reports whether two configs are the same assignment.
@@ -152,6 +155,10 @@ func (a *Acceptor) evaluate() bool {
 	}
 	if !cfg.Same(prev.Accepted) {
 		klog.InfoS("Config revision accepted", "revision", cfg.Name, "backend", cfg.Choice.Backend, "reason", cfg.Choice.Reason)
+		if cfg.NotApplied != "" {
+			a.opts.Event(pn, corev1.EventTypeWarning, v1alpha1.ReasonSettingNotApplied,
+				fmt.Sprintf("Revision %s on backend %s: %s", cfg.Name, cfg.Choice.Backend, cfg.NotApplied))
+		}
 		return true
 	}
 	return false
@@ -176,7 +183,11 @@ func (a *Acceptor) decide(pn *v1alpha1.ProxyNode) (*Config, string, error) {
 	if err := unsupportedSetting(spec, choice.Backend); err != nil {
 		return nil, v1alpha1.ReasonSettingUnsupported, fmt.Errorf("revision %s on backend %s: %w", pn.Spec.Revision, choice.Backend, err)
 	}
-	return &Config{Name: pn.Spec.Revision, Generation: pn.Generation, Spec: spec, Choice: choice}, "", nil
+	notApplied := settingNotApplied(spec, choice.Backend)
+	if notApplied != "" {
+		choice.Reason += "; " + notApplied
+	}
+	return &Config{Name: pn.Spec.Revision, Generation: pn.Generation, Spec: spec, Choice: choice, NotApplied: notApplied}, "", nil
 }
 
 // refuseLocked records a refusal, logs it and posts an Event when it is new.

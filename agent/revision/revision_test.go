@@ -203,3 +203,48 @@ func TestLocalhostNodePortsUnsupported(t *testing.T) {
 		}
 	}
 }
+
+// spec.ipvs under mode Auto on a node that picks another backend is not
+// applied, by the meaning of Auto: the revision is accepted, and the node
+// says so in status.backendReason and a Warning Event, once.
+func TestIPVSSettingsOnAnotherBackendAreSaid(t *testing.T) {
+	spec := v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, IPVS: &v1alpha1.IPVSConfig{Scheduler: v1alpha1.IPVSSchedulerSourceHashing}}
+	raw, err := v1alpha1.EncodeRevision(&spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		caps probe.Capabilities
+		said bool
+	}{
+		{probe.Capabilities{IPTablesMode: "nft", IPVSMissing: "no ip_vs"}, true},
+		{probe.Capabilities{IPVS: true, IPTablesMode: "nft"}, false},
+	} {
+		store := cache.NewStore(cache.MetaNamespaceKeyFunc)
+		_ = store.Add(&appsv1.ControllerRevision{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "r1"}, Data: runtime.RawExtension{Raw: raw}})
+		var events []string
+		pn := &v1alpha1.ProxyNode{Spec: v1alpha1.ProxyNodeSpec{GatewayConfig: "gc", Revision: "r1"}}
+		a := New(Options{OperatorNamespace: "ns", Caps: tc.caps,
+			ProxyNode: func() *v1alpha1.ProxyNode { return pn },
+			Facts:     func(status.RevisionFacts) {},
+			Event:     func(_ *v1alpha1.ProxyNode, typ, reason, msg string) { events = append(events, typ+"/"+reason+": "+msg) }})
+		a.gcName, a.revInf = "gc", fakeRevisions{store: store}
+		a.Evaluate()
+		a.Evaluate()
+		d := a.Decision()
+		if d.Accepted == nil {
+			t.Fatalf("caps %+v: refused; want accepted", tc.caps)
+		}
+		const want = "spec.ipvs is not applied"
+		if got := strings.Contains(d.Accepted.Choice.Reason, want); got != tc.said {
+			t.Errorf("backend %s, reason %q: says %q = %t, want %t", d.Accepted.Choice.Backend, d.Accepted.Choice.Reason, want, got, tc.said)
+		}
+		wantEvents := 0
+		if tc.said {
+			wantEvents = 1
+		}
+		if len(events) != wantEvents || (tc.said && !strings.HasPrefix(events[0], "Warning/"+v1alpha1.ReasonSettingNotApplied+": ")) {
+			t.Errorf("backend %s: events %v, want %d Warning %s", d.Accepted.Choice.Backend, events, wantEvents, v1alpha1.ReasonSettingNotApplied)
+		}
+	}
+}

@@ -43,3 +43,15 @@ func (c *Config) LocalhostNodePortsUnsupported() string {
 	}
 	return ""
 }
+
+// settingNotApplied says, in words, what spec sets that backend does not
+// use although the revision is accepted, or "". Only spec.ipvs under mode
+// Auto on a node without IPVS: Auto means "IPVS where the kernel has it",
+// so its tuning is conditional, and refusing it would refuse every node of
+// a mixed cluster that has no IPVS.
+func settingNotApplied(spec *v1alpha1.GatewayConfigSpec, backend v1alpha1.Backend) string {
+	if spec.IPVS != nil && backend != v1alpha1.BackendIPVS {
+		return "spec.ipvs is not applied: it tunes the IPVS backend only"
+	}
+	return ""
+}

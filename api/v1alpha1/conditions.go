@@ -186,6 +186,10 @@ const (
 	// its current rules. Condition reason (Ready=False, Degraded=True) and
 	// Event reason (Warning).
 	ReasonSettingUnsupported = "SettingUnsupported"
+	// ReasonSettingNotApplied: the accepted revision sets something the
+	// backend mode Auto chose does not use (spec.ipvs on a node without
+	// IPVS); status.backendReason says so too. Event reason (Warning).
+	ReasonSettingNotApplied = "SettingNotApplied"
 	// ReasonRevisionNotFound: the agent's cache has no ControllerRevision of
 	// that name yet. Condition reason (Ready=False, Degraded=False; "not yet")
 	// and Event reason (Warning).
