@@ -181,7 +181,9 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	res.Owned = b.owned()
 	b.last, b.synced = st, true
 	if b.key.localhost && b.f.routeLocalnet {
-		b.localnet.enable()
+		if err := b.localnet.enable(); err != nil {
+			return res, fmt.Errorf("rules in place, but localhost NodePorts cannot work: %w", err)
+		}
 	}
 	klog.V(2).InfoS("nftables sync done", "table", b.Table(), "full", res.Full, "services", len(st.Services),
 		"changed", res.Changed, "written", res.Rules, "duration", res.Duration)

@@ -1,38 +1,32 @@
 package nftables
 
 import (
-	"os"
-	"strings"
-
-	"k8s.io/klog/v2"
+	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 )
 
-const routeLocalnet = "/proc/sys/net/ipv4/conf/all/route_localnet"
+// routeLocalnet is the sysctl (under the agent's --sysctl-root) that lets
+// DNAT send 127.0.0.1 NodePort traffic off the host.
+const routeLocalnet = "net/ipv4/conf/all/route_localnet"
 
-// localnet sets net.ipv4.conf.all.route_localnet, which lets DNAT send
-// 127.0.0.1 NodePort traffic off the host, and remembers the value it
-// found so that Cleanup puts it back.
+// localnet sets route_localnet and remembers the value it found, so that
+// Cleanup puts it back.
 type localnet struct {
 	set bool
 	was string
 }
 
-func (l *localnet) enable() {
-	old, err := os.ReadFile(routeLocalnet)
+// enable sets route_localnet to 1. A failure (a read-only /proc/sys in the
+// container, say) is returned: the revision asks for localhost NodePorts
+// and this node cannot give them, which the agent reports in status.
+func (l *localnet) enable() error {
+	old, changed, err := sysctl.Ensure(routeLocalnet, "1")
 	if err != nil {
-		klog.ErrorS(err, "Cannot read route_localnet; localhost NodePorts will not work")
-		return
+		return err
 	}
-	if strings.TrimSpace(string(old)) == "1" {
-		return
+	if changed && !l.set {
+		l.set, l.was = true, old
 	}
-	if err := os.WriteFile(routeLocalnet, []byte("1"), 0o644); err != nil {
-		klog.ErrorS(err, "Cannot enable route_localnet; localhost NodePorts will not work")
-		return
-	}
-	if !l.set {
-		l.set, l.was = true, strings.TrimSpace(string(old))
-	}
+	return nil
 }
 
 func (l *localnet) restore() error {
@@ -40,5 +34,5 @@ func (l *localnet) restore() error {
 		return nil
 	}
 	l.set = false
-	return os.WriteFile(routeLocalnet, []byte(l.was), 0o644)
+	return sysctl.Write(routeLocalnet, l.was)
 }
