@@ -163,12 +163,20 @@ func expectRefused(ns *netns.NS, proto, target string) {
 
 var isRefused = func(err error) bool { return errors.Is(err, syscall.ECONNREFUSED) }
 
-// ruleDump returns iptables-save of a node's namespace.
+// ruleDump returns what a node's namespace holds for every backend:
+// iptables-save, then nft list ruleset.
 func ruleDump(n *node) string {
 	GinkgoHelper()
 	out, err := n.NS.Exec("iptables-save")
 	Expect(err).NotTo(HaveOccurred())
-	return out
+	nft, err := n.NS.Exec("nft", "list", "ruleset")
+	Expect(err).NotTo(HaveOccurred())
+	return out + nft
 }
 
-func mentions(dump, key string) bool { return strings.Contains(dump, "\""+key) }
+// mentions reports whether the rules name a Service ("namespace/name"): in
+// an iptables rule's comment, or in an nftables chain's name, which ends
+// with namespace/name/protocol/port.
+func mentions(dump, key string) bool {
+	return strings.Contains(dump, "\""+key) || strings.Contains(dump, "-"+key+"/")
+}

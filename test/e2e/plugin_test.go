@@ -68,6 +68,13 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 				g.Expect(out).To(ContainSubstring(n.Name))
 			}
 			g.Expect(out).To(ContainSubstring("True (Synced)"))
+			if strings.Contains(out, "difference") {
+				// Say what differs, for whoever reads the failure.
+				for _, n := range nodes() {
+					diff, _ := synterix("diff", "--node", n.Name)
+					out += "\n" + diff
+				}
+			}
 			g.Expect(out).NotTo(ContainSubstring("difference"))
 			g.Expect(out).To(ContainSubstring("done"))
 		}).WithTimeout(converge).WithPolling(poll).Should(Succeed())
