@@ -180,3 +180,11 @@ func ruleDump(n *node) string {
 func mentions(dump, key string) bool {
 	return strings.Contains(dump, "\""+key) || strings.Contains(dump, "-"+key+"/")
 }
+
+// programs reports whether the rules match an address as a frontend: an
+// iptables rule's "-d ADDR/32", or an nftables map element "ADDR . proto"
+// (the nftables backend names no Service whose port needs no chain of its
+// own).
+func programs(dump, addr string) bool {
+	return strings.Contains(dump, "-d "+addr+"/32 ") || strings.Contains(dump, addr+" . ")
+}

@@ -137,7 +137,7 @@ var _ = Describe("[sig-network] Services", func() {
 		expectReachesAll(nodes()[2].NS, "tcp", addr(mine.Spec.ClusterIP, 80), pods)
 		for _, n := range nodes() {
 			dump := ruleDump(n)
-			Expect(mentions(dump, ns+"/regular")).To(BeTrue(), "rules of %s", n.Name)
+			Expect(mentions(dump, ns+"/regular") || programs(dump, mine.Spec.ClusterIP)).To(BeTrue(), "rules of %s", n.Name)
 			Expect(mentions(dump, ns+"/headless")).To(BeFalse(), "rules of %s", n.Name)
 		}
 	})
