@@ -259,7 +259,7 @@ func (b *Backend) Unsupported(p model.Policy) error { return Features().Check(b.
 
 func (b *Backend) rules(st *model.State) rulesConfig {
 	rc := rulesConfig{Prefix: b.prefix, Sets: b.sets, MasqMark: b.cfg.MasqueradeMark,
-		ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0}
+		ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0, V6: b.v6}
 	if st != nil && st.Local.Interface != "" {
 		rc.LocalIface = st.Local.Interface
 		if st.Local.InterfacePrefix {

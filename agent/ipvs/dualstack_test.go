@@ -136,3 +136,16 @@ func TestLocalTrafficByInterface(t *testing.T) {
 		}
 	}
 }
+
+// Over IPv6 a TCP frontend without endpoints is refused with a reset, the
+// rest with the default ICMPv6 error; IPv4 keeps ICMP port unreachable.
+func TestRejectOverIPv6ResetsTCP(t *testing.T) {
+	const reset = "-p tcp -m set --match-set SYNXIPVS6-NOEP-REJECT dst,dst -j REJECT --reject-with tcp-reset"
+	v6 := rulesConfig{Prefix: "SYNXIPVS6-", Sets: newSetNames("SYNXIPVS6-"), MasqMark: 0x1000, V6: true}.render()
+	if !strings.Contains(v6, reset) || strings.Index(v6, reset) > strings.Index(v6, "SYNXIPVS6-NOEP-REJECT dst,dst -j REJECT\n") {
+		t.Errorf("IPv6 glue lacks the TCP reset before the generic REJECT:\n%s", v6)
+	}
+	if v4 := (rulesConfig{Prefix: "SYNXIPVS-", Sets: newSetNames("SYNXIPVS-"), MasqMark: 0x1000}).render(); strings.Contains(v4, "tcp-reset") {
+		t.Errorf("IPv4 glue resets TCP:\n%s", v4)
+	}
+}

@@ -148,6 +148,8 @@ type rulesConfig struct {
 	// LocalIface is the input interface of pod traffic (a trailing "+"
 	// matches a name prefix), when local traffic is detected by interface.
 	LocalIface string
+	// V6: the glue is ip6tables'.
+	V6 bool
 }
 
 // chain names
@@ -205,6 +207,12 @@ func (c rulesConfig) render() string {
 		w(":%s - [0:0]", ch)
 	}
 	w("-A %s -m set --match-set %s dst,dst -j DROP", c.chFirewall(), c.Sets.NoEPDrop.Name)
+	if c.V6 {
+		// A Linux TCP client over IPv6 does not give up its SYN on an
+		// ICMPv6 port unreachable (it sees a timeout, not a refusal): TCP
+		// gets a reset, as in the iptables and nftables backends.
+		w("-A %s -p tcp -m set --match-set %s dst,dst -j REJECT --reject-with tcp-reset", c.chFirewall(), c.Sets.NoEPReject.Name)
+	}
 	w("-A %s -m set --match-set %s dst,dst -j REJECT", c.chFirewall(), c.Sets.NoEPReject.Name)
 	w("-A %s -m set --match-set %s dst,dst -m set ! --match-set %s dst,dst,src -j DROP",
 		c.chFirewall(), c.Sets.LBFirewall.Name, c.Sets.LBSource.Name)
