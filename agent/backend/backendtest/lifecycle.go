@@ -74,6 +74,10 @@ func UDPEndpointReplaced(t *testing.T, h Harness) {
 				t.Errorf("endpoint change caused a full sync")
 			}
 			r, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
+			if !tc.clean && h.Limited(t, "UDPEndpointReplaced/control without cleanup") {
+				t.Logf("without cleanup the flow got %+v %v", r, err)
+				return
+			}
 			if err != nil || r.Server != tp.IP(tc.want) {
 				t.Errorf("after replacing the endpoint: got %+v %v, want answer from %s", r, err, tc.want)
 			}
@@ -110,6 +114,10 @@ func UDPFirstEndpoint(t *testing.T, h Harness) {
 			tp.Put(Svc{Name: "dns", ClusterIP: VIP, Proto: corev1.ProtocolUDP, Port: 53, Eps: []Ep{{IP: "10.211.2.2"}}})
 			sync()
 			_, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
+			if !tc.clean && h.Limited(t, "UDPFirstEndpoint/control without cleanup") {
+				t.Logf("without cleanup the flow's outcome: %s (%v)", netns.Outcome(err), err)
+				return
+			}
 			if got := netns.Outcome(err); got != tc.want {
 				t.Errorf("after the first endpoint appeared: outcome %s (%v), want %s", got, err, tc.want)
 			}
