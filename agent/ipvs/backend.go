@@ -258,8 +258,13 @@ func Features() backend.FeatureTable {
 func (b *Backend) Unsupported(p model.Policy) error { return Features().Check(b.Name(), p) }
 
 func (b *Backend) rules(st *model.State) rulesConfig {
-	rc := rulesConfig{Prefix: b.prefix, Sets: b.sets, MasqMark: b.cfg.MasqueradeMark,
-		ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0, V6: b.v6}
+	return glueConfig(b.prefix, b.sets, b.cfg.MasqueradeMark, b.v6, st)
+}
+
+// glueConfig is the glue of one family's backend for a state (nil: only
+// the chains and jumps, for Cleanup); the backend and DesiredFor render it.
+func glueConfig(prefix string, sets setNames, mark uint32, v6 bool, st *model.State) rulesConfig {
+	rc := rulesConfig{Prefix: prefix, Sets: sets, MasqMark: mark, ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0, V6: v6}
 	if st != nil && st.Local.Interface != "" {
 		rc.LocalIface = st.Local.Interface
 		if st.Local.InterfacePrefix {

@@ -149,3 +149,24 @@ func TestRejectOverIPv6ResetsTCP(t *testing.T) {
 		t.Errorf("IPv4 glue resets TCP:\n%s", v4)
 	}
 }
+
+// The explain view's desired glue (DesiredFor) is what the backend writes,
+// in both families and with local traffic detected by interface.
+func TestDesiredGlueIsTheBackendsGlue(t *testing.T) {
+	for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+		h, n, c := newFakeHandle(), newFakeNode(), &clock{t: time.Unix(0, 0)}
+		b := newTestBackend(t, h, n, c, Config{Family: fam})
+		st := state6(svc6("web", ep6))
+		if fam == model.IPv4 {
+			st = state(svc("web", model.TCP, ep1))
+		}
+		st.Local = model.LocalTraffic{Interface: "veth", InterfacePrefix: true}
+		d, err := DesiredFor(st, Config{Family: fam})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := b.rules(st).render(); d.Glue != want {
+			t.Errorf("%s: DesiredFor glue\n%s\nbackend glue\n%s", fam, d.Glue, want)
+		}
+	}
+}
