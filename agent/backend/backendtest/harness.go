@@ -11,6 +11,7 @@ package backendtest
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -80,6 +81,12 @@ var Families = []model.Family{model.IPv4, model.IPv6}
 // TestScenarios/Affinity/IPv6; a dual-stack scenario runs once, with
 // both families.
 func Run(t *testing.T, h Harness) {
+	for key := range h.Limits {
+		name, _, _ := strings.Cut(key, "/")
+		if !slices.ContainsFunc(Scenarios, func(sc Scenario) bool { return sc.Name == name }) {
+			t.Fatalf("harness limit %q names no scenario", key)
+		}
+	}
 	for _, sc := range Scenarios {
 		t.Run(sc.Name, func(t *testing.T) {
 			if sc.DualStack {
