@@ -41,6 +41,10 @@ var ipvsLimits = map[string]string{
 	"Affinity/expiry": "IPVS keeps a client's persistence template while a connection it made still exists " +
 		"(an IPVS TCP connection stays in TIME_WAIT for 2 minutes), so a 2 s timeout cannot be seen to expire; " +
 		"the stickiness checks run",
+	"UDPEndpointReplaced/control without cleanup": "IPVS does not let a flow keep its deleted destination: with " +
+		"expire_nodest_conn=1 (set by the backend) it expires the connection and drops the datagram that still meets " +
+		"the old conntrack entry, so without the cleanup the flow times out instead of reaching the old endpoint; " +
+		"with the cleanup it reaches the new one (checked)",
 	"LocalTrafficDetection/pod to a Local external frontend": "IPVS picks destinations per virtual server, not per client: " +
 		"a pod reaching an external frontend with externalTrafficPolicy Local gets its local endpoints only, like an " +
 		"outside client; the masquerade checks of every mode run",
