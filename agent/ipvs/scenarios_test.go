@@ -43,8 +43,8 @@ var ipvsLimits = map[string]string{
 		"the stickiness checks run",
 	"UDPEndpointReplaced/control without cleanup": "IPVS does not let a flow keep its deleted destination: with " +
 		"expire_nodest_conn=1 (set by the backend) it expires the connection itself, so without the conntrack cleanup " +
-		"the old endpoint never answers again; the next datagram is dropped or scheduled anew (in the VM the IPv6 one " +
-		"timed out, the IPv4 one reached the new endpoint); with the cleanup it reaches the new endpoint (checked)",
+		"the old endpoint never answers again; the next datagram is dropped or scheduled anew, as the timing falls " +
+		"(both seen in the VM); with the cleanup it reaches the new endpoint (checked)",
 	"LocalTrafficDetection/pod to a Local external frontend": "IPVS picks destinations per virtual server, not per client: " +
 		"a pod reaching an external frontend with externalTrafficPolicy Local gets its local endpoints only, like an " +
 		"outside client; the masquerade checks of every mode run",
