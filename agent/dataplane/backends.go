@@ -115,13 +115,15 @@ func CleanupAll(ctx context.Context, caps probe.Capabilities) error {
 		}
 	}
 	if caps.IPVS {
-		be, err := ipvs.New(ipvs.Config{IPTablesMode: caps.IPTablesMode})
-		if err == nil {
-			err = be.Cleanup(ctx)
-			be.Close()
-		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("ipvs: %w", err))
+		for _, fam := range []model.Family{model.IPv4, model.IPv6} {
+			be, err := ipvs.New(ipvs.Config{IPTablesMode: caps.IPTablesMode, Family: fam})
+			if err == nil {
+				err = be.Cleanup(ctx)
+				be.Close()
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("ipvs %s: %w", fam, err))
+			}
 		}
 	}
 	if caps.NFTables {

@@ -258,8 +258,20 @@ func Features() backend.FeatureTable {
 func (b *Backend) Unsupported(p model.Policy) error { return Features().Check(b.Name(), p) }
 
 func (b *Backend) rules(st *model.State) rulesConfig {
-	return rulesConfig{Prefix: b.prefix, Sets: b.sets, MasqMark: b.cfg.MasqueradeMark,
-		ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0}
+	return glueConfig(b.prefix, b.sets, b.cfg.MasqueradeMark, b.v6, st)
+}
+
+// glueConfig is the glue of one family's backend for a state (nil: only
+// the chains and jumps, for Cleanup); the backend and DesiredFor render it.
+func glueConfig(prefix string, sets setNames, mark uint32, v6 bool, st *model.State) rulesConfig {
+	rc := rulesConfig{Prefix: prefix, Sets: sets, MasqMark: mark, ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0, V6: v6}
+	if st != nil && st.Local.Interface != "" {
+		rc.LocalIface = st.Local.Interface
+		if st.Local.InterfacePrefix {
+			rc.LocalIface += "+" // iptables' interface name wildcard
+		}
+	}
+	return rc
 }
 
 func (b *Backend) sysctls() [][2]string {
@@ -290,10 +302,6 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	if err := ctx.Err(); err != nil {
 		return res, err
 	}
-	if st != nil && st.Local.Interface != "" {
-		// Refused before anything is written: the rules in place stay.
-		return res, fmt.Errorf("the IPVS backend does not apply localTrafficDetection by input interface (%s) yet; use ClusterCIDR or NodeCIDR", st.Local)
-	}
 	errs := b.tuneKernel()
 	d := buildDesired(st, b.cfg.Scheduler)
 	// 1. VIPs on the dummy interface.
@@ -314,14 +322,16 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	errs = append(errs, b.writeGlue(ctx, st)...)
 	// 4. IPVS by diff.
 	isOwned := func(k vsKey) bool {
-		return !b.cfg.excluded(k.Addr) && (ownedBefore[ownedEntry(k)] || bound[k.Addr])
+		return b.ofFamily(k.Addr) && !b.cfg.excluded(k.Addr) && (ownedBefore[ownedEntry(k)] || bound[k.Addr])
 	}
 	rs, err := b.rec.reconcile(d.Servers, isOwned)
 	if err != nil {
 		errs = append(errs, err)
 	}
 	res.Rules += rs.writes()
-	res.Changed = rs.ServicesAdded + rs.ServicesUpdated + rs.ServicesDeleted
+	// Service ports whose virtual servers or destinations were written,
+	// and virtual servers deleted.
+	res.Changed = len(rs.Changed) + rs.ServicesDeleted
 	for _, vs := range d.Servers {
 		res.Owned += 1 + len(vs.Dests)
 	}
@@ -352,13 +362,9 @@ func (b *Backend) bindVIPs(d desiredState, errs *[]error) (bound map[netip.Addr]
 	if err := b.node.EnsureDummy(b.cfg.DummyInterface); err != nil {
 		return nil, 0, err
 	}
-	addrs, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	bound, err = b.boundAddrs()
 	if err != nil {
 		return nil, 0, err
-	}
-	bound = make(map[netip.Addr]bool, len(addrs))
-	for _, a := range addrs {
-		bound[a] = true
 	}
 	for a := range d.VIPs {
 		if bound[a] {
@@ -371,6 +377,28 @@ func (b *Backend) bindVIPs(d desiredState, errs *[]error) (bound map[netip.Addr]
 		}
 	}
 	return bound, added, nil
+}
+
+// ofFamily reports whether a is of the backend's family. The IPv4 and
+// IPv6 instances share the dummy interface and the kernel's IPVS table, so
+// each one reads, deletes and unbinds only what is of its own family.
+func (b *Backend) ofFamily(a netip.Addr) bool {
+	return a.IsValid() && a.Is6() == b.v6 && !a.IsLinkLocalUnicast()
+}
+
+// boundAddrs returns the addresses of the backend's family on the dummy.
+func (b *Backend) boundAddrs() (map[netip.Addr]bool, error) {
+	addrs, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	if err != nil {
+		return nil, err
+	}
+	bound := make(map[netip.Addr]bool, len(addrs))
+	for _, a := range addrs {
+		if b.ofFamily(a) {
+			bound[a] = true
+		}
+	}
+	return bound, nil
 }
 
 // recordOwnership adds the desired virtual servers to the OWNED set and
@@ -452,13 +480,9 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	if err != nil {
 		errs = append(errs, err)
 	}
-	bound, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	boundSet, err := b.boundAddrs()
 	if err != nil {
 		errs = append(errs, err)
-	}
-	boundSet := map[netip.Addr]bool{}
-	for _, a := range bound {
-		boundSet[a] = true
 	}
 	if err := ctx.Err(); err != nil {
 		return err
@@ -469,7 +493,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	}
 	for _, s := range svcs {
 		k, ok := keyOf(s)
-		if !ok || b.cfg.excluded(k.Addr) || !(owned[ownedEntry(k)] || boundSet[k.Addr]) {
+		if !ok || !b.ofFamily(k.Addr) || b.cfg.excluded(k.Addr) || !(owned[ownedEntry(k)] || boundSet[k.Addr]) {
 			continue
 		}
 		if err := b.ipvs.DelService(s); err != nil {
@@ -483,10 +507,39 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 			errs = append(errs, err)
 		}
 	}
-	if err := b.node.DeleteDummy(b.cfg.DummyInterface); err != nil {
-		errs = append(errs, err)
-	}
+	errs = append(errs, b.releaseDummy(boundSet)...)
 	return errors.Join(errs...)
+}
+
+// releaseDummy unbinds the backend's addresses from the dummy interface,
+// and deletes the interface once no other family's instance has addresses
+// on it: the other family's VIPs keep serving.
+func (b *Backend) releaseDummy(bound map[netip.Addr]bool) []error {
+	addrs, err := b.node.DummyAddrs(b.cfg.DummyInterface)
+	if err != nil {
+		return []error{err}
+	}
+	shared := false
+	for _, a := range addrs {
+		if !bound[a] && !b.ofFamily(a) && !a.IsLinkLocalUnicast() {
+			shared = true
+		}
+	}
+	if !shared {
+		if err := b.node.DeleteDummy(b.cfg.DummyInterface); err != nil {
+			return []error{err}
+		}
+		return nil
+	}
+	var errs []error
+	for _, a := range addrs {
+		if b.ofFamily(a) {
+			if err := b.node.DelAddr(b.cfg.DummyInterface, a); err != nil {
+				errs = append(errs, err)
+			}
+		}
+	}
+	return errs
 }
 
 // Close releases the netlink handle.

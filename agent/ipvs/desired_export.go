@@ -62,7 +62,7 @@ func DesiredFor(st *model.State, cfg Config) (Desired, error) {
 	}
 	names := newSetNames(prefix)
 	d := buildDesired(st, cfg.Scheduler)
-	rc := rulesConfig{Prefix: prefix, Sets: names, MasqMark: cfg.MasqueradeMark, ClusterCIDRs: st != nil && len(st.Local.CIDRs) > 0}
+	rc := glueConfig(prefix, names, cfg.MasqueradeMark, cfg.Family == model.IPv6, st)
 	out := Desired{Sets: map[string]DesiredSet{}, Glue: rc.render(), Jumps: rc.jumps(), Chains: rc.chains(), Dummy: cfg.DummyInterface}
 	for _, k := range sortedKeys(d.Servers) {
 		vs := d.Servers[k]

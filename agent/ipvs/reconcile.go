@@ -36,6 +36,9 @@ type reconcileStats struct {
 	Draining int
 	// Leftover are owned, undesired services that could not be deleted.
 	Leftover []vsKey
+	// Changed are the model service keys (virtualServer.Source) whose
+	// virtual servers or destinations this reconcile wrote.
+	Changed map[string]bool
 }
 
 func (s reconcileStats) writes() int {
@@ -57,34 +60,13 @@ func (r *reconciler) reconcile(desired map[vsKey]*virtualServer, owned func(vsKe
 			have[k] = s
 		}
 	}
+	st.Changed = map[string]bool{}
 	for _, k := range sortedKeys(desired) {
 		want := desired[k]
-		svc := want.toService()
-		ks, exists := have[k]
-		switch {
-		case !exists:
-			if err := r.h.NewService(svc); err != nil {
-				errs = append(errs, fmt.Errorf("add virtual server %s: %w", k, err))
-				continue
-			}
-			st.ServicesAdded++
-		case serviceDiffers(ks, want):
-			if err := r.h.UpdateService(svc); err != nil {
-				errs = append(errs, fmt.Errorf("update virtual server %s: %w", k, err))
-			} else {
-				st.ServicesUpdated++
-			}
-		}
-		var curDests []*libipvs.Destination
-		if exists {
-			curDests, err = r.h.GetDestinations(svc)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("list destinations of %s: %w", k, err))
-				continue
-			}
-		}
-		if err := r.reconcileDests(k, svc, want, curDests, &st); err != nil {
-			errs = append(errs, err)
+		before := st.writes()
+		r.reconcileOne(k, want, have, &st, &errs)
+		if st.writes() > before {
+			st.Changed[want.Source] = true
 		}
 	}
 	for k, s := range have {
@@ -106,6 +88,39 @@ func (r *reconciler) reconcile(desired map[vsKey]*virtualServer, owned func(vsKe
 		}
 	}
 	return st, errors.Join(errs...)
+}
+
+// reconcileOne makes one desired virtual server and its destinations
+// match; have is what the kernel holds.
+func (r *reconciler) reconcileOne(k vsKey, want *virtualServer, have map[vsKey]*libipvs.Service, st *reconcileStats, errs *[]error) {
+	svc := want.toService()
+	ks, exists := have[k]
+	switch {
+	case !exists:
+		if err := r.h.NewService(svc); err != nil {
+			*errs = append(*errs, fmt.Errorf("add virtual server %s: %w", k, err))
+			return
+		}
+		st.ServicesAdded++
+	case serviceDiffers(ks, want):
+		if err := r.h.UpdateService(svc); err != nil {
+			*errs = append(*errs, fmt.Errorf("update virtual server %s: %w", k, err))
+		} else {
+			st.ServicesUpdated++
+		}
+	}
+	var curDests []*libipvs.Destination
+	if exists {
+		var err error
+		curDests, err = r.h.GetDestinations(svc)
+		if err != nil {
+			*errs = append(*errs, fmt.Errorf("list destinations of %s: %w", k, err))
+			return
+		}
+	}
+	if err := r.reconcileDests(k, svc, want, curDests, st); err != nil {
+		*errs = append(*errs, err)
+	}
 }
 
 func (r *reconciler) reconcileDests(k vsKey, svc *libipvs.Service, want *virtualServer, cur []*libipvs.Destination, st *reconcileStats) error {

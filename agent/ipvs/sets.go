@@ -89,7 +89,9 @@ func buildSets(n setNames, st *model.State, d desiredState) map[string]map[setEn
 			out[n.ClusterCIDRs.Name][setEntry{IP: p.Addr(), CIDR: uint8(p.Bits())}] = true
 		}
 	}
-	haveClusterCIDRs := st != nil && len(st.Local.CIDRs) > 0
+	// Off-cluster masquerade needs a way to tell pods: their CIDRs
+	// (CLUSTER-CIDR) or their input interface (in the glue).
+	detects := st != nil && st.Local.Detects()
 	for _, k := range sortedKeys(d.Servers) {
 		vs := d.Servers[k]
 		fe := setEntry{IP: k.Addr, Proto: k.Proto, Port: k.Port}
@@ -97,7 +99,7 @@ func buildSets(n setNames, st *model.State, d desiredState) map[string]map[setEn
 		case model.MasqueradeAlways:
 			out[n.Masq.Name][fe] = true
 		case model.MasqueradeOffCluster:
-			if haveClusterCIDRs {
+			if detects {
 				out[n.MasqOffCluster.Name][fe] = true
 			}
 		}
@@ -143,6 +145,11 @@ type rulesConfig struct {
 	Sets         setNames
 	MasqMark     uint32
 	ClusterCIDRs bool
+	// LocalIface is the input interface of pod traffic (a trailing "+"
+	// matches a name prefix), when local traffic is detected by interface.
+	LocalIface string
+	// V6: the glue is ip6tables'.
+	V6 bool
 }
 
 // chain names
@@ -182,9 +189,13 @@ func (c rulesConfig) render() string {
 	}
 	w("-A %s -j MARK --set-xmark %s", c.chMarkMasq(), mark)
 	w("-A %s -m set --match-set %s dst,dst -j %s", c.chServices(), c.Sets.Masq.Name, c.chMarkMasq())
-	if c.ClusterCIDRs {
+	switch {
+	case c.ClusterCIDRs:
 		w("-A %s -m set --match-set %s dst,dst -m set ! --match-set %s src -j %s",
 			c.chServices(), c.Sets.MasqOffCluster.Name, c.Sets.ClusterCIDRs.Name, c.chMarkMasq())
+	case c.LocalIface != "":
+		w("-A %s -m set --match-set %s dst,dst ! -i %s -j %s",
+			c.chServices(), c.Sets.MasqOffCluster.Name, c.LocalIface, c.chMarkMasq())
 	}
 	w("-A %s -m set --match-set %s dst,dst,src -j MASQUERADE", c.chPostrouting(), c.Sets.Hairpin.Name)
 	w("-A %s -m mark ! --mark %s -j RETURN", c.chPostrouting(), mark)
@@ -196,6 +207,12 @@ func (c rulesConfig) render() string {
 		w(":%s - [0:0]", ch)
 	}
 	w("-A %s -m set --match-set %s dst,dst -j DROP", c.chFirewall(), c.Sets.NoEPDrop.Name)
+	if c.V6 {
+		// A Linux TCP client over IPv6 does not give up its SYN on an
+		// ICMPv6 port unreachable (it sees a timeout, not a refusal): TCP
+		// gets a reset, as in the iptables and nftables backends.
+		w("-A %s -p tcp -m set --match-set %s dst,dst -j REJECT --reject-with tcp-reset", c.chFirewall(), c.Sets.NoEPReject.Name)
+	}
 	w("-A %s -m set --match-set %s dst,dst -j REJECT", c.chFirewall(), c.Sets.NoEPReject.Name)
 	w("-A %s -m set --match-set %s dst,dst -m set ! --match-set %s dst,dst,src -j DROP",
 		c.chFirewall(), c.Sets.LBFirewall.Name, c.Sets.LBSource.Name)

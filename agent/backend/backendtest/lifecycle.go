@@ -70,10 +70,14 @@ func UDPEndpointReplaced(t *testing.T, h Harness) {
 				}
 			}
 			tp.Put(Svc{Name: "dns", ClusterIP: VIP, Proto: corev1.ProtocolUDP, Port: 53, Eps: []Ep{{IP: "10.211.1.3"}}})
-			if res := sync(); res.Full {
+			if res := sync(); res.Full && !h.EverySyncFull {
 				t.Errorf("endpoint change caused a full sync")
 			}
 			r, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
+			if !tc.clean && h.Limited(t, "UDPEndpointReplaced/control without cleanup") {
+				t.Logf("without cleanup the flow got %+v %v", r, err)
+				return
+			}
 			if err != nil || r.Server != tp.IP(tc.want) {
 				t.Errorf("after replacing the endpoint: got %+v %v, want answer from %s", r, err, tc.want)
 			}
@@ -110,6 +114,10 @@ func UDPFirstEndpoint(t *testing.T, h Harness) {
 			tp.Put(Svc{Name: "dns", ClusterIP: VIP, Proto: corev1.ProtocolUDP, Port: 53, Eps: []Ep{{IP: "10.211.2.2"}}})
 			sync()
 			_, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
+			if !tc.clean && h.Limited(t, "UDPFirstEndpoint/control without cleanup") {
+				t.Logf("without cleanup the flow's outcome: %s (%v)", netns.Outcome(err), err)
+				return
+			}
 			if got := netns.Outcome(err); got != tc.want {
 				t.Errorf("after the first endpoint appeared: outcome %s (%v), want %s", got, err, tc.want)
 			}
@@ -124,10 +132,13 @@ func FlushRecovery(t *testing.T, h Harness) {
 	tp := NewTopo(t, h)
 	tp.Put(Svc{Name: "web", ClusterIP: VIP, Port: 80, Eps: FourEndpoints()})
 	tp.Sync(false)
+	// check wants the outcome want of a request to the Service; "!ok" is
+	// any failure.
 	check := func(stage, want string) {
 		t.Helper()
 		_, err := tp.Client.Request("tcp", tp.At(VIP, 80), netns.RequestOptions{Timeout: time.Second})
-		if got := netns.Outcome(err); got != want {
+		got := netns.Outcome(err)
+		if got != want && (want != "!ok" || got == "ok") {
 			t.Fatalf("%s: outcome %s (%v), want %s", stage, got, err, want)
 		}
 	}
@@ -146,7 +157,9 @@ func FlushRecovery(t *testing.T, h Harness) {
 	}
 
 	tp.WipeDispatch()
-	check("after emptying the dispatch", "timeout")
+	// Refused where the frontend's address stays local (IPVS's VIPs on
+	// its dummy interface), dropped where it is routed on.
+	check("after emptying the dispatch", "!ok")
 	tp.Sync(true)
 	check("after full sync", "ok")
 	if got := tp.Dump(); got != want {
@@ -168,7 +181,7 @@ func AdoptAndIdempotence(t *testing.T, h Harness) {
 	if res := tp.Sync(false); res.Rules == 0 || !res.Full {
 		t.Fatalf("first sync: %+v", res)
 	}
-	if res := tp.Sync(false); res.Rules != 0 || res.Full {
+	if res := tp.Sync(false); res.Rules != 0 || (res.Full && !h.EverySyncFull) {
 		t.Errorf("second partial sync of the same state wrote %d rules (full=%v)", res.Rules, res.Full)
 	}
 	if res := tp.Sync(true); res.Rules != 0 {
@@ -198,7 +211,7 @@ func PartialSync(t *testing.T, h Harness) {
 	tp.Sync(false)
 	tp.Put(Svc{Name: "s07", ClusterIP: "10.96.1.8", Port: 80, Eps: []Ep{{IP: "10.211.2.4"}}})
 	res := tp.Sync(false)
-	if res.Full || res.Changed != 1 {
+	if (res.Full && !h.EverySyncFull) || res.Changed != 1 {
 		t.Errorf("one endpoint change: %+v, want a partial sync of one service", res)
 	}
 	if res.Rules != h.OneEndpointWrites {
@@ -213,7 +226,7 @@ func PartialSync(t *testing.T, h Harness) {
 	tp.Put(Svc{Name: "new", ClusterIP: "10.96.2.1", Port: 80, Eps: []Ep{{IP: "10.211.1.4"}}})
 	before := tp.Dispatch()
 	res = tp.Sync(false)
-	if res.Full || res.Changed != 2 {
+	if (res.Full && !h.EverySyncFull) || res.Changed != 2 {
 		t.Errorf("add+remove: %+v", res)
 	}
 	after := tp.Dispatch()
@@ -286,7 +299,7 @@ func OwnedMatchesTheKernel(t *testing.T, h Harness) {
 		t.Fatalf("full sync: owned %d, kernel holds %d", res.Owned, n)
 	}
 	tp.Put(Svc{Name: "b", ClusterIP: "10.96.0.11", Port: 80, Eps: []Ep{{IP: "10.211.1.2"}}})
-	if res, n := tp.Sync(false), tp.Owned(); res.Full || res.Owned != n {
+	if res, n := tp.Sync(false), tp.Owned(); (res.Full && !h.EverySyncFull) || res.Owned != n {
 		t.Fatalf("partial sync (full=%t): owned %d, kernel holds %d", res.Full, res.Owned, n)
 	}
 }

@@ -81,7 +81,7 @@ func Affinity(t *testing.T, h Harness) {
 		}
 		moved = r.Server != first
 	}
-	if !moved {
+	if !moved && !h.Limited(t, "Affinity/expiry") {
 		t.Errorf("affinity never expired: every request after the 2s timeout still went to %s", first)
 	}
 	// A second client IP gets its own binding and stays on it.
