@@ -123,8 +123,8 @@ func itoa(n int64) string { return strconv.FormatInt(n, 10) }
 // A revision that sets what the backend the node chose cannot honour is
 // refused before anything is programmed, with SettingUnsupported in
 // status and an Event, instead of being accepted and ignored (the
-// masquerade bit on IPVS) or failing every sync (interface detection on
-// IPVS, which the API server refuses only for mode IPVS, not Auto).
+// masquerade bit on IPVS, which the API server refuses only for mode IPVS,
+// not Auto).
 func TestRefusesSettingsTheChosenBackendCannotHonour(t *testing.T) {
 	bit := func(b int32) *v1alpha1.IPTablesConfig { return &v1alpha1.IPTablesConfig{MasqueradeBit: &b} }
 	bridge := &v1alpha1.LocalTrafficDetection{Mode: v1alpha1.LocalTrafficDetectionBridgeInterface, BridgeInterface: "cbr0"}
@@ -138,10 +138,9 @@ func TestRefusesSettingsTheChosenBackendCannotHonour(t *testing.T) {
 		spec v1alpha1.GatewayConfigSpec
 		want string // in the refusal; empty: accepted
 	}{
-		{"Auto picks IPVS, bridge detection", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: bridge},
-			"localTrafficDetection mode BridgeInterface"},
-		{"Auto picks IPVS, prefix detection", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: prefix},
-			"localTrafficDetection mode InterfaceNamePrefix"},
+		{"Auto picks IPVS, bridge detection (the IPVS glue matches the input interface)", ipvsNode,
+			v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: bridge}, ""},
+		{"Auto picks IPVS, prefix detection", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, LocalTrafficDetection: prefix}, ""},
 		{"Auto picks IPVS, masquerade bit 5", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeAuto, IPTables: bit(5)},
 			"masqueradeBit 5"},
 		{"IPVS, masquerade bit 12", ipvsNode, v1alpha1.GatewayConfigSpec{Mode: v1alpha1.BackendModeIPVS, IPTables: bit(12)},

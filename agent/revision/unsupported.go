@@ -20,11 +20,6 @@ func unsupportedSetting(spec *v1alpha1.GatewayConfigSpec, backend v1alpha1.Backe
 	if backend != v1alpha1.BackendIPVS {
 		return nil
 	}
-	if d := spec.LocalTrafficDetection; d != nil &&
-		(d.Mode == v1alpha1.LocalTrafficDetectionBridgeInterface || d.Mode == v1alpha1.LocalTrafficDetectionInterfaceNamePrefix) {
-		return fmt.Errorf("spec.localTrafficDetection mode %s is not supported by the IPVS backend, which matches no input interface: "+
-			"use ClusterCIDR or NodeCIDR, or mode IPTables or NFTables", d.Mode)
-	}
 	if t := spec.IPTables; t != nil && t.MasqueradeBit != nil && *t.MasqueradeBit != apiDefaultMasqueradeBit {
 		return fmt.Errorf("spec.iptables.masqueradeBit %d is not supported by the IPVS backend, which marks packets for masquerade "+
 			"with a bit of its own (0x1000): set it back to %d, its default, or use mode IPTables or NFTables",

@@ -10,7 +10,6 @@ import (
 //
 // +kubebuilder:validation:XValidation:rule="has(oldSelf.serviceProxyName) == has(self.serviceProxyName) && (!has(self.serviceProxyName) || oldSelf.serviceProxyName == self.serviceProxyName)",message="spec.serviceProxyName is immutable: create a new GatewayConfig to serve another proxy name"
 // +kubebuilder:validation:XValidation:rule="!has(self.ipvs) || !(self.mode in ['IPTables', 'NFTables'])",message="spec.ipvs applies only when spec.mode is Auto or IPVS: remove spec.ipvs or change spec.mode"
-// +kubebuilder:validation:XValidation:rule="!(has(self.mode) && self.mode == 'IPVS' && has(self.localTrafficDetection) && self.localTrafficDetection.mode in ['BridgeInterface', 'InterfaceNamePrefix'])",message="spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS: the IPVS backend matches no input interface; use ClusterCIDR or NodeCIDR, or another mode"
 // +kubebuilder:validation:XValidation:rule="!(has(self.mode) && self.mode == 'IPVS' && has(self.iptables) && has(self.iptables.masqueradeBit) && self.iptables.masqueradeBit != 14)",message="spec.iptables.masqueradeBit is not supported when spec.mode is IPVS: the IPVS backend marks packets with a bit of its own (0x1000); set it back to 14, its default, or change spec.mode"
 // +kubebuilder:validation:XValidation:rule="!has(self.minSyncPeriod) || !has(self.syncPeriod) || duration(self.minSyncPeriod) <= duration(self.syncPeriod)",message="spec.minSyncPeriod must not be longer than spec.syncPeriod"
 type GatewayConfigSpec struct {

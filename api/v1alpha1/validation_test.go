@@ -114,14 +114,8 @@ var _ = Describe("Validation", func() {
 			`spec.ipvs.scheduler: Unsupported value: "lblc"`),
 		Entry("the IPVS scheduler lblcr, which the IPVS backend does not run", gatewayConfig+indent("ipvs:\n  scheduler: lblcr"),
 			`spec.ipvs.scheduler: Unsupported value: "lblcr"`),
-		// The IPVS backend matches no input interface (agent/ipvs Sync
-		// refuses it); with mode IPVS the API server can tell.
-		Entry("BridgeInterface detection with the IPVS mode", gatewayConfig+indent("mode: IPVS\nlocalTrafficDetection:\n  mode: BridgeInterface\n  bridgeInterface: cbr0"),
-			"spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS"),
 		Entry("a masqueradeBit other than the default with the IPVS mode", gatewayConfig+indent("mode: IPVS\niptables:\n  masqueradeBit: 5"),
 			"spec.iptables.masqueradeBit is not supported when spec.mode is IPVS"),
-		Entry("InterfaceNamePrefix detection with the IPVS mode", gatewayConfig+indent("mode: IPVS\nlocalTrafficDetection:\n  mode: InterfaceNamePrefix\n  interfaceNamePrefix: veth"),
-			"spec.localTrafficDetection.mode BridgeInterface and InterfaceNamePrefix are not supported when spec.mode is IPVS"),
 		Entry("minSyncPeriod above syncPeriod", gatewayConfig+indent("minSyncPeriod: 1m\nsyncPeriod: 30s"),
 			"spec.minSyncPeriod must not be longer than spec.syncPeriod"),
 		Entry("a syncPeriod under a second", gatewayConfig+indent("syncPeriod: 500ms"),
@@ -198,8 +192,8 @@ var _ = Describe("Validation", func() {
 			"spec.gatewayConfig", "at least 1 chars long"),
 	)
 
-	It("accepts interface detection with every mode but IPVS, and CIDR detection with IPVS", func() {
-		for _, m := range []string{"Auto", "IPTables", "NFTables"} {
+	It("accepts interface and CIDR detection with every mode", func() {
+		for _, m := range []string{"Auto", "IPTables", "NFTables", "IPVS"} {
 			for _, d := range []string{"{mode: BridgeInterface, bridgeInterface: cbr0}", "{mode: InterfaceNamePrefix, interfaceNamePrefix: veth}"} {
 				obj := object(gatewayConfig + indent("mode: "+m+"\nlocalTrafficDetection: "+d))
 				Expect(k8sClient.Create(ctx, obj)).To(Succeed(), "mode %s, detection %s", m, d)
