@@ -38,7 +38,7 @@ func checkRollout(events []event, nodes []string, target, hash string, old map[s
 			}
 		case evPodDeleting:
 			f.deletions++
-			if e.uid == old[e.node] {
+			if e.uid == old[e.node] && f.deleted == nil {
 				f.deleted = e
 			}
 		case evNodeReady:
@@ -133,7 +133,7 @@ func checkReplacedOnce(events []event, nodes []string, old map[string]string, im
 		switch e.kind {
 		case evPodDeleting:
 			f.deletions++
-			if e.uid == old[e.node] {
+			if e.uid == old[e.node] && f.deleted == nil {
 				f.deleted = e
 			}
 		case evPodReady:
