@@ -3,6 +3,7 @@ package upgrade
 import (
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/synterix/synterix-kube-proxy/test/netns"
@@ -21,6 +22,7 @@ type traffic struct {
 	load    *netns.Load
 	streams []*netns.Stream
 	start   time.Time
+	once    sync.Once
 }
 
 // source is one place traffic leaves from.
@@ -74,10 +76,12 @@ func (tr *traffic) counts() counts {
 // failures lists every failure so far, with its time and phase.
 func (tr *traffic) failures() string { return strings.Join(tr.load.Failures(), "\n") }
 
-// stop ends the loops and closes the streams.
+// stop ends the loops and closes the streams; later calls do nothing.
 func (tr *traffic) stop() {
-	tr.load.Stop()
-	for _, s := range tr.streams {
-		s.Close()
-	}
+	tr.once.Do(func() {
+		tr.load.Stop()
+		for _, s := range tr.streams {
+			s.Close()
+		}
+	})
 }

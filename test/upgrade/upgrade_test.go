@@ -120,6 +120,7 @@ func (s *scenario) install(ctx context.Context) {
 
 	s.rec, err = startRecorder(ctx, s.sc.RESTConfig)
 	must(t, err)
+	t.Cleanup(s.rec.stop) // before the cluster's teardown, also after a failure
 	var from []source
 	for _, n := range s.sc.Nodes {
 		from = append(from, source{n.Name, n.NS})
@@ -129,6 +130,7 @@ func (s *scenario) install(ctx context.Context) {
 	from = append(from, source{"pod " + clientPod[0].Name + " on " + s.manualNode[0], clientPod[0].NS})
 	s.tr, err = startTraffic(s.vip, from)
 	must(t, err)
+	t.Cleanup(s.tr.stop)
 	time.Sleep(2 * time.Second)
 	logf(t, "traffic running from %d places: %s", len(from), s.tr.counts())
 }
