@@ -145,8 +145,10 @@ func (r *recorder) watch(ctx context.Context, wc client.WithWatch, list func() c
 	for ctx.Err() == nil {
 		w, err := wc.Watch(ctx, list(), append([]client.ListOption{&client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: rv}}}, opts...)...)
 		if err != nil {
-			r.noteErr("watch: %v", err)
-			time.Sleep(time.Second)
+			if ctx.Err() == nil {
+				r.noteErr("watch: %v", err)
+				time.Sleep(time.Second)
+			}
 			continue
 		}
 		for ev := range w.ResultChan() {
