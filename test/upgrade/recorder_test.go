@@ -154,6 +154,9 @@ func (r *recorder) watch(ctx context.Context, wc client.WithWatch, list func() c
 		for ev := range w.ResultChan() {
 			switch ev.Type {
 			case watch.Error:
+				if ctx.Err() != nil {
+					break
+				}
 				r.noteErr("watch error: %v", ev.Object)
 				if rv, err = r.list(ctx, wc, list(), opts); err != nil {
 					r.noteErr("list after a watch error: %v", err)

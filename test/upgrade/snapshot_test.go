@@ -59,7 +59,9 @@ func takeSnapshot(ctx context.Context, cl client.Client) (snapshot, error) {
 		}
 	}
 	var revs appsv1.ControllerRevisionList
-	if err := cl.List(ctx, &revs, client.InNamespace(shipped.OperatorNamespace), client.HasLabels{proxyv1alpha1.RevisionGatewayConfigLabel}); err != nil {
+	// The config revisions, not the DaemonSet controller's own history of
+	// the agent DaemonSets (which carry the GatewayConfig label too).
+	if err := cl.List(ctx, &revs, client.InNamespace(shipped.OperatorNamespace), client.HasLabels{proxyv1alpha1.RevisionHashLabel}); err != nil {
 		return nil, err
 	}
 	for _, r := range revs.Items {

@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	proxyv1alpha1 "github.com/synterix/synterix-kube-proxy/api/v1alpha1"
 	"github.com/synterix/synterix-kube-proxy/test/kubenode"
@@ -53,6 +55,7 @@ func TestUpgrade(t *testing.T) {
 	if os.Getenv("E2E") == "" {
 		t.Skip("SKIPPING THE UPGRADE TEST: it builds release N-1 and a real cluster on this machine and needs root; run 'make test-upgrade' (E2E=1)")
 	}
+	log.SetLogger(logr.Discard()) // controller-runtime's clients log nothing the test needs
 	ctx := context.Background()
 	root, err := testenv.RepoRoot()
 	if err != nil {
