@@ -134,7 +134,16 @@ func (r *recorder) list(ctx context.Context, wc client.WithWatch, list client.Ob
 		return "", err
 	}
 	for _, o := range items {
-		r.observe(o, false, parseRV(rv))
+		// Each at its own last write: exact for what it shows, later than
+		// any change a watch that expired (410) may have missed.
+		m, err := meta.Accessor(o)
+		if err != nil {
+			return "", err
+		}
+		r.observe(o, false, parseRV(m.GetResourceVersion()))
+	}
+	if _, ok := list.(*corev1.PodList); ok {
+		r.goneSince(items, parseRV(rv))
 	}
 	return rv, nil
 }
@@ -171,6 +180,25 @@ func (r *recorder) watch(ctx context.Context, wc client.WithWatch, list func() c
 			}
 		}
 		w.Stop()
+	}
+}
+
+// goneSince records as deleted, at rv, the agent pods seen before that a
+// new listing (items) no longer holds: deleted while no watch ran.
+func (r *recorder) goneSince(items []runtime.Object, rv int64) {
+	listed := map[string]bool{}
+	for _, o := range items {
+		if m, err := meta.Accessor(o); err == nil {
+			listed[string(m.GetUID())] = true
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for uid, seen := range r.pods {
+		if !listed[uid] && !seen.deleting {
+			seen.deleting = true
+			r.add(event{rv: rv, at: time.Now(), node: seen.node, pod: seen.name, uid: uid}, evPodDeleting)
+		}
 	}
 }
 

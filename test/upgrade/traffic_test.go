@@ -2,10 +2,13 @@ package upgrade
 
 import (
 	"fmt"
+	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/synterix/synterix-kube-proxy/test/clusternet"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -19,6 +22,7 @@ const loadPause = 20 * time.Millisecond
 // it in a loop. It runs from before the upgrade until after the
 // downgrade; counts are taken per phase.
 type traffic struct {
+	hub     *netns.NS
 	load    *netns.Load
 	streams []*netns.Stream
 	start   time.Time
@@ -31,21 +35,26 @@ type source struct {
 	ns   *netns.NS
 }
 
-// counts are the load's totals at one moment.
-type counts struct{ pings, pingFails, conns, connFails int64 }
+// counts are the load's totals at one moment, and the hub's counters.
+type counts struct{ pings, pingFails, conns, connFails, escaped, unreachable int64 }
 
 func (c counts) minus(o counts) counts {
-	return counts{c.pings - o.pings, c.pingFails - o.pingFails, c.conns - o.conns, c.connFails - o.connFails}
+	return counts{c.pings - o.pings, c.pingFails - o.pingFails, c.conns - o.conns, c.connFails - o.connFails,
+		c.escaped - o.escaped, c.unreachable - o.unreachable}
 }
 
 func (c counts) String() string {
-	return fmt.Sprintf("stream pings ok=%d failed=%d, new connections ok=%d failed=%d", c.pings, c.pingFails, c.conns, c.connFails)
+	return fmt.Sprintf("stream pings ok=%d failed=%d, new connections ok=%d failed=%d; at the hub: %d packets to Service addresses (untranslated), %d ICMP net unreachable sent",
+		c.pings, c.pingFails, c.conns, c.connFails, c.escaped, c.unreachable)
 }
 
 // startTraffic opens a stream from every client to vip and starts the
 // loops; a client that cannot open its stream is an error.
-func startTraffic(vip string, clients []source) (*traffic, error) {
-	tr := &traffic{load: netns.NewLoad(), start: time.Now()}
+func startTraffic(hub *netns.NS, vip string, clients []source) (*traffic, error) {
+	if err := countAtHub(hub); err != nil {
+		return nil, err
+	}
+	tr := &traffic{hub: hub, load: netns.NewLoad(), start: time.Now()}
 	for _, c := range clients {
 		s, err := c.ns.OpenStream(vip, netns.RequestOptions{})
 		if err != nil {
@@ -70,6 +79,7 @@ func (tr *traffic) counts() counts {
 	var c counts
 	c.pings, c.pingFails = tr.load.Count("pings")
 	c.conns, c.connFails = tr.load.Count("conns")
+	c.escaped, c.unreachable = hubCounts(tr.hub)
 	return c
 }
 
@@ -84,4 +94,46 @@ func (tr *traffic) stop() {
 			s.Close()
 		}
 	})
+}
+
+// The hub counts, in its own raw table, packets for Service addresses that
+// reach it (a node let them out untranslated) and the ICMP net unreachable
+// it answers them with, which a sender's connect() returns as ENETUNREACH;
+// as the e2e suite's disruption specs (docs/testing.md), so that a failure
+// says which path let a packet through.
+const (
+	hubEscaped     = "synx-upgrade: Service address reached the hub untranslated"
+	hubUnreachable = "synx-upgrade: ICMP net unreachable sent by the hub"
+)
+
+// countAtHub installs the hub's counting rules.
+func countAtHub(hub *netns.NS) error {
+	return hub.Run(
+		[]string{"iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-d", clusternet.ServiceCIDR, "-m", "comment", "--comment", hubEscaped},
+		[]string{"iptables", "-w", "-t", "raw", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "network-unreachable", "-m", "comment", "--comment", hubUnreachable},
+	)
+}
+
+var hubCounterRE = regexp.MustCompile(`^\[(\d+):\d+\]`)
+
+// hubCounts reads the hub's counters: packets escaped, net unreachable sent.
+func hubCounts(hub *netns.NS) (escaped, unreachable int64) {
+	out, err := hub.Exec("iptables-save", "-c", "-t", "raw")
+	if err != nil {
+		return -1, -1
+	}
+	for _, l := range strings.Split(out, "\n") {
+		m := hubCounterRE.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		n, _ := strconv.ParseInt(m[1], 10, 64)
+		switch {
+		case strings.Contains(l, hubEscaped):
+			escaped = n
+		case strings.Contains(l, hubUnreachable):
+			unreachable = n
+		}
+	}
+	return escaped, unreachable
 }

@@ -131,7 +131,7 @@ func (s *scenario) install(ctx context.Context) {
 	clientPod, err := s.sc.RunPods(ctx, workNS, "client", []*kubenode.Node{s.sc.Node(s.manualNode[0])}, shipped.PodOptions{TCP: []int{8080}})
 	must(t, err)
 	from = append(from, source{"pod " + clientPod[0].Name + " on " + s.manualNode[0], clientPod[0].NS})
-	s.tr, err = startTraffic(s.vip, from)
+	s.tr, err = startTraffic(s.sc.Hub, s.vip, from)
 	must(t, err)
 	t.Cleanup(s.tr.stop)
 	time.Sleep(2 * time.Second)
