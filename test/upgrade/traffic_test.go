@@ -137,3 +137,51 @@ func hubCounts(hub *netns.NS) (escaped, unreachable int64) {
 	}
 	return escaped, unreachable
 }
+
+// captureOnFailure watches the load and, at each new failure, saves what
+// the failing client's namespace holds right then: the TCP conntrack
+// entries to the Service address still in SYN_SENT (an untranslated one
+// shows the ClusterIP as its reply source) and the size of its nat rules.
+// It returns what it captured when stop is called.
+func (tr *traffic) captureOnFailure(vip string, sources []source) (stop func() []string) {
+	done := make(chan struct{})
+	var out []string
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		seen := 0
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+			failures := tr.load.Failures()
+			for _, f := range failures[seen:] {
+				out = append(out, capture(f, vip, sources))
+			}
+			seen = len(failures)
+		}
+	}()
+	return func() []string {
+		close(done)
+		wg.Wait()
+		return out
+	}
+}
+
+// capture describes the namespace of the source a failure names.
+func capture(failure, vip string, sources []source) string {
+	ip, _, _ := strings.Cut(vip, ":")
+	for _, s := range sources {
+		if !strings.Contains(failure, "from "+s.name+" to") {
+			continue
+		}
+		ct, err := s.ns.Exec("conntrack", "-L", "-p", "tcp", "-d", ip, "--state", "SYN_SENT")
+		nat, _ := s.ns.Exec("sh", "-c", "iptables-save -t nat | grep -c -- '^-A'")
+		return fmt.Sprintf("%s\n  captured at %s in %s: %s rules in nat; conntrack SYN_SENT to %s (err %v):\n%s",
+			failure, time.Now().UTC().Format("15:04:05.000"), s.name, strings.TrimSpace(nat), ip, err, ct)
+	}
+	return failure + "\n  (no namespace to capture)"
+}

@@ -134,6 +134,12 @@ func (s *scenario) install(ctx context.Context) {
 	s.tr, err = startTraffic(s.sc.Hub, s.vip, from)
 	must(t, err)
 	t.Cleanup(s.tr.stop)
+	stopCapture := s.tr.captureOnFailure(s.vip, from)
+	t.Cleanup(func() {
+		for _, c := range stopCapture() {
+			t.Logf("failure, and its client's namespace right after:\n%s", c)
+		}
+	})
 	time.Sleep(2 * time.Second)
 	logf(t, "traffic running from %d places: %s", len(from), s.tr.counts())
 }
