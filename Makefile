@@ -95,6 +95,13 @@ test-e2e-nftables: build ## Run the end-to-end suite on the real cluster with th
 	$(MAKE) images
 	E2E=1 E2E_MODE=NFTables go test ./test/e2e/... -count=1 -v -ginkgo.v -timeout 60m
 
+.PHONY: test-upgrade
+test-upgrade: build ## Upgrade the operator from release N-1 (built from UPGRADE_FROM, default the commit before the pod-template merge, in a git worktree) to this checkout and back, on the real cluster under traffic; docs/testing.md.
+	hack/deps.sh kernel cluster images
+	hack/build-k8s.sh $(CLUSTER_K8S_BINARIES)
+	$(MAKE) images
+	E2E=1 $(if $(UPGRADE_FROM),UPGRADE_FROM=$(UPGRADE_FROM)) go test ./test/upgrade/... -count=1 -v -run '^TestUpgrade$$' -timeout 40m
+
 .PHONY: test-ipvs-vm
 test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel.
 	hack/vm/run.sh

@@ -56,6 +56,10 @@ type Options struct {
 	// (default 2: a Service with three or more endpoints spans slices, so
 	// every Service exercises the agent's merging of slices).
 	MaxEndpointsPerSlice int
+	// ImagesDir holds the images the nodes import (its images.json);
+	// default <RepoRoot>/bin/images. The upgrade test gives one that lists
+	// two releases' images.
+	ImagesDir string
 }
 
 // Cluster is a running real cluster with the product installed.
@@ -91,6 +95,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 	kc, err := kubenode.Up(ctx, kubenode.Options{
 		Nodes: opts.Nodes, Progress: opts.Progress, RepoRoot: opts.RepoRoot,
 		ControllerManagerArgs: []string{"--max-endpoints-per-slice=" + strconv.Itoa(opts.MaxEndpointsPerSlice)},
+		ImagesDir:             opts.ImagesDir,
 	})
 	if err != nil {
 		return nil, err
@@ -137,6 +142,22 @@ func (c *Cluster) Install(ctx context.Context, out io.Writer) error {
 			return fmt.Errorf("no %s image in %s: run 'make images'", img, filepath.Join(c.opts.RepoRoot, "bin", "images"))
 		}
 	}
+	return c.Deploy(ctx, out, Release{Root: c.opts.RepoRoot, Manager: c.ManagerImage(), Agent: c.AgentImage()})
+}
+
+// Release is one release of the product to deploy: the checkout whose
+// hack/deploy.sh and config/default install it, and its images (already
+// imported into the nodes).
+type Release struct {
+	Root, Manager, Agent string
+}
+
+// Deploy installs release r, or upgrades or downgrades the installed one
+// to it, as a user would: the ConfigMap with the API server's real address
+// (kept when present), then r's hack/deploy.sh with r's images, applied
+// server-side over whatever is installed. It waits until the operator's
+// Deployment has rolled out.
+func (c *Cluster) Deploy(ctx context.Context, out io.Writer, r Release) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: OperatorNamespace}}
 	if err := client.IgnoreAlreadyExists(c.Client.Create(ctx, ns)); err != nil {
 		return err
@@ -151,7 +172,7 @@ func (c *Cluster) Install(ctx context.Context, out io.Writer) error {
 	if err := client.IgnoreAlreadyExists(c.Client.Create(ctx, cm)); err != nil {
 		return err
 	}
-	if err := c.script(out, "hack/deploy.sh", "IMG="+c.ManagerImage(), "AGENT_IMG="+c.AgentImage()); err != nil {
+	if err := c.scriptIn(out, r.Root, "hack/deploy.sh", "IMG="+r.Manager, "AGENT_IMG="+r.Agent); err != nil {
 		return err
 	}
 	return c.WaitOperatorAvailable(ctx, 3*time.Minute)
@@ -164,8 +185,13 @@ func (c *Cluster) Uninstall(out io.Writer) error { return c.script(out, "hack/un
 // script runs a script of the repository with KUBECTL set to this
 // cluster's kubectl and env added.
 func (c *Cluster) script(out io.Writer, path string, env ...string) error {
-	cmd := exec.Command(filepath.Join(c.opts.RepoRoot, path))
-	cmd.Dir = c.opts.RepoRoot
+	return c.scriptIn(out, c.opts.RepoRoot, path, env...)
+}
+
+// scriptIn runs the script path of the checkout root, in root.
+func (c *Cluster) scriptIn(out io.Writer, root, path string, env ...string) error {
+	cmd := exec.Command(filepath.Join(root, path))
+	cmd.Dir = root
 	cmd.Env = append(append(os.Environ(), "KUBECTL="+c.KubectlPath), env...)
 	if out == nil {
 		out = io.Discard
@@ -179,7 +205,8 @@ func (c *Cluster) script(out io.Writer, path string, env ...string) error {
 }
 
 // WaitOperatorAvailable waits until every replica of the operator's
-// Deployment is updated and ready.
+// Deployment is updated and ready, and no replica of an older pod template
+// is left.
 func (c *Cluster) WaitOperatorAvailable(ctx context.Context, timeout time.Duration) error {
 	return poll.Until(ctx, timeout, "the operator's Deployment available", func(ctx context.Context) (bool, string, error) {
 		var d appsv1.Deployment
@@ -191,8 +218,8 @@ func (c *Cluster) WaitOperatorAvailable(ctx context.Context, timeout time.Durati
 		if d.Spec.Replicas != nil {
 			want = *d.Spec.Replicas
 		}
-		return s.ObservedGeneration == d.Generation && s.UpdatedReplicas == want && s.ReadyReplicas == want && s.AvailableReplicas == want,
-			fmt.Sprintf("updated %d ready %d available %d of %d", s.UpdatedReplicas, s.ReadyReplicas, s.AvailableReplicas, want), nil
+		return s.ObservedGeneration == d.Generation && s.Replicas == want && s.UpdatedReplicas == want && s.ReadyReplicas == want && s.AvailableReplicas == want,
+			fmt.Sprintf("replicas %d updated %d ready %d available %d of %d", s.Replicas, s.UpdatedReplicas, s.ReadyReplicas, s.AvailableReplicas, want), nil
 	})
 }
 
