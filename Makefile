@@ -103,8 +103,14 @@ test-upgrade: build ## Upgrade the operator from release N-1 (built from UPGRADE
 	E2E=1 $(if $(UPGRADE_FROM),UPGRADE_FROM=$(UPGRADE_FROM)) go test ./test/upgrade/... -count=1 -v -run '^TestUpgrade$$' -timeout 40m
 
 .PHONY: test-ipvs-vm
-test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel.
-	hack/vm/run.sh
+test-ipvs-vm: ## Run the IPVS backend's kernel tests in a qemu VM booting Debian's kernel (all but the shared scenarios: make test-ipvs-vm-scenarios).
+	hack/vm/run.sh -args=-test.skip=^TestScenarios$$
+
+# The shared kernel scenarios over IPv4, IPv6 and dual-stack take about half
+# an hour in the VM under software emulation (TCG), too long for CI.
+.PHONY: test-ipvs-vm-scenarios
+test-ipvs-vm-scenarios: ## Run the shared kernel scenarios (agent/backend/backendtest) on the IPVS backend in the VM, both families.
+	hack/vm/run.sh -timeout=90m -args=-test.timeout=85m -run=^TestScenarios$$ ./agent/ipvs/
 
 .PHONY: test-images
 test-images: image-tools ## Build the images and run them in a private containerd (needs root, containerd and runc).
