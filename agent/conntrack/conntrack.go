@@ -1,13 +1,20 @@
-// Package conntrack removes stale UDP conntrack entries after a service
-// change, through netlink: one table dump and one delete message per stale
+// Package conntrack deletes conntrack entries that a service change has
+// made wrong, through netlink: one table dump and one delete message per
 // entry, no process per entry.
 //
-// UDP has no connection teardown, so a conntrack entry keeps steering a
-// client's flow to the endpoint (or the black hole) chosen for its first
-// packet until it expires. Two cases need an explicit delete:
-//   - an endpoint went away: flows DNATed to it would go nowhere;
-//   - a frontend gained its first endpoint: flows that hit the frontend
-//     while it had none were recorded un-NATed and would stay black-holed.
+// The nat table sees only a flow's first packet; later packets follow the
+// conntrack entry it made. Two cases need an explicit delete:
+//   - a UDP endpoint went away: UDP has no teardown, so flows DNATed to it
+//     would keep going nowhere until they expire;
+//   - a frontend became served (it is new, or it had no endpoints): flows
+//     that reached it before were recorded un-NATed. A UDP flow would stay
+//     black-holed. A TCP connection that was never answered leaves a
+//     SYN_SENT entry for 120 s, and a new connection that the kernel gives
+//     the same source port joins it, skips the nat table and leaves
+//     untranslated ("network unreachable"). SCTP likewise. For TCP and
+//     SCTP only untranslated entries go, and for TCP only unanswered ones:
+//     a connection that a host process on the frontend's address answered
+//     is left alone.
 package conntrack
 
 import (
@@ -17,6 +24,7 @@ import (
 	"sort"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"golang.org/x/sys/unix"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
@@ -29,14 +37,22 @@ type flowKey struct {
 	Endpoint netip.AddrPort
 }
 
-// Plan lists the UDP flows to delete.
+// Frontend is a protocol and an address and port a client sends to.
+type Frontend struct {
+	Protocol model.Protocol
+	netip.AddrPort
+}
+
+// Plan lists the flows to delete.
 type Plan struct {
-	// Stale are flows from a frontend to an endpoint that no longer serves
-	// it.
+	// Stale are UDP flows from a frontend to an endpoint that no longer
+	// serves it.
 	Stale []flowKey
-	// NewlyServed are frontends that had no endpoints and now have some:
-	// every flow addressed to them goes.
-	NewlyServed []netip.AddrPort
+	// NewlyServed are frontends of any protocol that had no endpoints (or
+	// did not exist) and now have some: their un-NATed flows go (every UDP
+	// flow, and the unanswered TCP and the SCTP ones, see the package
+	// comment).
+	NewlyServed []Frontend
 }
 
 // Empty reports whether there is nothing to delete.
@@ -46,25 +62,42 @@ func (p Plan) String() string {
 	return fmt.Sprintf("%d stale endpoint flow(s), %d newly served frontend(s)", len(p.Stale), len(p.NewlyServed))
 }
 
-// Compute compares two states and returns the UDP flows to delete. A nil
-// old state means nothing was programmed before: every UDP frontend with
-// endpoints counts as newly served.
+// Compute compares two states and returns the flows to delete. A nil old
+// state means nothing was programmed before: every frontend with endpoints
+// counts as newly served.
 func Compute(old, cur *model.State) Plan {
-	var p Plan
-	curBy := map[string]*model.Service{}
-	if cur != nil {
-		for _, s := range cur.Services {
-			curBy[s.Key] = s
+	oldBy, curBy := byKey(old), byKey(cur)
+	p := Plan{Stale: staleUDP(oldBy, curBy), NewlyServed: newlyServed(oldBy, curBy)}
+	sort.Slice(p.Stale, func(i, j int) bool {
+		if p.Stale[i].Frontend != p.Stale[j].Frontend {
+			return p.Stale[i].Frontend.Compare(p.Stale[j].Frontend) < 0
+		}
+		return p.Stale[i].Endpoint.Compare(p.Stale[j].Endpoint) < 0
+	})
+	sort.Slice(p.NewlyServed, func(i, j int) bool {
+		a, b := p.NewlyServed[i], p.NewlyServed[j]
+		if a.AddrPort != b.AddrPort {
+			return a.AddrPort.Compare(b.AddrPort) < 0
+		}
+		return a.Protocol < b.Protocol
+	})
+	return p
+}
+
+func byKey(st *model.State) map[string]*model.Service {
+	m := map[string]*model.Service{}
+	if st != nil {
+		for _, s := range st.Services {
+			m[s.Key] = s
 		}
 	}
-	oldBy := map[string]*model.Service{}
-	if old != nil {
-		for _, s := range old.Services {
-			oldBy[s.Key] = s
-		}
-	}
+	return m
+}
+
+// staleUDP lists the UDP flows whose endpoint no longer serves their
+// frontend.
+func staleUDP(oldBy, curBy map[string]*model.Service) []flowKey {
 	stale := map[flowKey]bool{}
-	served := map[netip.AddrPort]bool{}
 	for key, os := range oldBy {
 		if os.Protocol != model.UDP {
 			continue
@@ -84,34 +117,36 @@ func Compute(old, cur *model.State) Plan {
 			}
 		}
 	}
+	out := make([]flowKey, 0, len(stale))
+	for k := range stale {
+		out = append(out, k)
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// newlyServed lists the frontends that have endpoints now and had none (or
+// did not exist) before.
+func newlyServed(oldBy, curBy map[string]*model.Service) []Frontend {
+	served := map[Frontend]bool{}
 	for key, ns := range curBy {
-		if ns.Protocol != model.UDP {
-			continue
-		}
 		os := oldBy[key]
 		for _, f := range ns.Frontends {
 			if len(ns.Endpoints(f.Kind)) == 0 {
 				continue
 			}
 			if os == nil || !hasFrontend(os, f) || len(os.Endpoints(f.Kind)) == 0 {
-				served[f.AddrPort()] = true
+				served[Frontend{ns.Protocol, f.AddrPort()}] = true
 			}
 		}
 	}
-	for k := range stale {
-		p.Stale = append(p.Stale, k)
+	var out []Frontend
+	for f := range served {
+		out = append(out, f)
 	}
-	for a := range served {
-		p.NewlyServed = append(p.NewlyServed, a)
-	}
-	sort.Slice(p.Stale, func(i, j int) bool {
-		if p.Stale[i].Frontend != p.Stale[j].Frontend {
-			return p.Stale[i].Frontend.Compare(p.Stale[j].Frontend) < 0
-		}
-		return p.Stale[i].Endpoint.Compare(p.Stale[j].Endpoint) < 0
-	})
-	sort.Slice(p.NewlyServed, func(i, j int) bool { return p.NewlyServed[i].Compare(p.NewlyServed[j]) < 0 })
-	return p
+	return out
 }
 
 func hasFrontend(s *model.Service, f model.Frontend) bool {
@@ -123,10 +158,10 @@ func hasFrontend(s *model.Service, f model.Frontend) bool {
 	return false
 }
 
-// filter matches UDP conntrack flows against a plan in O(1) per flow.
+// filter matches conntrack flows against a plan in O(1) per flow.
 type filter struct {
 	stale  map[flowKey]bool
-	served map[netip.AddrPort]bool
+	served map[Frontend]bool
 }
 
 func addrPort(ip net.IP, port uint16) netip.AddrPort {
@@ -137,18 +172,41 @@ func addrPort(ip net.IP, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(a.Unmap(), port)
 }
 
+// protocolOf maps a conntrack protocol number to the model's protocol.
+func protocolOf(p uint8) model.Protocol {
+	switch p {
+	case unix.IPPROTO_TCP:
+		return model.TCP
+	case unix.IPPROTO_UDP:
+		return model.UDP
+	case unix.IPPROTO_SCTP:
+		return model.SCTP
+	}
+	return ""
+}
+
 // MatchConntrackFlow implements netlink.CustomConntrackFilter.
 func (f *filter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
-	if flow.Forward.Protocol != unix.IPPROTO_UDP {
-		return false
-	}
+	proto := protocolOf(flow.Forward.Protocol)
 	dst := addrPort(flow.Forward.DstIP, flow.Forward.DstPort)
-	if f.served[dst] {
-		return true
+	// The reply comes from the endpoint the flow was DNATed to, or from
+	// the frontend itself when it was not translated.
+	from := addrPort(flow.Reverse.SrcIP, flow.Reverse.SrcPort)
+	switch proto {
+	case model.UDP:
+		return f.served[Frontend{proto, dst}] || f.stale[flowKey{dst, from}]
+	case model.TCP:
+		return f.served[Frontend{proto, dst}] && from == dst && unanswered(flow)
+	case model.SCTP:
+		return f.served[Frontend{proto, dst}] && from == dst
 	}
-	// The reply comes from the endpoint the flow was DNATed to.
-	ep := addrPort(flow.Reverse.SrcIP, flow.Reverse.SrcPort)
-	return f.stale[flowKey{dst, ep}]
+	return false
+}
+
+// unanswered reports whether a TCP flow never got past its SYN.
+func unanswered(flow *netlink.ConntrackFlow) bool {
+	info, ok := flow.ProtoInfo.(*netlink.ProtoInfoTCP)
+	return ok && (info.State == nl.TCP_CONNTRACK_SYN_SENT || info.State == nl.TCP_CONNTRACK_SYN_SENT2)
 }
 
 // Apply deletes the planned flows from the conntrack table of the calling
@@ -157,12 +215,12 @@ func Apply(p Plan, family model.Family) (uint, error) {
 	if p.Empty() {
 		return 0, nil
 	}
-	f := &filter{stale: map[flowKey]bool{}, served: map[netip.AddrPort]bool{}}
+	f := &filter{stale: map[flowKey]bool{}, served: map[Frontend]bool{}}
 	for _, k := range p.Stale {
 		f.stale[k] = true
 	}
-	for _, a := range p.NewlyServed {
-		f.served[a] = true
+	for _, fe := range p.NewlyServed {
+		f.served[fe] = true
 	}
 	h, err := netlink.NewHandle(unix.NETLINK_NETFILTER)
 	if err != nil {
@@ -175,7 +233,7 @@ func Apply(p Plan, family model.Family) (uint, error) {
 	}
 	n, err := h.ConntrackDeleteFilters(netlink.ConntrackTable, fam, f)
 	if err != nil {
-		return n, fmt.Errorf("delete stale UDP conntrack entries: %w", err)
+		return n, fmt.Errorf("delete stale conntrack entries: %w", err)
 	}
 	return n, nil
 }

@@ -31,7 +31,7 @@ func TestCompute(t *testing.T) {
 		name     string
 		old, cur *model.State
 		stale    []flowKey
-		served   []netip.AddrPort
+		served   []Frontend
 	}{
 		{name: "no change",
 			old: state(udpService("a", model.UDP, "10.96.0.10", "10.0.0.1")),
@@ -47,14 +47,21 @@ func TestCompute(t *testing.T) {
 		{name: "first endpoint",
 			old:    state(udpService("a", model.UDP, "10.96.0.10")),
 			cur:    state(udpService("a", model.UDP, "10.96.0.10", "10.0.0.1")),
-			served: []netip.AddrPort{ap("10.96.0.10:53")}},
+			served: []Frontend{{model.UDP, ap("10.96.0.10:53")}}},
 		{name: "new service with endpoints",
 			old:    state(),
 			cur:    state(udpService("a", model.UDP, "10.96.0.10", "10.0.0.1")),
-			served: []netip.AddrPort{ap("10.96.0.10:53")}},
-		{name: "TCP ignored",
+			served: []Frontend{{model.UDP, ap("10.96.0.10:53")}}},
+		{name: "TCP endpoint replaced: no stale flows",
 			old: state(udpService("a", model.TCP, "10.96.0.10", "10.0.0.1")),
-			cur: state(udpService("a", model.TCP, "10.96.0.11", "10.0.0.2"))},
+			cur: state(udpService("a", model.TCP, "10.96.0.10", "10.0.0.2"))},
+		{name: "TCP frontend moved: newly served",
+			old:    state(udpService("a", model.TCP, "10.96.0.10", "10.0.0.1")),
+			cur:    state(udpService("a", model.TCP, "10.96.0.11", "10.0.0.2")),
+			served: []Frontend{{model.TCP, ap("10.96.0.11:53")}}},
+		{name: "TCP frontend without endpoints: not served",
+			old: state(),
+			cur: state(udpService("a", model.TCP, "10.96.0.11"))},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -71,14 +78,19 @@ func TestCompute(t *testing.T) {
 // exercise for real).
 func TestFilter(t *testing.T) {
 	f := &filter{
-		stale:  map[flowKey]bool{{ap("10.96.0.10:53"), ap("10.0.0.1:5353")}: true},
-		served: map[netip.AddrPort]bool{ap("10.96.0.11:53"): true},
+		stale: map[flowKey]bool{{ap("10.96.0.10:53"), ap("10.0.0.1:5353")}: true},
+		served: map[Frontend]bool{{model.UDP, ap("10.96.0.11:53")}: true, {model.TCP, ap("10.96.0.12:80")}: true,
+			{model.SCTP, ap("10.96.0.13:80")}: true},
 	}
 	flow := func(proto uint8, dst string, dport uint16, rsrc string, rport uint16) *netlink.ConntrackFlow {
 		return &netlink.ConntrackFlow{
 			Forward: netlink.IPTuple{Protocol: proto, SrcIP: net.ParseIP("10.1.0.1"), DstIP: net.ParseIP(dst), DstPort: dport},
 			Reverse: netlink.IPTuple{Protocol: proto, SrcIP: net.ParseIP(rsrc), SrcPort: rport},
 		}
+	}
+	tcp := func(f *netlink.ConntrackFlow, state uint8) *netlink.ConntrackFlow {
+		f.ProtoInfo = &netlink.ProtoInfoTCP{State: state}
+		return f
 	}
 	for _, tc := range []struct {
 		name string
@@ -90,6 +102,14 @@ func TestFilter(t *testing.T) {
 		{"tcp same tuple", flow(unix.IPPROTO_TCP, "10.96.0.10", 53, "10.0.0.1", 5353), false},
 		{"newly served frontend", flow(unix.IPPROTO_UDP, "10.96.0.11", 53, "10.96.0.11", 53), true},
 		{"other port", flow(unix.IPPROTO_UDP, "10.96.0.11", 54, "10.96.0.11", 54), false},
+		{"tcp to a UDP frontend", tcp(flow(unix.IPPROTO_TCP, "10.96.0.11", 53, "10.96.0.11", 53), 1), false},
+		{"tcp unanswered, untranslated", tcp(flow(unix.IPPROTO_TCP, "10.96.0.12", 80, "10.96.0.12", 80), 1), true},
+		{"tcp SYN_SENT2, untranslated", tcp(flow(unix.IPPROTO_TCP, "10.96.0.12", 80, "10.96.0.12", 80), 9), true},
+		{"tcp answered, untranslated", tcp(flow(unix.IPPROTO_TCP, "10.96.0.12", 80, "10.96.0.12", 80), 3), false},
+		{"tcp unanswered, translated", tcp(flow(unix.IPPROTO_TCP, "10.96.0.12", 80, "10.0.0.1", 8080), 1), false},
+		{"tcp without protocol info", flow(unix.IPPROTO_TCP, "10.96.0.12", 80, "10.96.0.12", 80), false},
+		{"sctp untranslated", flow(unix.IPPROTO_SCTP, "10.96.0.13", 80, "10.96.0.13", 80), true},
+		{"sctp translated", flow(unix.IPPROTO_SCTP, "10.96.0.13", 80, "10.0.0.1", 8080), false},
 	} {
 		if got := f.MatchConntrackFlow(tc.f); got != tc.want {
 			t.Errorf("%s: match = %v, want %v", tc.name, got, tc.want)

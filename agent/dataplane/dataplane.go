@@ -1,8 +1,8 @@
 // Package dataplane owns the node agent's backend through its life: it
 // builds the backend a revision asks for, switches backends without a gap
 // (the old backend's rules go only once the new one has synced), runs the
-// backend-neutral steps after every sync of every backend (stale UDP
-// conntrack entries), tunes conntrack once per revision, and removes
+// backend-neutral steps after every sync of every backend (stale conntrack
+// entries), tunes conntrack once per revision, and removes
 // everything when the node is no longer selected.
 //
 // All kernel work runs through Options.InNetNS, so that a test can run it
@@ -30,7 +30,7 @@ type Options struct {
 	InNetNS func(func() error) error
 	// NewBackend builds a backend; nil uses DefaultNewBackend.
 	NewBackend Factory
-	// Conntrack deletes stale UDP flows after a sync; nil uses
+	// Conntrack deletes the conntrack entries a sync made wrong; nil uses
 	// conntrack.Clean.
 	Conntrack func(old, cur *model.State) (uint, error)
 	// Event posts an Event about the node's ProxyNode.
@@ -110,9 +110,10 @@ type Result struct {
 }
 
 // Sync makes the kernel match st with the current backend, then deletes the
-// UDP conntrack entries the change made stale, whichever the backend: UDP
-// has no teardown, so a flow keeps going to a removed endpoint (or a black
-// hole) until its entry expires. Finally the rules of a previous backend go.
+// conntrack entries the change made wrong, whichever the backend: UDP flows
+// to a removed endpoint, and flows recorded un-NATed before their frontend
+// was served (package conntrack says why). Finally the rules of a previous
+// backend go.
 func (p *Plane) Sync(ctx context.Context, st *model.State, full bool) (Result, error) {
 	if p.be == nil {
 		return Result{}, errors.New("no backend: Ensure was not called")
@@ -134,8 +135,8 @@ func (p *Plane) Sync(ctx context.Context, st *model.State, full bool) (Result, e
 	return out, nil
 }
 
-// cleanConntrack deletes stale UDP flows; a failure is logged, the rules
-// are in place anyway.
+// cleanConntrack deletes stale flows; a failure is logged, the rules are in
+// place anyway.
 func (p *Plane) cleanConntrack(st *model.State) {
 	var n uint
 	err := p.opts.InNetNS(func() error {
@@ -144,9 +145,9 @@ func (p *Plane) cleanConntrack(st *model.State) {
 		return err
 	})
 	if err != nil {
-		klog.ErrorS(err, "Failed to delete stale UDP conntrack entries")
+		klog.ErrorS(err, "Failed to delete stale conntrack entries")
 	} else if n > 0 {
-		klog.V(2).InfoS("Deleted stale UDP conntrack entries", "count", n)
+		klog.V(2).InfoS("Deleted stale conntrack entries", "count", n)
 	}
 }
 

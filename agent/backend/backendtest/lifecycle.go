@@ -28,6 +28,7 @@ var Scenarios = []Scenario{
 	{Name: "LocalTrafficDetection", Run: LocalTrafficDetection},
 	{Name: "UDPEndpointReplaced", Run: UDPEndpointReplaced},
 	{Name: "UDPFirstEndpoint", Run: UDPFirstEndpoint},
+	{Name: "TCPFirstEndpoint", Run: TCPFirstEndpoint},
 	{Name: "FlushRecovery", Run: FlushRecovery},
 	{Name: "AdoptAndIdempotence", Run: AdoptAndIdempotence},
 	{Name: "PartialSync", Run: PartialSync},
@@ -90,6 +91,25 @@ func UDPEndpointReplaced(t *testing.T, h Harness) {
 // endpoint, that entry must be deleted after the sync (the sync core's
 // conntrack step) or the flow stays black-holed.
 func UDPFirstEndpoint(t *testing.T, h Harness) {
+	firstEndpoint(t, h, "UDPFirstEndpoint", corev1.ProtocolUDP, 53, 40002)
+}
+
+// TCPFirstEndpoint: a SYN sent to a VIP before it had rules leaves an
+// un-NATed, unanswered conntrack entry (SYN_SENT, 120 s). A new connection
+// that the kernel gives the same source port later matches that entry,
+// skips the nat table and leaves untranslated: the client gets "network
+// unreachable" or a timeout although the Service is programmed. The
+// conntrack step must delete such entries once the frontend is served.
+func TCPFirstEndpoint(t *testing.T, h Harness) {
+	firstEndpoint(t, h, "TCPFirstEndpoint", corev1.ProtocolTCP, 80, 40003)
+}
+
+// firstEndpoint sends to a VIP from a fixed client port before its Service
+// exists, then adds the Service with one endpoint and sends again from the
+// same port: with the conntrack step the endpoint answers; without it (the
+// control) the stale entry still sends the packet out untranslated.
+func firstEndpoint(t *testing.T, h Harness, name string, proto corev1.Protocol, port int32, localPort int) {
+	nw := strings.ToLower(string(proto))
 	for _, tc := range []struct {
 		name  string
 		clean bool
@@ -107,14 +127,14 @@ func UDPFirstEndpoint(t *testing.T, h Harness) {
 				}
 			}
 			sync() // no services yet
-			opts := netns.RequestOptions{Local: tp.At(ClientIP, 40002), Timeout: time.Second}
-			if _, err := tp.Client.Request("udp", tp.At(VIP, 53), opts); netns.Outcome(err) != "timeout" {
+			opts := netns.RequestOptions{Local: tp.At(ClientIP, localPort), Timeout: time.Second}
+			if _, err := tp.Client.Request(nw, tp.At(VIP, int(port)), opts); netns.Outcome(err) != "timeout" {
 				t.Fatalf("before the service exists: outcome %s (%v), want timeout", netns.Outcome(err), err)
 			}
-			tp.Put(Svc{Name: "dns", ClusterIP: VIP, Proto: corev1.ProtocolUDP, Port: 53, Eps: []Ep{{IP: "10.211.2.2"}}})
+			tp.Put(Svc{Name: "first", ClusterIP: VIP, Proto: proto, Port: port, Eps: []Ep{{IP: "10.211.2.2"}}})
 			sync()
-			_, err := tp.Client.Request("udp", tp.At(VIP, 53), opts)
-			if !tc.clean && h.Limited(t, "UDPFirstEndpoint/control without cleanup") {
+			_, err := tp.Client.Request(nw, tp.At(VIP, int(port)), opts)
+			if !tc.clean && h.Limited(t, name+"/control without cleanup") {
 				t.Logf("without cleanup the flow's outcome: %s (%v)", netns.Outcome(err), err)
 				return
 			}

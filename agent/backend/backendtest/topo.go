@@ -401,7 +401,7 @@ func (tp *Topo) syncWith(be backend.Backend, st *model.State, full bool) backend
 	return res
 }
 
-// CleanConntrack deletes the UDP conntrack entries the last sync made
+// CleanConntrack deletes the conntrack entries the last sync made
 // stale, as the agent's sync core does after every backend's sync.
 func (tp *Topo) CleanConntrack() {
 	tp.T.Helper()

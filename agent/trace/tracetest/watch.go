@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/agent/trace"
@@ -80,7 +81,7 @@ func observe(read Reader, stats *Stats, p netns.Probe) func(netns.Reply, error) 
 		t.Errorf("trace check: %v", err)
 		return nil
 	}
-	if pkt.SrcPort != 0 && pkt.Proto == "udp" {
+	if pkt.SrcPort != 0 && (pkt.Proto == "udp" || pkt.Proto == "tcp") {
 		if est, err := established(node, pkt); err != nil {
 			t.Errorf("trace check: %v", err)
 			return nil
@@ -177,9 +178,10 @@ func packetOf(p netns.Probe, node *netns.NS) (trace.Packet, error) {
 }
 
 // established reports whether the node's conntrack table has an entry of
-// the request's UDP flow (a fixed source port used before): its packets
-// then follow that entry, not the rules. (A new TCP SYN on an old tuple
-// starts a new entry, so TCP is always traced.)
+// the request's flow (a fixed source port used before): its packets then
+// follow that entry, not the rules. For TCP only an unanswered entry
+// counts: a SYN on a closed or timed-wait tuple starts a new entry, but a
+// SYN on a SYN_SENT one joins it.
 func established(node *netns.NS, pkt trace.Packet) (bool, error) {
 	fam := netlink.InetFamily(netlink.FAMILY_V4)
 	if pkt.Src.Is6() {
@@ -195,13 +197,20 @@ func established(node *netns.NS, pkt trace.Packet) (bool, error) {
 			src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
 			dst, _ := netip.AddrFromSlice(f.Forward.DstIP)
 			if src.Unmap() == pkt.Src && f.Forward.SrcPort == pkt.SrcPort && protoName(f.Forward.Protocol) == pkt.Proto &&
-				dst.Unmap() == pkt.Dst && f.Forward.DstPort == pkt.DstPort {
+				dst.Unmap() == pkt.Dst && f.Forward.DstPort == pkt.DstPort && (pkt.Proto != "tcp" || synSent(f)) {
 				found = true
 			}
 		}
 		return nil
 	})
 	return found, err
+}
+
+// synSent reports whether a TCP entry is still waiting for its SYN's
+// answer.
+func synSent(f *netlink.ConntrackFlow) bool {
+	info, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP)
+	return ok && (info.State == nl.TCP_CONNTRACK_SYN_SENT || info.State == nl.TCP_CONNTRACK_SYN_SENT2)
 }
 
 func protoName(p uint8) string {
