@@ -298,6 +298,7 @@ func (a *Agent) recordFamilyMetrics(fam model.Family, res dataplane.Result, took
 	m.Endpoints.WithLabelValues(f).Set(float64(res.Endpoints))
 	m.Rules.WithLabelValues(f).Set(float64(res.Rules))
 	m.Owned.WithLabelValues(f).Set(float64(res.Owned))
+	m.ConntrackDeleted.WithLabelValues(f).Add(float64(res.ConntrackDeleted))
 }
 
 // recordMetrics updates the node-wide metrics of a good pass. The first

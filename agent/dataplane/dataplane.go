@@ -107,6 +107,8 @@ type Result struct {
 	// Services and Endpoints count what the state asks for, the same way
 	// whatever the backend (model.State.Counts).
 	Services, Endpoints int
+	// ConntrackDeleted counts the conntrack entries deleted after the sync.
+	ConntrackDeleted uint
 }
 
 // Sync makes the kernel match st with the current backend, then deletes the
@@ -127,17 +129,17 @@ func (p *Plane) Sync(ctx context.Context, st *model.State, full bool) (Result, e
 	if err != nil {
 		return Result{SyncResult: res, Backend: p.be.Name()}, err
 	}
-	p.cleanConntrack(st)
+	deleted := p.cleanConntrack(st)
 	p.last = st
 	p.retireOld(ctx)
-	out := Result{SyncResult: res, Backend: p.be.Name()}
+	out := Result{SyncResult: res, Backend: p.be.Name(), ConntrackDeleted: deleted}
 	out.Services, out.Endpoints = st.Counts()
 	return out, nil
 }
 
-// cleanConntrack deletes stale flows; a failure is logged, the rules are in
-// place anyway.
-func (p *Plane) cleanConntrack(st *model.State) {
+// cleanConntrack deletes stale flows and returns how many; a failure is
+// logged, the rules are in place anyway.
+func (p *Plane) cleanConntrack(st *model.State) uint {
 	var n uint
 	err := p.opts.InNetNS(func() error {
 		var err error
@@ -149,6 +151,7 @@ func (p *Plane) cleanConntrack(st *model.State) {
 	} else if n > 0 {
 		klog.V(2).InfoS("Deleted stale conntrack entries", "count", n)
 	}
+	return n
 }
 
 // retireOld removes the rules of the previous backend, now that the new one

@@ -39,6 +39,7 @@ type Metrics struct {
 	RevisionErrors         prometheus.Counter
 	StatusWrites           *prometheus.CounterVec
 	HealthCheckNodePorts   prometheus.Gauge
+	ConntrackDeleted       *prometheus.CounterVec // ip_family
 }
 
 func gauge(name, help string) prometheus.Gauge {
@@ -95,11 +96,13 @@ func New() *Metrics {
 		RevisionErrors:       counter("revision_errors_total", "Config revisions the agent refused (undecodable, or asking for a backend the node cannot run)."),
 		StatusWrites:         counterVec("status_writes_total", "Writes of the ProxyNode status, by result (ok, conflict, error).", "result"),
 		HealthCheckNodePorts: gauge("health_check_node_ports", "HealthCheckNodePort servers the agent runs."),
+		ConntrackDeleted: counterVec("conntrack_deleted_entries_total",
+			"Conntrack entries deleted after syncs (UDP flows to removed endpoints; un-NATed flows of frontends that became served), by IP family.", Family),
 	}
 	m.Registry.MustRegister(m.SyncDuration, m.NetworkProgramming, m.LastSync, m.LastQueued,
 		m.EndpointChangesPending, m.EndpointChangesTotal, m.ServiceChangesPending, m.ServiceChangesTotal,
 		m.SyncFull, m.SyncPartial, m.SyncFailures, m.Services, m.Endpoints, m.Owned, m.Rules, m.Problems,
-		m.FailedPolicies, m.Backend, m.RevisionErrors, m.StatusWrites, m.HealthCheckNodePorts,
+		m.FailedPolicies, m.Backend, m.RevisionErrors, m.StatusWrites, m.HealthCheckNodePorts, m.ConntrackDeleted,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

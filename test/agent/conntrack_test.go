@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/synterix/synterix-kube-proxy/api/v1alpha1"
+	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
 // TestConntrackTuningApplied: the conntrack timeouts of a revision reach
@@ -51,4 +53,34 @@ func TestConntrackTuningApplied(t *testing.T) {
 		return e.Reason == v1alpha1.ReasonConntrackTuningFailed && e.InvolvedObject.Name == nodeName &&
 			strings.Contains(e.Message, "nf_conntrack_max") && strings.Contains(e.Message, "not applied")
 	})
+}
+
+// TestUnansweredSYNBeforeTheService: a client sends a SYN to a ClusterIP
+// before its Service exists (a pod that starts with its Service, or polls
+// it). The SYN leaves untranslated and gets no answer, and conntrack keeps
+// its entry for 120 s. Once the agent programs the Service it must delete
+// that entry: a new connection given the same source port would otherwise
+// join it and leave untranslated again (the ENETUNREACH of the upgrade
+// test, docs/testing.md). The metric counts the deletion.
+func TestUnansweredSYNBeforeTheService(t *testing.T) {
+	requireKernel(t)
+	w := startWeb(t, "rev-syn", baseSpec())
+	p := w.startAgent()
+	w.waitServing("rev-syn")
+	const vip = "10.0.0.20:80"
+	opts := netns.RequestOptions{Local: clientIP + ":40111", Timeout: time.Second}
+	if _, err := w.client.Request("tcp", vip, opts); netns.Outcome(err) != "timeout" {
+		t.Fatalf("before the Service exists: outcome %s (%v), want timeout", netns.Outcome(err), err)
+	}
+	before := p.metric(t, "synterix_conntrack_deleted_entries_total")
+	w.service("late", "10.0.0.20", "10.211.2.2")
+	eventually(t, "the agent deletes the unanswered entry", func() (bool, string) {
+		n := p.metric(t, "synterix_conntrack_deleted_entries_total")
+		return n > before, fmt.Sprintf("synterix_conntrack_deleted_entries_total %v (before %v)", n, before)
+	})
+	r, err := w.client.Request("tcp", vip, opts)
+	if err != nil || r.Server != "10.211.2.2" {
+		t.Errorf("from the SYN's source port after the Service was programmed: %+v %v (outcome %s), want an answer from 10.211.2.2",
+			r, err, netns.Outcome(err))
+	}
 }
