@@ -61,12 +61,85 @@ func TestFullSyncFindsStaleEndpointElements(t *testing.T) {
 	}
 }
 
+// TestTwoAgentsOnOneNode: while the operator replaces an agent pod, the
+// old agent may still sync beside the new one. A partial sync built on a
+// memory the other agent has made stale must not commit: it replaces the
+// digest it believes in, that delete fails, and the full sync it falls
+// back to lists the map and removes what the other agent added.
+func TestTwoAgentsOnOneNode(t *testing.T) {
+	tp := backendtest.NewTopo(t, harness(Options{}))
+	keep := backendtest.Svc{Name: "keep", ClusterIP: backendtest.VIP, Port: 80, NodePort: 30080, Eps: []backendtest.Ep{{IP: "10.211.2.2"}}}
+	tp.Put(keep)
+	s0 := tp.State()
+	tp.SyncState(s0, true)
+	old := tp.Backend // the agent being replaced
+	tp.Restart()
+	tp.SyncState(s0, false) // the new agent adopts the table
+	newer := tp.Backend
+
+	tp.Put(backendtest.Svc{Name: "etp", ClusterIP: "10.96.0.11", Port: 80, NodePort: 31003, ETPLocal: true,
+		Eps: []backendtest.Ep{{IP: "10.211.1.2", Local: true}, {IP: "10.211.2.2"}}})
+	tp.Backend = old
+	if res := tp.Sync(false); res.Full {
+		t.Fatalf("the old agent's partial sync fell back to a full one: %+v", res)
+	}
+	// The new agent never saw that Service; it sees keep change.
+	tp.Del("etp")
+	keep.Eps = append(keep.Eps, backendtest.Ep{IP: "10.211.2.3"})
+	tp.Put(keep)
+	tp.Backend = newer
+	if res := tp.Sync(false); !res.Full {
+		t.Errorf("a partial sync over a map the other agent changed committed: %+v", res)
+	}
+	noDrift(t, tp, "after the new agent's sync")
+}
+
+// TestUpgradeDoesNotTrustAnOldDigest: agents before the digest version
+// left the digest of their last full sync in place over partial syncs.
+// Such a digest can match a later state while the map holds more; the
+// first full sync of this version must list the map.
+func TestUpgradeDoesNotTrustAnOldDigest(t *testing.T) {
+	tp := backendtest.NewTopo(t, harness(Options{}))
+	tp.Put(backendtest.Svc{Name: "keep", ClusterIP: backendtest.VIP, Port: 80, Eps: []backendtest.Ep{{IP: "10.211.2.2"}}})
+	s0 := tp.State()
+	tp.Put(backendtest.Svc{Name: "gone", ClusterIP: "10.96.0.11", Port: 80, Eps: []backendtest.Ep{{IP: "10.211.2.3"}}})
+	tp.Sync(true)
+	// What an older agent left: the map with "gone", and the digest, in
+	// the old form (no version), of its last full sync, before "gone".
+	be := tp.Backend.(*Backend)
+	oldForm := be.desired(s0).sum
+	oldForm.minus(digestVersion)
+	if err := tp.Node.Do(func() error {
+		c, err := dial(context.Background())
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		tx := newTxn(be.f, be.table)
+		tx.setElems(setDigest, true, []elem{be.sum.elem()})
+		tx.setElems(setDigest, false, []elem{oldForm.elem()})
+		return c.commit(tx)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	tp.Restart()
+	tp.Del("gone")
+	tp.Sync(false)
+	noDrift(t, tp, "after the upgraded agent's first sync")
+}
+
 // noDrift compares every set and map of our table but the affinity set,
 // element by element, with what a full sync of the current state writes
 // (nftables.DesiredTable), as the plugin's drift check does.
 func noDrift(t *testing.T, tp *backendtest.Topo, when string) {
 	t.Helper()
-	want, err := DesiredTable(tp.State(), Options{})
+	noDriftFrom(t, tp, tp.State(), when)
+}
+
+// noDriftFrom is noDrift against a given state.
+func noDriftFrom(t *testing.T, tp *backendtest.Topo, st *model.State, when string) {
+	t.Helper()
+	want, err := DesiredTable(st, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
