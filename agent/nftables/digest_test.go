@@ -2,6 +2,8 @@ package nftables
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"testing"
 
@@ -128,6 +130,56 @@ func TestUpgradeDoesNotTrustAnOldDigest(t *testing.T) {
 	noDrift(t, tp, "after the upgraded agent's first sync")
 }
 
+// TestCutShortFullSyncLeavesNoStaleDigest: a full sync larger than a
+// transaction (Options.ChunkBytes) commits in several; cut short after
+// the first, it has changed part of the endpoints map. The digest the
+// table held before must be gone by then, or a later full sync of the
+// state that digest described trusts the half-changed map.
+func TestCutShortFullSyncLeavesNoStaleDigest(t *testing.T) {
+	tp := backendtest.NewTopo(t, harness(Options{ChunkBytes: 512}))
+	put := func(ips ...string) *model.State {
+		for i := range 6 {
+			var eps []backendtest.Ep
+			for _, ip := range ips {
+				eps = append(eps, backendtest.Ep{IP: ip})
+			}
+			tp.Put(backendtest.Svc{Name: fmt.Sprintf("s%d", i), ClusterIP: fmt.Sprintf("10.96.0.%d", 20+i), Port: 80, Eps: eps})
+		}
+		return tp.State()
+	}
+	s0 := put("10.211.1.2", "10.211.1.3", "10.211.1.4")
+	tp.SyncState(s0, true)
+	s1 := put("10.211.2.2", "10.211.2.3", "10.211.2.4")
+
+	// FAKE failure: the first transaction is committed to the kernel,
+	// the second fails as a kernel error would.
+	errCut := errors.New("FAKE: transaction refused")
+	be := tp.Backend.(*Backend)
+	commits := 0
+	err := tp.Node.Do(func() error {
+		c, err := dial(context.Background())
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		_, err = be.fullSyncWith(c, s1, func(tx *txn) error {
+			if commits++; commits > 1 {
+				return errCut
+			}
+			return c.commit(tx)
+		})
+		return err
+	})
+	if !errors.Is(err, errCut) {
+		t.Fatalf("full sync with its second transaction refused: %v", err)
+	}
+	if len(drift(t, tp, s0)) == 0 {
+		t.Fatalf("the first transaction changed nothing: the test needs a smaller ChunkBytes")
+	}
+	res := tp.SyncState(s0, true)
+	noDriftFrom(t, tp, s0, fmt.Sprintf("after a full sync of the state before (%+v)", res))
+}
+
 // noDrift compares every set and map of our table but the affinity set,
 // element by element, with what a full sync of the current state writes
 // (nftables.DesiredTable), as the plugin's drift check does.
@@ -139,32 +191,43 @@ func noDrift(t *testing.T, tp *backendtest.Topo, when string) {
 // noDriftFrom is noDrift against a given state.
 func noDriftFrom(t *testing.T, tp *backendtest.Topo, st *model.State, when string) {
 	t.Helper()
+	for _, d := range drift(t, tp, st) {
+		t.Errorf("%s: %s", when, d)
+	}
+}
+
+// drift lists the elements by which our table's sets differ from what a
+// full sync of st writes.
+func drift(t *testing.T, tp *backendtest.Topo, st *model.State) []string {
+	t.Helper()
 	want, err := DesiredTable(st, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	have := readOurTable(t, tp)
+	var out []string
 	for _, ws := range want.Sets {
 		if ws.Name == setAffinity {
 			continue
 		}
 		hs := have.Set(ws.Name)
 		if hs == nil {
-			t.Errorf("%s: set %s missing", when, ws.Name)
+			out = append(out, "set "+ws.Name+" missing")
 			continue
 		}
 		w, h := elemStrings(ws), elemStrings(hs)
 		for _, e := range h {
 			if !slices.Contains(w, e) {
-				t.Errorf("%s: extra element of %s in the kernel: %s", when, ws.Name, e)
+				out = append(out, "extra element of "+ws.Name+" in the kernel: "+e)
 			}
 		}
 		for _, e := range w {
 			if !slices.Contains(h, e) {
-				t.Errorf("%s: element of %s missing in the kernel: %s", when, ws.Name, e)
+				out = append(out, "element of "+ws.Name+" missing in the kernel: "+e)
 			}
 		}
 	}
+	return out
 }
 
 // readOurTable reads our table back from the node namespace.
