@@ -67,8 +67,15 @@ func (b *Backend) partialSync(c *conn, st *model.State) (backend.SyncResult, err
 	hairpin := b.hairpinElems(st)
 	d.old[setHairpin], d.cur[setHairpin] = b.hairpin, hairpin
 	if d.sum != b.sum {
-		d.old[setDigest] = map[string]elem{"": b.sum.elem()}
-		d.cur[setDigest] = map[string]elem{"": d.sum.elem()}
+		// Replace the digest in the same transaction, keyed by the
+		// element itself (a set element has no value, so two digests
+		// under one key would compare equal and neither be written).
+		// Deleting the old one also checks that the kernel holds what
+		// b.sum says: if not, the commit fails and a full sync lists
+		// the map.
+		o, n := b.sum.elem(), d.sum.elem()
+		d.old[setDigest] = map[string]elem{o.key: o}
+		d.cur[setDigest] = map[string]elem{n.key: n}
 	}
 	for _, set := range elemSets {
 		t.setElems(set, true, changed(d.old[set], d.cur[set]))

@@ -102,8 +102,15 @@ func (r *renderer) endpointElems(frag *fragment, s *model.Service, frontend stri
 // sums of two 64-bit halves of each element's SHA-256. The backend keeps
 // the digest of the whole map in the endpoints-digest set, so that a full
 // sync (and a restarted agent) verifies the largest map without listing
-// it.
+// it. Every transaction that changes the map replaces the digest with it.
 type epsSum [2]uint64
+
+// digestVersion is counted into the digest element as one more element.
+// Agents before it did not replace the digest on partial syncs, so their
+// digest could match a later state while the map held more; with the
+// version, no such digest matches, and the first full sync after an
+// upgrade lists the map once.
+var digestVersion = elemHash(elem{key: "synterix endpoints-digest v2"})
 
 func elemHash(e elem) epsSum {
 	var buf [128]byte
@@ -119,5 +126,6 @@ func (s *epsSum) minus(o epsSum) { s[0] -= o[0]; s[1] -= o[1] }
 
 // elem is the digest as the endpoints-digest set's one element.
 func (s epsSum) elem() elem {
+	s.plus(digestVersion)
 	return elem{key: string(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, s[0]), s[1]))}
 }

@@ -73,6 +73,11 @@ func (b *Backend) desired(st *model.State) *desired {
 // only the differences: a restarted agent adopts the table without a
 // write and without a gap.
 func (b *Backend) fullSync(c *conn, st *model.State) (backend.SyncResult, error) {
+	return b.fullSyncWith(c, st, c.commit)
+}
+
+// fullSyncWith is fullSync committing its transactions with commit.
+func (b *Backend) fullSyncWith(c *conn, st *model.State, commit func(*txn) error) (backend.SyncResult, error) {
 	res := backend.SyncResult{Full: true}
 	d := b.desired(st)
 	names := make([]string, len(d.shared))
@@ -92,7 +97,7 @@ func (b *Backend) fullSync(c *conn, st *model.State) (backend.SyncResult, error)
 			return res, err
 		}
 	}
-	res.Rules, err = b.planFull(d, ks, c.commit)
+	res.Rules, err = b.planFull(d, ks, commit)
 	if err != nil {
 		return res, err
 	}
@@ -229,6 +234,14 @@ func (p *planner) services(d *desired, ks *kstate, distrust bool) (int, error) {
 	for _, c := range d.shared {
 		wanted[c.name] = true
 	}
+	if !ks.trusted {
+		// The old digest goes in the first transaction: a full sync cut
+		// short after some of its transactions leaves no digest, never
+		// one that no longer covers the endpoints map.
+		for _, e := range ks.elems[setDigest] {
+			p.del[setDigest] = append(p.del[setDigest], e)
+		}
+	}
 	for i, s := range d.svcs {
 		f := d.frags[i]
 		for _, n := range f.chains {
@@ -303,9 +316,6 @@ func (p *planner) stale(d *desired, ks *kstate, wanted map[string]bool) {
 		}
 	}
 	if !ks.trusted {
-		for _, e := range ks.elems[setDigest] {
-			p.del[setDigest] = append(p.del[setDigest], e)
-		}
 		p.add[setDigest] = append(p.add[setDigest], d.sum.elem())
 	}
 	p.flushElems()
