@@ -128,7 +128,7 @@ func New(opts Options) *Agent {
 	}
 	a := &Agent{opts: opts, tracer: opts.TracerProvider.Tracer(tracerName)}
 	a.runner = syncer.New(a.sync, syncer.DefaultMinSyncPeriod, syncer.DefaultSyncPeriod, opts.Burst)
-	a.hc = health.NewNodePorts(opts.Listen)
+	a.hc = health.NewNodePorts(opts.Listen, opts.Health)
 	a.tracker = source.NewTracker(opts.Metrics, opts.Health, a.runner.Request)
 	return a
 }

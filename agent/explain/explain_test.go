@@ -147,6 +147,7 @@ func TestFindings(t *testing.T) {
 	used := report.Endpoint{Category: "ready", ClusterIP: report.Used, External: report.Used}
 	term := report.Endpoint{Category: "serving-terminating", ClusterIP: report.Used, External: report.Used}
 	remote := report.Endpoint{Category: "ready", ClusterIP: report.Used, External: "on another node"}
+	remoteInternal := report.Endpoint{Category: "ready", ClusterIP: "on another node", External: report.Used}
 	for _, tc := range []struct {
 		name string
 		r    report.Service
@@ -158,6 +159,10 @@ func TestFindings(t *testing.T) {
 		{"terminating fallback", report.Service{Ports: []report.Port{port([]report.Endpoint{term, term})}}, "OK", true},
 		{"local without endpoint", report.Service{Ports: []report.Port{port([]report.Endpoint{remote}, func(p *report.Port) { p.ExternalTrafficPolicyLocal = true })}},
 			"PROBLEM: http/TCP: externalTrafficPolicy Local and no local endpoint: external traffic to this node (NodePort 10.210.0.1:30080) is dropped", false},
+		{"internal local without endpoint", report.Service{Ports: []report.Port{port([]report.Endpoint{remoteInternal}, func(p *report.Port) { p.InternalTrafficPolicyLocal = true })}},
+			"PROBLEM: http/TCP: internalTrafficPolicy Local and no local endpoint: ClusterIP traffic from this node is dropped", false},
+		{"internal local without any endpoint rejects", report.Service{Ports: []report.Port{port(nil, func(p *report.Port) { p.InternalTrafficPolicyLocal = true })}},
+			"PROBLEM: http/TCP: no endpoints: connections to ClusterIP 10.96.0.10:80, NodePort 10.210.0.1:30080 are rejected", false},
 		{"policy", report.Service{Ports: []report.Port{port([]report.Endpoint{used})}, Policies: []report.Policy{{Name: "p", Reason: "UnsupportedByBackend", Message: "m"}}},
 			"PROBLEM: the policy p is not programmed on node-3: UnsupportedByBackend (m)", false},
 		{"drift", report.Service{Ports: []report.Port{port([]report.Endpoint{used}, func(p *report.Port) {
@@ -171,6 +176,9 @@ func TestFindings(t *testing.T) {
 			findings(&r)
 			if !strings.HasPrefix(r.Verdict, tc.want) || r.OK != tc.ok {
 				t.Errorf("verdict %q ok=%t, want %q ok=%t; findings %q", r.Verdict, r.OK, tc.want, tc.ok, r.Findings)
+			}
+			if strings.Contains(tc.want, "no endpoints") && strings.Contains(strings.Join(r.Findings, "\n"), "dropped") {
+				t.Errorf("findings %q say dropped where the connections are rejected", r.Findings)
 			}
 		})
 	}

@@ -78,7 +78,8 @@ func portFindings(r *report.Service, p report.Port) []finding {
 	if topo > 0 {
 		add(false, "topology hints keep %s for other zones or nodes", plural(topo, "endpoint", "endpoints"))
 	}
-	if p.InternalTrafficPolicyLocal && internalUsed == 0 && len(clusterIPs) > 0 {
+	// Without a usable endpoint anywhere the ClusterIP rejects (said above).
+	if p.InternalTrafficPolicyLocal && internalUsed == 0 && len(clusterIPs) > 0 && ready+term > 0 {
 		add(true, "internalTrafficPolicy Local and no local endpoint: ClusterIP traffic from this node is dropped")
 	}
 	if p.ExternalTrafficPolicyLocal && len(externals) > 0 && externalUsed == 0 && len(p.Endpoints) > 0 {

@@ -70,26 +70,48 @@ func (s *State) Idle(at time.Time) {
 	s.mu.Unlock()
 }
 
-// NodeDeleting marks the node as going away (reason) or not ("").
+// NodeDeleting marks the node as going away (reason) or not (""): it has
+// a deletionTimestamp or the ToBeDeletedByClusterAutoscaler taint.
 func (s *State) NodeDeleting(reason string) {
 	s.mu.Lock()
 	s.nodeDeleting = reason
 	s.mu.Unlock()
 }
 
-// Healthy reports whether the agent keeps up, and why not.
-func (s *State) Healthy() (bool, string) {
+// Live reports whether the agent keeps up with changes, and why not. It
+// judges /livez: a liveness probe must not restart the agent of a node
+// that is being drained but still carries traffic, so node deletion does
+// not count here.
+func (s *State) Live() (bool, string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.nodeDeleting != "" {
-		return false, "node is being deleted: " + s.nodeDeleting
-	}
+	return s.liveLocked()
+}
+
+func (s *State) liveLocked() (bool, string) {
 	if !s.oldestPending.IsZero() {
 		if age := s.now().Sub(s.oldestPending); age > s.threshold {
 			return false, fmt.Sprintf("a change has waited %s for a sync (threshold %s)", age.Round(time.Second), s.threshold)
 		}
 	}
 	return true, ""
+}
+
+// Healthy reports whether the agent keeps up and the node is not going
+// away, and why not. It judges /healthz and the HealthCheckNodePorts:
+// load balancers that probe them stop sending to a node being drained
+// (KEP-3836).
+func (s *State) Healthy() (bool, string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.healthyLocked()
+}
+
+func (s *State) healthyLocked() (bool, string) {
+	if s.nodeDeleting != "" {
+		return false, "node is being deleted: " + s.nodeDeleting
+	}
+	return s.liveLocked()
 }
 
 // Ready reports whether the first sync succeeded.
@@ -99,35 +121,46 @@ func (s *State) Ready() bool {
 	return s.synced
 }
 
+// report is the JSON body of /healthz, /livez and /readyz.
 type report struct {
-	LastUpdated  time.Time `json:"lastUpdated"`
-	CurrentTime  time.Time `json:"currentTime"`
-	NodeHealthy  bool      `json:"nodeHealthy"`
+	LastUpdated time.Time `json:"lastUpdated"`
+	CurrentTime time.Time `json:"currentTime"`
+	// NodeHealthy is the verdict of /healthz (/livez: of /livez).
+	NodeHealthy bool `json:"nodeHealthy"`
+	// NodeEligible is false while the node is being deleted or tainted
+	// for deletion; only /healthz fails for it.
+	NodeEligible bool      `json:"nodeEligible"`
 	Reason       string    `json:"reason,omitempty"`
 	FirstSynced  bool      `json:"firstSynced"`
 	OldestChange time.Time `json:"oldestPendingChange,omitzero"`
 }
 
-func (s *State) report() report {
-	ok, why := s.Healthy()
+// report reads the state once; live judges by Live instead of Healthy.
+func (s *State) report(live bool) report {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return report{LastUpdated: s.lastSync, CurrentTime: s.now(), NodeHealthy: ok, Reason: why,
-		FirstSynced: s.synced, OldestChange: s.oldestPending}
+	ok, why := s.healthyLocked()
+	if live {
+		ok, why = s.liveLocked()
+	}
+	return report{LastUpdated: s.lastSync, CurrentTime: s.now(), NodeHealthy: ok, NodeEligible: s.nodeDeleting == "",
+		Reason: why, FirstSynced: s.synced, OldestChange: s.oldestPending}
 }
 
-// Handler serves /healthz and /livez (healthy) and /readyz (first sync
-// done), each 200 or 503 with a JSON body.
+// Handler serves /healthz (Healthy), /livez (Live) and /readyz (first
+// sync done), each 200 or 503 with a JSON body.
 func (s *State) Handler() http.Handler {
 	mux := http.NewServeMux()
-	health := func(w http.ResponseWriter, _ *http.Request) {
-		r := s.report()
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		r := s.report(false)
 		write(w, r.NodeHealthy, r)
-	}
-	mux.HandleFunc("/healthz", health)
-	mux.HandleFunc("/livez", health)
+	})
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, _ *http.Request) {
+		r := s.report(true)
+		write(w, r.NodeHealthy, r)
+	})
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		r := s.report()
+		r := s.report(false)
 		write(w, r.FirstSynced, r)
 	})
 	return mux

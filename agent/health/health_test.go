@@ -48,43 +48,117 @@ func TestHealthEndpoints(t *testing.T) {
 	if c, _ := get(t, h, "/healthz"); c != 503 {
 		t.Errorf("healthz with a change queued during the last sync: %d", c)
 	}
+}
+
+// decode parses a health report body.
+func decode(t *testing.T, body string) report {
+	t.Helper()
+	var r report
+	if err := json.Unmarshal([]byte(body), &r); err != nil {
+		t.Fatalf("body %q: %v", body, err)
+	}
+	return r
+}
+
+// TestDrainingNode: a node being deleted fails /healthz, so that load
+// balancers drain it, and not /livez, so that kubelet does not restart the
+// agent of a node that still carries traffic (KEP-3836); a lagging agent
+// fails both.
+func TestDrainingNode(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := NewState(time.Minute)
+	s.now = func() time.Time { return now }
 	s.Synced(now, now)
+	h := s.Handler()
 	s.NodeDeleting("tainted ToBeDeletedByClusterAutoscaler")
-	if c, body := get(t, h, "/livez"); c != 503 || !strings.Contains(body, "ToBeDeleted") {
-		t.Errorf("livez of a deleted node: %d %s", c, body)
+	c, body := get(t, h, "/healthz")
+	if r := decode(t, body); c != 503 || r.NodeHealthy || r.NodeEligible || !strings.Contains(r.Reason, "ToBeDeleted") {
+		t.Errorf("healthz of a node being deleted: %d %s, want 503, nodeHealthy and nodeEligible false, the taint named", c, body)
+	}
+	c, body = get(t, h, "/livez")
+	if r := decode(t, body); c != 200 || !r.NodeHealthy || r.NodeEligible || r.Reason != "" {
+		t.Errorf("livez of a node being deleted: %d %s, want 200, nodeHealthy true, nodeEligible false", c, body)
+	}
+	if c, _ := get(t, h, "/readyz"); c != 200 {
+		t.Errorf("readyz of a node being deleted: %d, want 200 (the first sync succeeded)", c)
+	}
+	if ok, _ := s.Healthy(); ok {
+		t.Error("Healthy() of a node being deleted")
+	}
+	if ok, why := s.Live(); !ok {
+		t.Errorf("Live() of a node being deleted: %s", why)
+	}
+	// Lagging behind still fails /livez on a draining node.
+	s.Queued(now.Add(-2 * time.Minute))
+	if c, body := get(t, h, "/livez"); c != 503 || !strings.Contains(body, "waited") {
+		t.Errorf("livez of a lagging agent on a node being deleted: %d %s", c, body)
+	}
+	s.Synced(now, now)
+	s.NodeDeleting("")
+	for _, p := range []string{"/healthz", "/livez", "/readyz"} {
+		c, body := get(t, h, p)
+		if r := decode(t, body); c != 200 || !r.NodeHealthy || !r.NodeEligible {
+			t.Errorf("%s once the taint is gone: %d %s", p, c, body)
+		}
 	}
 }
 
+// nodePortGet fetches a HealthCheckNodePort and decodes its reply.
+func nodePortGet(t *testing.T, c *http.Client, url string) (int, nodePortReply, http.Header) {
+	t.Helper()
+	resp, err := c.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var r nodePortReply
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatalf("reply %d %q: %v", resp.StatusCode, body, err)
+	}
+	return resp.StatusCode, r, resp.Header
+}
+
+// TestNodePorts: a HealthCheckNodePort answers 200 only with local
+// endpoints and a healthy agent: a node being deleted, or an agent that
+// lags behind, answers 503 even with local endpoints.
 func TestNodePorts(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	st := NewState(time.Minute)
+	st.now = func() time.Time { return now }
 	n := NewNodePorts(func(network, _ string) (l netListener, err error) {
 		return listenLoopback(network)
-	})
+	}, st)
 	defer n.Close()
-	if err := n.Update(map[int32]NodePortService{30001: {Service: ServiceRef{"ns", "web"}, LocalEndpoints: 2}}); err != nil {
+	web := NodePortService{Service: ServiceRef{"ns", "web"}, LocalEndpoints: 2}
+	if err := n.Update(map[int32]NodePortService{30001: web}); err != nil {
 		t.Fatal(err)
 	}
-	addr := n.addr(30001)
-	resp, err := http.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
+	url := "http://" + n.addr(30001) + "/"
+	c := http.DefaultClient
+	code, r, hdr := nodePortGet(t, c, url)
+	if code != 200 || r.LocalEndpoints != 2 || r.Service.Name != "web" || r.Service.Namespace != "ns" || !r.ServiceProxyHealthy {
+		t.Errorf("healthy, 2 local endpoints: %d %+v", code, r)
 	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	var r struct {
-		Service        ServiceRef `json:"service"`
-		LocalEndpoints int        `json:"localEndpoints"`
+	if w := hdr.Get("X-Load-Balancing-Endpoint-Weight"); w != "2" {
+		t.Errorf("X-Load-Balancing-Endpoint-Weight %q, want 2", w)
 	}
-	if err := json.Unmarshal(body, &r); err != nil || resp.StatusCode != 200 || r.LocalEndpoints != 2 || r.Service.Name != "web" {
-		t.Errorf("reply %d %s (%v)", resp.StatusCode, body, err)
+	st.NodeDeleting("deletionTimestamp is set")
+	if code, r, _ := nodePortGet(t, c, url); code != 503 || r.LocalEndpoints != 2 || r.ServiceProxyHealthy {
+		t.Errorf("node being deleted, 2 local endpoints: %d %+v, want 503 with serviceProxyHealthy false", code, r)
+	}
+	st.NodeDeleting("")
+	st.Queued(now.Add(-2 * time.Minute))
+	if code, r, _ := nodePortGet(t, c, url); code != 503 || r.ServiceProxyHealthy {
+		t.Errorf("agent lagging behind: %d %+v, want 503 with serviceProxyHealthy false", code, r)
+	}
+	st.Synced(now, now)
+	if code, r, _ := nodePortGet(t, c, url); code != 200 || !r.ServiceProxyHealthy {
+		t.Errorf("healthy again: %d %+v", code, r)
 	}
 	_ = n.Update(map[int32]NodePortService{30001: {Service: ServiceRef{"ns", "web"}, LocalEndpoints: 0}})
-	resp, err = http.Get("http://" + addr + "/")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 503 {
-		t.Errorf("no local endpoints: %d, want 503", resp.StatusCode)
+	if code, r, _ := nodePortGet(t, c, url); code != 503 || r.LocalEndpoints != 0 || !r.ServiceProxyHealthy {
+		t.Errorf("no local endpoints: %d %+v, want 503 with serviceProxyHealthy true", code, r)
 	}
 	_ = n.Update(nil)
 	if n.Ports() != 0 {

@@ -30,28 +30,33 @@ type Listen func(network, addr string) (net.Listener, error)
 
 // NodePorts runs one HTTP server per HealthCheckNodePort. Load balancers
 // probe it: 200 with the count of local endpoints when there is at least
-// one, else 503.
+// one and the agent is healthy (State.Healthy: keeping up, and the node not
+// being deleted), else 503, so that they stop sending to a node that
+// cannot serve the Service or is being drained.
 type NodePorts struct {
 	listen Listen
+	proxy  *State
 
 	mu      sync.Mutex
 	servers map[int32]*nodePortServer
 }
 
 type nodePortServer struct {
-	mu   sync.Mutex
-	svc  NodePortService
-	srv  *http.Server
-	addr string
+	mu    sync.Mutex
+	svc   NodePortService
+	srv   *http.Server
+	addr  string
+	proxy *State
 }
 
 // NewNodePorts returns a manager that opens its listeners with listen
-// (net.Listen when nil).
-func NewNodePorts(listen Listen) *NodePorts {
+// (net.Listen when nil) and judges the agent's health by proxy (nil:
+// always healthy).
+func NewNodePorts(listen Listen, proxy *State) *NodePorts {
 	if listen == nil {
 		listen = net.Listen
 	}
-	return &NodePorts{listen: listen, servers: map[int32]*nodePortServer{}}
+	return &NodePorts{listen: listen, proxy: proxy, servers: map[int32]*nodePortServer{}}
 }
 
 // Update makes the running servers match want (port -> service). It
@@ -81,7 +86,7 @@ func (n *NodePorts) Update(want map[int32]NodePortService) error {
 			errs = append(errs, err)
 			continue
 		}
-		s := &nodePortServer{svc: svc, addr: l.Addr().String()}
+		s := &nodePortServer{svc: svc, addr: l.Addr().String(), proxy: n.proxy}
 		s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
 		n.servers[port] = s
 		go func() {
@@ -106,14 +111,28 @@ func (n *NodePorts) Close() {
 	_ = n.Update(nil)
 }
 
+// nodePortReply is the JSON body of a HealthCheckNodePort.
 type nodePortReply struct {
 	Service        ServiceRef `json:"service"`
 	LocalEndpoints int        `json:"localEndpoints"`
+	// ServiceProxyHealthy is State.Healthy: false while the agent lags
+	// behind or the node is being deleted.
+	ServiceProxyHealthy bool `json:"serviceProxyHealthy"`
 }
 
+// ServeHTTP answers 200 when the Service has local endpoints and the agent
+// is healthy, else 503; the endpoint count is also in the
+// X-Load-Balancing-Endpoint-Weight header, for load balancers that weigh
+// nodes by it.
 func (s *nodePortServer) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 	s.mu.Lock()
 	svc := s.svc
 	s.mu.Unlock()
-	write(w, svc.LocalEndpoints > 0, nodePortReply{Service: svc.Service, LocalEndpoints: svc.LocalEndpoints})
+	healthy := true
+	if s.proxy != nil {
+		healthy, _ = s.proxy.Healthy()
+	}
+	w.Header().Set("X-Load-Balancing-Endpoint-Weight", strconv.Itoa(svc.LocalEndpoints))
+	write(w, svc.LocalEndpoints > 0 && healthy,
+		nodePortReply{Service: svc.Service, LocalEndpoints: svc.LocalEndpoints, ServiceProxyHealthy: healthy})
 }

@@ -213,15 +213,18 @@ func renderFrontend(f *fragment, s *model.Service, fe model.Frontend, extUsable 
 		what = "localhost nodeport"
 	}
 	if !fe.Kind.External() {
-		if len(s.InternalEndpoints) > 0 {
+		switch {
+		case len(s.InternalEndpoints) > 0:
 			f.services = append(f.services, dst+comment(what)+" -j "+svcChain(s))
-		} else {
+		case s.DropsWithoutEndpoints(fe.Kind):
+			f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
+		default:
 			f.filter = append(f.filter, reject)
 		}
 		return
 	}
 	if !extUsable {
-		if s.ExternalLocal {
+		if s.DropsWithoutEndpoints(fe.Kind) {
 			f.filter = append(f.filter, dst+comment("has no local endpoints")+" -j DROP")
 		} else {
 			f.filter = append(f.filter, reject)

@@ -115,6 +115,14 @@ func TestRenderCases(t *testing.T) {
 			s.ExternalLocal, s.InternalLocal = true, true
 			s.ExternalEndpoints, s.InternalEndpoints = nil, nil
 		}, want: []string{"-j DROP"}, not: []string{"SYNX-EXT-", "REJECT"}},
+		{name: "ClusterIP Local policy with remote endpoints only drops", mut: func(s *model.Service) {
+			s.InternalLocal, s.InternalEndpoints = true, nil
+		}, want: []string{`--dport 80 -m comment --comment "ns/a:http/TCP has no local endpoints" -j DROP`},
+			not: []string{"REJECT", "SYNX-SVC-"}},
+		{name: "ClusterIP Local policy without any endpoint rejects", mut: func(s *model.Service) {
+			s.InternalLocal = true
+			s.InternalEndpoints, s.ExternalEndpoints, s.ClusterEndpoints = nil, nil, nil
+		}, want: []string{"-j REJECT --reject-with icmp-port-unreachable"}, not: []string{"DROP"}},
 		{name: "source ranges", mut: func(s *model.Service) { s.Frontends = append(s.Frontends, lb) },
 			want: []string{"nat SYNX-FW-", "-s 192.0.2.0/24 -j SYNX-EXT-", `"ns/a:http/TCP source not allowed" -j DROP`,
 				"-d 203.0.113.7/32 -p tcp -m tcp --dport 80 -m comment --comment \"ns/a:http/TCP loadbalancer\" -j SYNX-FW-"}},

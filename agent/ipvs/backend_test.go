@@ -324,7 +324,15 @@ func TestSetsForMasqueradeNoEndpointsSourceRangesHairpin(t *testing.T) {
 	local.ExternalLocal = true
 	empty := svc("empty", model.UDP)
 	empty.Frontends = empty.Frontends[:1]
-	doSync(t, b, state(web, local, empty))
+	// internalTrafficPolicy Local: drops while endpoints exist elsewhere,
+	// rejects when there are none anywhere.
+	itpRemote := svc("itp-remote", model.SCTP)
+	itpRemote.Frontends = itpRemote.Frontends[:1]
+	itpRemote.InternalLocal, itpRemote.ClusterEndpoints = true, eps(ep2)
+	itpNone := svc("itp-none", model.TCP)
+	itpNone.Frontends = []model.Frontend{{Kind: model.KindClusterIP, Addr: vip, Port: 82, Protocol: model.TCP}}
+	itpNone.InternalLocal = true
+	doSync(t, b, state(web, local, empty, itpRemote, itpNone))
 
 	has := func(set, entry string) {
 		t.Helper()
@@ -343,6 +351,8 @@ func TestSetsForMasqueradeNoEndpointsSourceRangesHairpin(t *testing.T) {
 	has("SYNXIPVS-LB-SRC", "203.0.113.7,tcp:80,198.51.100.0/24")
 	has("SYNXIPVS-NOEP-DROP", "203.0.113.8,tcp:81")
 	has("SYNXIPVS-NOEP-REJECT", "10.96.0.10,udp:80")
+	has("SYNXIPVS-NOEP-DROP", "10.96.0.10,sctp:80")
+	has("SYNXIPVS-NOEP-REJECT", "10.96.0.10,tcp:82")
 	if len(n.sets["SYNXIPVS-MASQ"]) != 1 {
 		t.Errorf("MASQ has %v; the Never LB frontend must not be there", n.sets["SYNXIPVS-MASQ"])
 	}

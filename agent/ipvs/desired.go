@@ -75,7 +75,8 @@ type virtualServer struct {
 	Source string
 	// Frontend is the model frontend this virtual server implements.
 	Frontend model.Frontend
-	// Local and NoEndpoints drive the no-endpoint rules.
+	// Local drops the frontend's traffic while it has no destination
+	// (model.Service.DropsWithoutEndpoints); otherwise it is rejected.
 	Local bool
 }
 
@@ -144,7 +145,7 @@ func buildDesired(st *model.State, defaultSched string) desiredState {
 			}
 			vs := &virtualServer{
 				Key: k, Scheduler: sched, Dests: map[rsKey]int{},
-				Source: s.Key, Frontend: f, Local: s.Local(f.Kind),
+				Source: s.Key, Frontend: f, Local: s.DropsWithoutEndpoints(f.Kind),
 			}
 			if s.Affinity.ClientIP {
 				vs.Persistent = true

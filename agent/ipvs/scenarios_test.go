@@ -45,6 +45,14 @@ var ipvsLimits = map[string]string{
 		"expire_nodest_conn=1 (set by the backend) it expires the connection itself, so without the conntrack cleanup " +
 		"the old endpoint never answers again; the next datagram is dropped or scheduled anew, as the timing falls " +
 		"(both seen in the VM); with the cleanup it reaches the new endpoint (checked)",
+	"InternalTrafficPolicyLocal/the node without a local endpoint/IPv4": "IPVS takes the node's own packets to a " +
+		"virtual server in LOCAL_OUT, before any filter rule, and answers one without destinations itself with ICMP " +
+		"port unreachable: the node is refused where the glue drops (pods and outside clients, filtered in INPUT " +
+		"before IPVS, are dropped: checked); over IPv6 the TCP client ignores the ICMPv6 error and times out, as if dropped",
+	"InternalTrafficPolicyLocal/the node without any endpoint/IPv6": "IPVS answers the node's own packets to a " +
+		"virtual server without destinations itself in LOCAL_OUT, before the glue's TCP reset, with ICMPv6 port " +
+		"unreachable, which a Linux TCP client ignores for its SYN: the node times out instead of being refused " +
+		"(pods and outside clients get the reset: checked; over IPv4 the ICMP error refuses the node too)",
 	"LocalTrafficDetection/pod to a Local external frontend": "IPVS picks destinations per virtual server, not per client: " +
 		"a pod reaching an external frontend with externalTrafficPolicy Local gets its local endpoints only, like an " +
 		"outside client; the masquerade checks of every mode run",

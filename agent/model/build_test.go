@@ -596,3 +596,43 @@ func TestDiffAndHash(t *testing.T) {
 		t.Error("State.Service lookup broken")
 	}
 }
+
+// TestDropsWithoutEndpoints: a ClusterIP with internalTrafficPolicy Local
+// and no local endpoint drops while usable endpoints exist on other nodes
+// and rejects when there are none anywhere, as kube-proxy does; an
+// external frontend with a Local policy always drops.
+func TestDropsWithoutEndpoints(t *testing.T) {
+	T, F := ptr(true), ptr(false)
+	for _, tc := range []struct {
+		name     string
+		eps      []epSpec
+		internal bool
+	}{
+		{name: "remote ready endpoint", eps: []epSpec{{ip: "10.0.2.1", node: "node-b"}}, internal: true},
+		{name: "remote serving terminating endpoint",
+			eps: []epSpec{{ip: "10.0.2.1", node: "node-b", ready: F, serving: T, terminating: T}}, internal: true},
+		{name: "remote endpoint neither ready nor serving",
+			eps: []epSpec{{ip: "10.0.2.1", node: "node-b", ready: F, serving: F}}, internal: false},
+		{name: "no endpoint anywhere", internal: false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			svc := svcObj("a")
+			svc.Spec.InternalTrafficPolicy = ptr(corev1.ServiceInternalTrafficPolicyLocal)
+			svc.Spec.Type = corev1.ServiceTypeNodePort
+			svc.Spec.Ports[0].NodePort = 30080
+			svc.Spec.ExternalTrafficPolicy = corev1.ServiceExternalTrafficPolicyLocal
+			st := Build(Input{Config: baseConfig(), Services: []*corev1.Service{svc},
+				EndpointSlices: []*discoveryv1.EndpointSlice{sliceObj("a", "a-1", 8080, tc.eps...)}})
+			s := st.Services[0]
+			if len(s.InternalEndpoints) != 0 {
+				t.Fatalf("internal endpoints %v, want none on this node", addrs(s.InternalEndpoints))
+			}
+			if got := s.DropsWithoutEndpoints(KindClusterIP); got != tc.internal {
+				t.Errorf("ClusterIP drops = %t, want %t", got, tc.internal)
+			}
+			if !s.DropsWithoutEndpoints(KindNodePort) {
+				t.Error("NodePort with externalTrafficPolicy Local does not drop")
+			}
+		})
+	}
+}

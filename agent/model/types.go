@@ -280,6 +280,19 @@ func (s *Service) Local(k FrontendKind) bool {
 	return s.InternalLocal
 }
 
+// DropsWithoutEndpoints reports whether a frontend kind with no endpoints
+// to send to drops its traffic (a Local policy) rather than rejecting it
+// (a Cluster policy). For ClusterIP frontends it follows kube-proxy: an
+// internalTrafficPolicy Local drops only while endpoints exist on other
+// nodes, and rejects like Cluster when the Service has none anywhere.
+// External frontends with a Local policy always drop.
+func (s *Service) DropsWithoutEndpoints(k FrontendKind) bool {
+	if k.External() {
+		return s.ExternalLocal
+	}
+	return s.InternalLocal && len(s.ClusterEndpoints) > 0
+}
+
 // Problem is a piece of input the model skipped, with the reason.
 type Problem struct {
 	// Object is "Kind namespace/name".

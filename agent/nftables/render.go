@@ -208,9 +208,9 @@ func (r *renderer) frontend(frag *fragment, s *model.Service, fe model.Frontend,
 	}
 	key := r.f.frontendElemKey(a, s.Protocol, uint16(fe.Port))
 	target := svc
-	local := s.InternalLocal
+	local := s.DropsWithoutEndpoints(fe.Kind)
 	if fe.Kind.External() {
-		target, local = ext, s.ExternalLocal
+		target = ext
 		if fe.Kind == model.KindLoadBalancer && len(fe.SourceRanges) > 0 && fw != "" {
 			target = fw
 		}

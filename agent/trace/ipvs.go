@@ -83,10 +83,7 @@ func ipvsSchedule(w *walker, v *VirtualServer, hook string, f *flow) ([]*flow, [
 	})
 	step := Step{Hook: hook, Table: "ipvs", Chain: v.String()}
 	if total == 0 {
-		g := f.fork()
-		step.Effect = fmt.Sprintf("IPVS virtual server %s has no destination with a weight (%d in all): dropped", v, len(v.Dests))
-		g.steps = append(g.steps, step)
-		return nil, []*Path{g.end(VerdictDrop, "")}
+		return nil, []*Path{ipvsLeave(f, v, step)}
 	}
 	how := schedulerWords(v.Scheduler)
 	if v.Persistent {
@@ -111,6 +108,25 @@ func ipvsSchedule(w *walker, v *VirtualServer, hook string, f *flow) ([]*flow, [
 		out = append(out, g)
 	}
 	return out, nil
+}
+
+// ipvsLeave is a new connection IPVS cannot schedule (no destination with
+// a weight): the kernel (ip_vs_leave) answers it with ICMP port
+// unreachable and drops it, on the input and the output path alike. An
+// IPv4 client is refused. Over IPv6 the client does not act on the ICMPv6
+// error (a TCP client times out, seen in the VM), so the path is a drop.
+func ipvsLeave(f *flow, v *VirtualServer, step Step) *Path {
+	g := f.fork()
+	if f.dst.Is4() {
+		step.Effect = fmt.Sprintf("IPVS virtual server %s has no destination with a weight (%d in all): IPVS answers ICMP port unreachable", v, len(v.Dests))
+		g.reject = "icmp-port-unreachable (sent by IPVS)"
+		g.steps = append(g.steps, step)
+		return g.end(VerdictReject, "")
+	}
+	step.Effect = fmt.Sprintf("IPVS virtual server %s has no destination with a weight (%d in all): IPVS answers ICMPv6 port unreachable, "+
+		"which the client does not act on: dropped", v, len(v.Dests))
+	g.steps = append(g.steps, step)
+	return g.end(VerdictDrop, "")
 }
 
 func schedulerWords(s string) string {

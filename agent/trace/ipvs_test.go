@@ -87,7 +87,9 @@ func TestIPVSHairpinAndRanges(t *testing.T) {
 }
 
 // TestIPVSZeroWeight: destinations at weight 0 (draining) take no new
-// connection; a virtual server with none left drops.
+// connection; a virtual server with none left is answered by IPVS with ICMP
+// port unreachable: an IPv4 client is refused; over IPv6 the client does
+// not act on the ICMPv6 error, a drop.
 func TestIPVSZeroWeight(t *testing.T) {
 	tr := &trace.IPVS{Env: trace.Env{LocalAddrs: []netip.Addr{vip}}, Services: []trace.VirtualServer{{
 		Addr: vip, Proto: "udp", Port: 53, Scheduler: "rr",
@@ -96,5 +98,11 @@ func TestIPVSZeroWeight(t *testing.T) {
 	p := trace.Packet{Proto: "udp", Src: clientIP, Dst: vip, DstPort: 53}
 	check(t, mustTrace(t, tr, p), []expect{{verdict: trace.VerdictDNAT, to: "10.211.1.3:53", prob: 1}})
 	tr.Services[0].Dests[1].Weight = 0
-	check(t, mustTrace(t, tr, p), []expect{{verdict: trace.VerdictDrop, prob: 1}})
+	check(t, mustTrace(t, tr, p), []expect{{verdict: trace.VerdictReject, prob: 1}})
+
+	vip6 := netip.MustParseAddr("fd00:10:96::10")
+	tr6 := &trace.IPVS{Env: trace.Env{LocalAddrs: []netip.Addr{vip6}}, Services: []trace.VirtualServer{{
+		Addr: vip6, Proto: "tcp", Port: 80, Scheduler: "rr"}}}
+	p6 := trace.Packet{Proto: "tcp", Src: netip.MustParseAddr("fd00:10:210::2"), Dst: vip6, DstPort: 80}
+	check(t, mustTrace(t, tr6, p6), []expect{{verdict: trace.VerdictDrop, prob: 1}})
 }

@@ -24,6 +24,7 @@ var Scenarios = []Scenario{
 	{Name: "SamePortDifferentProtocols", Run: SamePortDifferentProtocols},
 	{Name: "LocalhostNodePort", Run: LocalhostNodePort},
 	{Name: "ExternalIPs", Run: ExternalIPs},
+	{Name: "InternalTrafficPolicyLocal", Run: InternalTrafficPolicyLocal},
 	{Name: "NodePortAddresses", Run: NodePortAddresses},
 	{Name: "LocalTrafficDetection", Run: LocalTrafficDetection},
 	{Name: "UDPEndpointReplaced", Run: UDPEndpointReplaced},
