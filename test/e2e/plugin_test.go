@@ -15,6 +15,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/explain/report"
 	"github.com/synterix/synterix-kube-proxy/agent/iptables"
+	"github.com/synterix/synterix-kube-proxy/agent/nftables"
 	"github.com/synterix/synterix-kube-proxy/agent/trace"
 	"github.com/synterix/synterix-kube-proxy/agent/trace/tracetest"
 	"github.com/synterix/synterix-kube-proxy/test/controlplane"
@@ -132,12 +133,19 @@ var _ = Describe("[sig-cli] kubectl synterix", Ordered, func() {
 		setBackends(web, pods, 1)
 		n := nodes()[2]
 		expectReachesAll(n.NS, "tcp", addr(web.Spec.ClusterIP, 80), pods)
-		chain := iptables.ServiceChains(ns + "/web:http/TCP")[0]
-		_, err := n.NS.Exec("iptables", "-w", "-t", "nat", "-D", chain, "2")
+		// What is deleted, and how diff names it, depends on the backend.
+		drifted := "chain nat " + iptables.ServiceChains(ns + "/web:http/TCP")[0]
+		del := []string{"iptables", "-w", "-t", "nat", "-D", strings.TrimPrefix(drifted, "chain nat "), "2"}
+		if suiteMode() == "NFTables" {
+			drifted = "set " + nftables.MapServices
+			del = []string{"nft", "delete", "element", "ip", nftables.DefaultTable, nftables.MapServices,
+				"{ " + web.Spec.ClusterIP + " . tcp . 80 }"}
+		}
+		_, err := n.NS.Exec(del...)
 		Expect(err).NotTo(HaveOccurred())
 		out, ok := synterix("diff", "--node", n.Name)
 		Expect(ok).To(BeFalse(), "diff exits non-zero on drift")
-		Expect(out).To(ContainSubstring("chain nat " + chain))
+		Expect(out).To(ContainSubstring(drifted))
 		// The agent puts it back at its next full sync (syncPeriod 30s).
 		Eventually(func() bool { _, ok := synterix("diff", "--node", n.Name); return ok }).
 			WithTimeout(converge).WithPolling(poll).Should(BeTrue())
