@@ -53,6 +53,9 @@ var ipvsLimits = map[string]string{
 		"virtual server without destinations itself in LOCAL_OUT, before the glue's TCP reset, with ICMPv6 port " +
 		"unreachable, which a Linux TCP client ignores for its SYN: the node times out instead of being refused " +
 		"(pods and outside clients get the reset: checked; over IPv4 the ICMP error refuses the node too)",
+	"TCPFirstEndpoint/control without cleanup": "IPVS takes a packet to its virtual server at LOCAL_IN whatever " +
+		"conntrack recorded for it, so a SYN that joins an entry left un-NATed before the VIP existed is still scheduled " +
+		"(seen in the VM in both families); with the cleanup it is answered too (checked)",
 	"LocalTrafficDetection/pod to a Local external frontend": "IPVS picks destinations per virtual server, not per client: " +
 		"a pod reaching an external frontend with externalTrafficPolicy Local gets its local endpoints only, like an " +
 		"outside client; the masquerade checks of every mode run",
