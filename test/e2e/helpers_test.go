@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -109,7 +111,8 @@ func setBackends(svc *corev1.Service, pods []*pod, slices int) {
 	Expect(t.SetBackends(svc, pods, slices)).To(Succeed())
 }
 
-func addr(ip string, port int32) string { return fmt.Sprintf("%s:%d", ip, port) }
+// addr is ip:port, with an IPv6 address in brackets.
+func addr(ip string, port int32) string { return net.JoinHostPort(ip, strconv.Itoa(int(port))) }
 
 // answering returns the pods that answer count TCP requests from ns to
 // target, sorted.
