@@ -6,12 +6,12 @@
 // namespace gets nothing, not a link, not a route, not a rule.
 //
 //	                  hub (bridge br0, 10.77.0.1/24, fd77::1/64)
-//	┌───────────────┬─────────┴──────┬───────────────┐
-//	cp 10.77.0.2    node-1 .11   ... node-N .1N      client 10.77.0.100
-//	   fd77::2      fd77::11         fd77::1N          fd77::100
-//	control plane   pods 10.244.1.x  10.244.N.x      (outside the nodes; routes
-//	                fd44:0:1::x      fd44:0:N::x      LB addresses via node-1,
-//	                                                  external IPs via node-2)
+//	┌───────────────┬─────────┴──────┬────────────────┐
+//	cp 10.77.0.2    node-1 .11   ... node-N .1N       client 10.77.0.100
+//	   fd77::2      fd77::11         fd77::1N           fd77::100
+//	control plane   pods 10.244.1.x  10.244.N.x       (outside the nodes; routes
+//	                fd44:0:0:1::x    fd44:0:0:N::x     LB addresses via node-1,
+//	                                                   external IPs via node-2)
 //
 // A dual-stack cluster (IPv4 primary) gives every namespace both families:
 // the functions take an IPv6 address or pod network beside the IPv4 one,
@@ -54,7 +54,7 @@ const (
 	ClientIP6    = "fd77::100"
 	// ServiceCIDR6 is the second service range of a dual-stack API server.
 	ServiceCIDR6 = "fd96::/112"
-	// ClusterCIDR6 covers every node's IPv6 pod network fd44:0:<n>::/64.
+	// ClusterCIDR6 covers every node's IPv6 pod network fd44:0:0:<n>::/64.
 	ClusterCIDR6 = "fd44::/48"
 )
 
@@ -76,7 +76,7 @@ func PodGateway(i int) string { return fmt.Sprintf("10.244.%d.1", i) }
 func NodeIP6(i int) string { return fmt.Sprintf("fd77::%d", 10+i) }
 
 // PodCIDR6 is the IPv6 pod network of node i in a dual-stack cluster.
-func PodCIDR6(i int) string { return fmt.Sprintf("fd44:0:%d::/64", i) }
+func PodCIDR6(i int) string { return fmt.Sprintf("fd44:0:0:%d::/64", i) }
 
 // Zone is the topology zone of node i: three zones, round robin.
 func Zone(i int) string { return fmt.Sprintf("zone-%c", 'a'+(i-1)%3) }
