@@ -53,7 +53,7 @@ type pod struct {
 	// tier; the process tier's pods have IP only).
 	IPs  []string
 	Node *node
-	NS                  *netns.NS
+	NS   *netns.NS
 
 	proc *cluster.Pod
 	real *shipped.Pod
