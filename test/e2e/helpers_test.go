@@ -185,9 +185,13 @@ func mentions(dump, key string) bool {
 }
 
 // programs reports whether the rules match an address as a frontend: an
-// iptables rule's "-d ADDR/32", or an nftables map element "ADDR . proto"
-// (the nftables backend names no Service whose port needs no chain of its
-// own).
+// iptables rule's "-d ADDR/32" (ip6tables: "/128"), or an nftables map
+// element "ADDR . proto" (the nftables backend names no Service whose port
+// needs no chain of its own).
 func programs(dump, addr string) bool {
-	return strings.Contains(dump, "-d "+addr+"/32 ") || strings.Contains(dump, addr+" . ")
+	host := "/32 "
+	if strings.Contains(addr, ":") {
+		host = "/128 "
+	}
+	return strings.Contains(dump, "-d "+addr+host) || strings.Contains(dump, addr+" . ")
 }
