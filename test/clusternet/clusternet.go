@@ -85,7 +85,7 @@ func Zone(i int) string { return fmt.Sprintf("zone-%c", 'a'+(i-1)%3) }
 // in both families, ICMP redirects off. The hub routes pod networks to
 // nodes (RoutePeers) and has no default route in either family: a packet
 // for an address nobody routes (such as a Service address that left a node
-// un-translated) gets ICMP (or ICMPv6) net unreachable.
+// un-translated) gets ICMP net unreachable (ICMPv6 no route).
 func SetUpHub(hub *netns.NS) error {
 	if err := hub.Run(
 		[]string{"ip", "link", "add", "br0", "type", "bridge"},
@@ -140,12 +140,12 @@ type Node struct {
 	IP, PodCIDR, IP6, PodCIDR6 string
 }
 
-// SetUpNode turns forwarding on (both families) and reverse-path filtering
-// off in the node's namespace (packets to Service addresses arrive on one
-// interface and leave by another) and routes every other node's pod
-// networks through that node's addresses, as a host-gateway CNI would.
-// Call it for a new node and again when a node's namespace was made anew
-// (a reboot).
+// SetUpNode turns forwarding on (IPv6 too on a dual-stack node) and
+// reverse-path filtering off in the node's namespace (packets to Service
+// addresses arrive on one interface and leave by another) and routes every
+// other node's pod networks through that node's addresses, as a
+// host-gateway CNI would. Call it for a new node and again when a node's
+// namespace was made anew (a reboot).
 func SetUpNode(n Node, others []Node) error {
 	if err := n.NS.SetSysctls(
 		"net.ipv4.ip_forward", "1",
