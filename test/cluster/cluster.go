@@ -226,7 +226,7 @@ func (c *Cluster) buildNetwork() error {
 	if c.CP, err = c.addNS("cp"); err != nil {
 		return err
 	}
-	if err := clusternet.Attach(c.Hub, "cp", c.CP, clusternet.APIServerIP); err != nil {
+	if err := clusternet.Attach(c.Hub, "cp", c.CP, clusternet.APIServerIP, ""); err != nil {
 		return err
 	}
 	for i := 1; i <= c.opts.Nodes; i++ {
@@ -237,7 +237,7 @@ func (c *Cluster) buildNetwork() error {
 	if c.ClientNS, err = c.addNS("client"); err != nil {
 		return err
 	}
-	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP); err != nil {
+	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP, ""); err != nil {
 		return err
 	}
 	return clusternet.RouteClient(c.ClientNS, c.Nodes[0].IP, c.ExternalNode().IP)
@@ -257,7 +257,7 @@ func (c *Cluster) addNodeNetwork(i int) (*Node, error) {
 	if n.NS, err = c.addNS(n.Name); err != nil {
 		return nil, err
 	}
-	if err := clusternet.Attach(c.Hub, fmt.Sprintf("n%d", i), n.NS, n.IP); err != nil {
+	if err := clusternet.Attach(c.Hub, fmt.Sprintf("n%d", i), n.NS, n.IP, ""); err != nil {
 		return nil, err
 	}
 	c.mu.Lock()

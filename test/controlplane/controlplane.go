@@ -42,6 +42,10 @@ type ControlPlane struct {
 	// to the controller manager's command line.
 	Controllers           bool
 	ControllerManagerArgs []string
+	// DualStack makes the cluster dual-stack, IPv4 primary: the API server
+	// and the controller manager get an IPv6 service range beside the IPv4
+	// one, and the controller manager an IPv6 cluster CIDR too.
+	DualStack bool
 	// Detach lets the processes outlive the harness (a kept cluster).
 	Detach bool
 
@@ -117,7 +121,7 @@ func (cp *ControlPlane) binaries() []string {
 func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 	p := cp.PKI
 	serving, err := p.ServingCert("apiserver", "kube-apiserver",
-		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(clusternet.APIServerIP), net.ParseIP("10.96.0.1")},
+		[]net.IP{net.ParseIP("127.0.0.1"), net.ParseIP(clusternet.APIServerIP), net.ParseIP("10.96.0.1"), net.ParseIP(clusternet.APIServerIP6)},
 		[]string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"})
 	if err != nil {
 		return err
@@ -142,7 +146,7 @@ func (cp *ControlPlane) startAPIServer(ctx context.Context) error {
 		"--kubelet-preferred-address-types=InternalIP",
 		"--service-account-issuer=https://kubernetes.default.svc",
 		"--service-account-key-file="+p.SAPub, "--service-account-signing-key-file="+p.SAKey,
-		"--service-cluster-ip-range="+clusternet.ServiceCIDR,
+		"--service-cluster-ip-range="+cp.serviceCIDRs(),
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true", "--profiling=false", "--v=1")
 	for _, proc := range []*netns.Process{cp.Etcd, cp.APIServer} {
@@ -173,7 +177,7 @@ func (cp *ControlPlane) startControllers(ctx context.Context) error {
 		"--controllers=*", "--use-service-account-credentials=true",
 		"--service-account-private-key-file=" + p.SAKey, "--root-ca-file=" + p.CACert,
 		"--cluster-signing-cert-file=" + p.CACert, "--cluster-signing-key-file=" + p.CAKey,
-		"--service-cluster-ip-range=" + clusternet.ServiceCIDR, "--cluster-cidr=" + clusternet.ClusterCIDR,
+		"--service-cluster-ip-range=" + cp.serviceCIDRs(), "--cluster-cidr=" + cp.clusterCIDRs(),
 		"--allocate-node-cidrs=false", "--cluster-name=synx", "--profiling=false", "--v=1"},
 		cp.ControllerManagerArgs...)...)
 	cp.Scheduler = cp.process("kube-scheduler",
@@ -188,6 +192,24 @@ func (cp *ControlPlane) startControllers(ctx context.Context) error {
 		return err
 	}
 	return cp.waitHealthy(ctx, "https://127.0.0.1:10259/healthz", cp.Scheduler)
+}
+
+// serviceCIDRs is the service range, or the two of a dual-stack cluster
+// (IPv4 first: the primary family, which a Service gets when it asks for
+// none).
+func (cp *ControlPlane) serviceCIDRs() string {
+	if cp.DualStack {
+		return clusternet.ServiceCIDR + "," + clusternet.ServiceCIDR6
+	}
+	return clusternet.ServiceCIDR
+}
+
+// clusterCIDRs is the pod network, or the two of a dual-stack cluster.
+func (cp *ControlPlane) clusterCIDRs() string {
+	if cp.DualStack {
+		return clusternet.ClusterCIDR + "," + clusternet.ClusterCIDR6
+	}
+	return clusternet.ClusterCIDR
 }
 
 // componentKubeconfig issues a client certificate for user and writes a

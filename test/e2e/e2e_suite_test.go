@@ -104,14 +104,14 @@ func suiteMode() string {
 	return "Auto"
 }
 
-// upShipped brings up the real cluster and installs the product as a user
-// would (shipped.Install: the API server address ConfigMap, then
-// hack/deploy.sh).
+// upShipped brings up the real cluster, dual-stack with IPv4 primary, and
+// installs the product as a user would (shipped.Install: the API server
+// address ConfigMap, then hack/deploy.sh).
 func upShipped(ctx context.Context) {
 	var err error
 	hostBefore, err = kubenode.TakeHostState()
 	Expect(err).NotTo(HaveOccurred())
-	sc, err = shipped.Up(ctx, shipped.Options{Nodes: 3, Progress: GinkgoWriter})
+	sc, err = shipped.Up(ctx, shipped.Options{Nodes: 3, DualStack: true, Progress: GinkgoWriter})
 	Expect(err).NotTo(HaveOccurred())
 	t = newShippedTier(sc)
 	Expect(sc.Install(ctx, GinkgoWriter)).To(Succeed())

@@ -3,6 +3,8 @@ package e2e
 import (
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -109,7 +111,8 @@ func setBackends(svc *corev1.Service, pods []*pod, slices int) {
 	Expect(t.SetBackends(svc, pods, slices)).To(Succeed())
 }
 
-func addr(ip string, port int32) string { return fmt.Sprintf("%s:%d", ip, port) }
+// addr is ip:port, with an IPv6 address in brackets.
+func addr(ip string, port int32) string { return net.JoinHostPort(ip, strconv.Itoa(int(port))) }
 
 // answering returns the pods that answer count TCP requests from ns to
 // target, sorted.
@@ -182,9 +185,13 @@ func mentions(dump, key string) bool {
 }
 
 // programs reports whether the rules match an address as a frontend: an
-// iptables rule's "-d ADDR/32", or an nftables map element "ADDR . proto"
-// (the nftables backend names no Service whose port needs no chain of its
-// own).
+// iptables rule's "-d ADDR/32" (ip6tables: "/128"), or an nftables map
+// element "ADDR . proto" (the nftables backend names no Service whose port
+// needs no chain of its own).
 func programs(dump, addr string) bool {
-	return strings.Contains(dump, "-d "+addr+"/32 ") || strings.Contains(dump, addr+" . ")
+	host := "/32 "
+	if strings.Contains(addr, ":") {
+		host = "/128 "
+	}
+	return strings.Contains(dump, "-d "+addr+host) || strings.Contains(dump, addr+" . ")
 }

@@ -37,19 +37,23 @@ func tierName() string {
 	return tierShipped
 }
 
-// node is a node of either tier: its name, address, zone and network
-// namespace (traffic from it leaves from the node itself).
+// node is a node of either tier: its name, addresses, zone and network
+// namespace (traffic from it leaves from the node itself). IP6 is its IPv6
+// address on a dual-stack cluster (the shipped tier), empty otherwise.
 type node struct {
-	Name, IP, Zone string
-	NS             *netns.NS
+	Name, IP, IP6, Zone string
+	NS                  *netns.NS
 }
 
 // pod is an echo pod of either tier: its name is the identity its echo
 // server answers with; traffic sent from NS leaves from the pod.
 type pod struct {
 	Name, Namespace, IP string
-	Node                *node
-	NS                  *netns.NS
+	// IPs are the pod's addresses, one per family, IP first (the shipped
+	// tier; the process tier's pods have IP only).
+	IPs  []string
+	Node *node
+	NS   *netns.NS
 
 	proc *cluster.Pod
 	real *shipped.Pod
@@ -145,7 +149,7 @@ type shippedTier struct {
 func newShippedTier(c *shipped.Cluster) *shippedTier {
 	t := &shippedTier{c: c}
 	for _, n := range c.Nodes {
-		t.nodes = append(t.nodes, &node{Name: n.Name, IP: n.IP, Zone: n.Zone, NS: n.NS})
+		t.nodes = append(t.nodes, &node{Name: n.Name, IP: n.IP, IP6: n.IP6, Zone: n.Zone, NS: n.NS})
 	}
 	return t
 }
@@ -167,7 +171,7 @@ func (t *shippedTier) StartPods(ns, prefix string, nodes []*node) ([]*pod, error
 	ps, err := t.c.RunPods(context.Background(), ns, prefix, kn, shipped.PodOptions{TCP: podTCP, UDP: podUDP})
 	var out []*pod
 	for i, p := range ps {
-		out = append(out, &pod{Name: p.Name, Namespace: p.Namespace, IP: p.IP, Node: nodes[i], NS: p.NS, real: p})
+		out = append(out, &pod{Name: p.Name, Namespace: p.Namespace, IP: p.IP, IPs: p.IPs, Node: nodes[i], NS: p.NS, real: p})
 	}
 	return out, err
 }

@@ -102,12 +102,16 @@ const (
 	unreachableRule = "synx: ICMP net unreachable sent by the hub"
 )
 
-// countAtHub installs the counting rules in the hub.
+// countAtHub installs the counting rules in the hub, for both families
+// (the IPv6 service range, and ICMPv6 "no route to destination", the hub's
+// answer to an IPv6 address it has no route for).
 func countAtHub() {
 	GinkgoHelper()
 	Expect(hub().Run(
 		[]string{"iptables", "-w", "-t", "raw", "-A", "PREROUTING", "-d", clusternet.ServiceCIDR, "-m", "comment", "--comment", escapeRule},
 		[]string{"iptables", "-w", "-t", "raw", "-A", "OUTPUT", "-p", "icmp", "--icmp-type", "network-unreachable", "-m", "comment", "--comment", unreachableRule},
+		[]string{"ip6tables", "-w", "-t", "raw", "-A", "PREROUTING", "-d", clusternet.ServiceCIDR6, "-m", "comment", "--comment", escapeRule},
+		[]string{"ip6tables", "-w", "-t", "raw", "-A", "OUTPUT", "-p", "ipv6-icmp", "--icmpv6-type", "no-route", "-m", "comment", "--comment", unreachableRule},
 	)).To(Succeed())
 }
 
@@ -116,23 +120,26 @@ var counterRE = regexp.MustCompile(`^\[(\d+):\d+\]`)
 // hubCounts are the hub's counters.
 type hubCounts struct{ escaped, netUnreachable int64 }
 
+// readHub sums the counters of both families.
 func readHub() hubCounts {
 	var c hubCounts
-	out, err := hub().Exec("iptables-save", "-c", "-t", "raw")
-	if err != nil {
-		return c
-	}
-	for _, l := range strings.Split(out, "\n") {
-		m := counterRE.FindStringSubmatch(l)
-		if m == nil {
+	for _, save := range []string{"iptables-save", "ip6tables-save"} {
+		out, err := hub().Exec(save, "-c", "-t", "raw")
+		if err != nil {
 			continue
 		}
-		n, _ := strconv.ParseInt(m[1], 10, 64)
-		switch {
-		case strings.Contains(l, escapeRule):
-			c.escaped = n
-		case strings.Contains(l, unreachableRule):
-			c.netUnreachable = n
+		for _, l := range strings.Split(out, "\n") {
+			m := counterRE.FindStringSubmatch(l)
+			if m == nil {
+				continue
+			}
+			n, _ := strconv.ParseInt(m[1], 10, 64)
+			switch {
+			case strings.Contains(l, escapeRule):
+				c.escaped += n
+			case strings.Contains(l, unreachableRule):
+				c.netUnreachable += n
+			}
 		}
 	}
 	return c

@@ -79,6 +79,12 @@ type Options struct {
 	// ControllerManagerArgs are added to kube-controller-manager's
 	// command line.
 	ControllerManagerArgs []string
+	// DualStack builds a dual-stack cluster, IPv4 primary: two service
+	// ranges and two cluster CIDRs (test/controlplane), an IPv6 address on
+	// every namespace of the cluster network, and nodes with both families
+	// (kubelet's --node-ip, two podCIDRs, a CNI network of both families,
+	// IPv6 pod routes through each node).
+	DualStack bool
 }
 
 // Cluster is a running cluster.
@@ -293,12 +299,12 @@ func (c *Cluster) buildNetwork() error {
 	if err != nil {
 		return err
 	}
-	if err := clusternet.Attach(c.Hub, "cp", cpNS, clusternet.APIServerIP); err != nil {
+	if err := clusternet.Attach(c.Hub, "cp", cpNS, clusternet.APIServerIP, c.v6(clusternet.APIServerIP6)); err != nil {
 		return err
 	}
 	c.ControlPlane = &controlplane.ControlPlane{
 		Dir: filepath.Join(c.Dir, "cp"), LogDir: filepath.Join(c.Dir, "logs"), Bin: c.opts.K8sBin, NS: cpNS,
-		Controllers: true, ControllerManagerArgs: c.opts.ControllerManagerArgs,
+		Controllers: true, ControllerManagerArgs: c.opts.ControllerManagerArgs, DualStack: c.opts.DualStack,
 	}
 	for i := 1; i <= c.opts.Nodes; i++ {
 		n := &Node{
@@ -306,6 +312,8 @@ func (c *Cluster) buildNetwork() error {
 			Index:        i,
 			IP:           clusternet.NodeIP(i),
 			PodCIDR:      clusternet.PodCIDR(i),
+			IP6:          c.v6(clusternet.NodeIP6(i)),
+			PodCIDR6:     c.v6(clusternet.PodCIDR6(i)),
 			Zone:         clusternet.Zone(i),
 			CgroupPath:   fmt.Sprintf("/%s-node-%d", c.ID, i),
 			Dir:          filepath.Join(c.Dir, fmt.Sprintf("node-%d", i)),
@@ -329,11 +337,22 @@ func (c *Cluster) buildNetwork() error {
 	if c.ClientNS, err = c.AddNS("client"); err != nil {
 		return err
 	}
-	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP); err != nil {
+	if err := clusternet.Attach(c.Hub, "cl", c.ClientNS, clusternet.ClientIP, c.v6(clusternet.ClientIP6)); err != nil {
 		return err
 	}
 	return clusternet.RouteClient(c.ClientNS, c.Nodes[0].IP, c.ExternalNode().IP)
 }
+
+// v6 is addr on a dual-stack cluster, and empty on a single-stack one.
+func (c *Cluster) v6(addr string) string {
+	if c.opts.DualStack {
+		return addr
+	}
+	return ""
+}
+
+// DualStack reports whether the cluster is dual-stack.
+func (c *Cluster) DualStack() bool { return c.opts.DualStack }
 
 // ExternalNode is the node the client routes external IPs through.
 func (c *Cluster) ExternalNode() *Node {

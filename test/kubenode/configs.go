@@ -3,7 +3,7 @@ package kubenode
 import (
 	"encoding/json"
 	"fmt"
-	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 
@@ -81,18 +81,26 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
 `, filepath.Join(n.Dir, "containerd"), n.containerdSocket(), n.SandboxImage, runcBinary(), n.CNIBin, filepath.Join(n.Dir, "cni/net.d"))
 }
 
-// cniConfig is a bridge network on the node's podCIDR with host-local IPAM
-// (the node is the pods' gateway; other nodes' podCIDRs are routed through
-// their node addresses, so pod addresses are never translated), plus
-// portmap for hostPort. containerd adds loopback itself.
+// cniConfig is a bridge network on the node's podCIDRs with host-local
+// IPAM, one range per family (the node is the pods' gateway; other nodes'
+// podCIDRs are routed through their node addresses, so pod addresses are
+// never translated), plus portmap for hostPort. containerd adds loopback
+// itself.
 func (n *Node) cniConfig() ([]byte, error) {
-	_, cidr, err := net.ParseCIDR(n.PodCIDR)
-	if err != nil {
-		return nil, fmt.Errorf("node %s: podCIDR: %w", n.Name, err)
+	var ranges [][]map[string]string
+	var routes []map[string]string
+	for _, c := range n.PodCIDRs() {
+		p, err := netip.ParsePrefix(c)
+		if err != nil {
+			return nil, fmt.Errorf("node %s: podCIDR: %w", n.Name, err)
+		}
+		ranges = append(ranges, []map[string]string{{"subnet": p.Masked().String(), "gateway": p.Masked().Addr().Next().String()}})
+		dst := "0.0.0.0/0"
+		if p.Addr().Is6() {
+			dst = "::/0"
+		}
+		routes = append(routes, map[string]string{"dst": dst})
 	}
-	gw := make(net.IP, len(cidr.IP.To4()))
-	copy(gw, cidr.IP.To4())
-	gw[3]++
 	conf := map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "synx",
@@ -101,8 +109,8 @@ func (n *Node) cniConfig() ([]byte, error) {
 				"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
 				"ipam": map[string]any{
 					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": cidr.String(), "gateway": gw.String()}}},
-					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
+					"ranges":  ranges,
+					"routes":  routes,
 					"dataDir": filepath.Join(n.Dir, "cni/ipam"),
 				},
 			},

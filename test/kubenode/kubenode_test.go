@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -42,13 +44,15 @@ func requireNodes(t *testing.T) *HostState {
 	return before
 }
 
-// TestTwoNodes brings up a real two-node cluster (kubelet and containerd in
-// each node's own namespaces, every control-plane component) and checks, in
-// order: both Nodes register and become Ready; the namespace and
-// ServiceAccount controllers run; an echo pod on each node is Running and
-// Ready (kubelet's probe crosses the node's bridge); the EndpointSlice
-// controller publishes both pods; pods answer from the other node (pod
-// routes between nodes) and from outside the nodes; a hostNetwork pod
+// TestTwoNodes brings up a real two-node dual-stack cluster (kubelet and
+// containerd in each node's own namespaces, every control-plane component)
+// and checks, in order: both Nodes register and become Ready, with an
+// address and a podCIDR of each family; the namespace and ServiceAccount
+// controllers run; an echo pod on each node is Running and Ready (kubelet's
+// probe crosses the node's bridge) with an address of each family; the
+// EndpointSlice controller publishes both pods in both families; pods
+// answer over both families from the other node (pod routes between nodes)
+// and from outside the nodes; a hostNetwork pod
 // answers on its node's address; a DaemonSet runs a pod on each node; no
 // mount of the nodes shows on the host while they run; and Down leaves
 // nothing on the host.
@@ -57,7 +61,7 @@ func TestTwoNodes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	start := time.Now()
-	c, err := Up(ctx, Options{Nodes: 2, Progress: os.Stderr})
+	c, err := Up(ctx, Options{Nodes: 2, DualStack: true, Progress: os.Stderr})
 	if c != nil {
 		stop := c.DownOnSignal()
 		defer stop()
@@ -95,14 +99,15 @@ func TestTwoNodes(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if p.Spec.NodeName != n.Name || !strings.HasPrefix(p.Status.PodIP, strings.TrimSuffix(n.PodCIDR, "0/24")) {
-			t.Fatalf("pod %s: node %s IP %s, want node %s IP in %s", p.Name, p.Spec.NodeName, p.Status.PodIP, n.Name, n.PodCIDR)
+		if p.Spec.NodeName != n.Name || !inCIDRs(podIPs(p), n.PodCIDRs()) {
+			t.Fatalf("pod %s: node %s IPs %v, want node %s, an IP in each of %v", p.Name, p.Spec.NodeName, podIPs(p), n.Name, n.PodCIDRs())
 		}
 		pods[n.Name] = p
 	}
 	t.Logf("TIMING pods created -> %d echo pods Running and Ready: %s (nothing -> pods Ready: %s)",
 		len(pods), time.Since(podsStart).Round(time.Millisecond), time.Since(start).Round(time.Millisecond))
 
+	t.Run("NodesOfBothFamilies", func(t *testing.T) { checkNodeFamilies(ctx, t, c) })
 	t.Run("EndpointSlices", func(t *testing.T) { checkEndpointSlices(ctx, t, c, ns, pods) })
 	t.Run("PodToPodAcrossNodes", func(t *testing.T) { checkPodRouting(ctx, t, c, pods) })
 	t.Run("HostNetworkPod", func(t *testing.T) { checkHostNetwork(ctx, t, c, ns) })
@@ -174,24 +179,80 @@ func echoContainer(port int32) corev1.Container {
 	}
 }
 
-// checkEndpointSlices creates a Service selecting the echo pods and waits
-// for the EndpointSlice controller to list both pods, ready, on their nodes.
+// podIPs are the pod's addresses, the primary first.
+func podIPs(p *corev1.Pod) []string {
+	var out []string
+	for _, ip := range p.Status.PodIPs {
+		out = append(out, ip.IP)
+	}
+	return out
+}
+
+// inCIDRs reports whether there is one IP per CIDR, each in its CIDR.
+func inCIDRs(ips, cidrs []string) bool {
+	if len(ips) != len(cidrs) {
+		return false
+	}
+	for i, ip := range ips {
+		a, err1 := netip.ParseAddr(ip)
+		p, err2 := netip.ParsePrefix(cidrs[i])
+		if err1 != nil || err2 != nil || !p.Contains(a) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkNodeFamilies checks that every Node reports an InternalIP of each
+// family (kubelet's --node-ip) and carries a podCIDR of each family.
+func checkNodeFamilies(ctx context.Context, t *testing.T, c *Cluster) {
+	for _, n := range c.Nodes {
+		node, err := c.Kube.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var internal []string
+		for _, a := range node.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				internal = append(internal, a.Address)
+			}
+		}
+		if strings.Join(internal, ",") != strings.Join(n.IPs(), ",") {
+			t.Errorf("node %s: InternalIPs %v, want %v", n.Name, internal, n.IPs())
+		}
+		if strings.Join(node.Spec.PodCIDRs, ",") != strings.Join(n.PodCIDRs(), ",") {
+			t.Errorf("node %s: podCIDRs %v, want %v", n.Name, node.Spec.PodCIDRs, n.PodCIDRs())
+		}
+	}
+}
+
+// checkEndpointSlices creates a PreferDualStack Service selecting the echo
+// pods and waits for the EndpointSlice controller to list both pods, ready,
+// on their nodes, in a slice of each family.
 func checkEndpointSlices(ctx context.Context, t *testing.T, c *Cluster, ns string, pods map[string]*corev1.Pod) {
+	policy := corev1.IPFamilyPolicyPreferDualStack
 	svc := &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo"},
 		Spec: corev1.ServiceSpec{
-			Selector: map[string]string{"app": "echo"},
-			Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
+			Selector:       map[string]string{"app": "echo"},
+			IPFamilyPolicy: &policy,
+			Ports:          []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromString("http")}},
 		},
 	}
-	if _, err := c.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+	got, err := c.Kube.CoreV1().Services(ns).Create(ctx, svc, metav1.CreateOptions{})
+	if err != nil {
 		t.Fatal(err)
+	}
+	if len(got.Spec.ClusterIPs) != 2 {
+		t.Errorf("PreferDualStack Service: ClusterIPs %v, want one of each family", got.Spec.ClusterIPs)
 	}
 	want := map[string]string{} // pod IP -> node
 	for node, p := range pods {
-		want[p.Status.PodIP] = node
+		for _, ip := range podIPs(p) {
+			want[ip] = node
+		}
 	}
-	err := poll.Until(ctx, time.Minute, "EndpointSlices of demo/echo", func(ctx context.Context) (bool, string, error) {
+	err = poll.Until(ctx, time.Minute, "EndpointSlices of demo/echo", func(ctx context.Context) (bool, string, error) {
 		list, err := c.Kube.DiscoveryV1().EndpointSlices(ns).List(ctx, metav1.ListOptions{LabelSelector: discoveryv1.LabelServiceName + "=echo"})
 		if err != nil {
 			return false, err.Error(), nil
@@ -225,26 +286,31 @@ func checkPodRouting(ctx context.Context, t *testing.T, c *Cluster, pods map[str
 			t.Fatal(err)
 		}
 		for node, p := range pods {
-			body, err := from.HTTPGet(ctx, fmt.Sprintf("http://%s:8080/", p.Status.PodIP))
-			if err != nil {
-				t.Errorf("pod %s -> pod %s on %s: %v", src.Name, p.Name, node, err)
-				continue
-			}
-			// The server sees the client pod's own address: no NAT between pods.
-			if want := fmt.Sprintf("id=%s from=%s:", p.Name, src.Status.PodIP); !strings.HasPrefix(body, want) {
-				t.Errorf("pod %s -> pod %s: answer %q, want %q...", src.Name, p.Name, body, want)
+			for i, ip := range podIPs(p) {
+				body, err := from.HTTPGet(ctx, "http://"+net.JoinHostPort(ip, "8080")+"/")
+				if err != nil {
+					t.Errorf("pod %s -> pod %s on %s at %s: %v", src.Name, p.Name, node, ip, err)
+					continue
+				}
+				// The server sees the client pod's own address of the
+				// family: no NAT between pods.
+				if want := fmt.Sprintf("id=%s from=%s", p.Name, net.JoinHostPort(podIPs(src)[i], "")); !strings.HasPrefix(body, want) {
+					t.Errorf("pod %s -> pod %s: answer %q, want %q...", src.Name, p.Name, body, want)
+				}
 			}
 		}
 	}
 	for _, from := range append(nodeNS(c), c.ControlPlane.NS) {
 		for node, p := range pods {
-			body, err := HTTPGet(ctx, from, fmt.Sprintf("http://%s:8080/", p.Status.PodIP))
-			if err != nil {
-				t.Errorf("%s -> pod %s on %s: %v", from.Name, p.Name, node, err)
-				continue
-			}
-			if want := fmt.Sprintf("id=%s ", p.Name); !strings.HasPrefix(body, want) {
-				t.Errorf("%s -> pod %s: answer %q, want %q...", from.Name, p.Name, body, want)
+			for _, ip := range podIPs(p) {
+				body, err := HTTPGet(ctx, from, "http://"+net.JoinHostPort(ip, "8080")+"/")
+				if err != nil {
+					t.Errorf("%s -> pod %s on %s at %s: %v", from.Name, p.Name, node, ip, err)
+					continue
+				}
+				if want := fmt.Sprintf("id=%s ", p.Name); !strings.HasPrefix(body, want) {
+					t.Errorf("%s -> pod %s: answer %q, want %q...", from.Name, p.Name, body, want)
+				}
 			}
 		}
 	}

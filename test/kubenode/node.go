@@ -30,7 +30,10 @@ type Node struct {
 	Index   int
 	IP      string
 	PodCIDR string
-	Zone    string
+	// IP6 and PodCIDR6 are the node's IPv6 address and pod network on a
+	// dual-stack cluster, empty on a single-stack one.
+	IP6, PodCIDR6 string
+	Zone          string
 	// CgroupPath is kubelet's cgroupRoot, made in every hierarchy; the
 	// node's own processes live in its "runtime" child.
 	CgroupPath string
@@ -55,17 +58,36 @@ type Node struct {
 }
 
 // net is what the pod routes need of the node.
-func (n *Node) net() clusternet.Node { return clusternet.Node{NS: n.NS, IP: n.IP, PodCIDR: n.PodCIDR} }
+func (n *Node) net() clusternet.Node {
+	return clusternet.Node{NS: n.NS, IP: n.IP, PodCIDR: n.PodCIDR, IP6: n.IP6, PodCIDR6: n.PodCIDR6}
+}
+
+// IPs are the node's addresses, IPv4 first.
+func (n *Node) IPs() []string {
+	if n.IP6 == "" {
+		return []string{n.IP}
+	}
+	return []string{n.IP, n.IP6}
+}
+
+// PodCIDRs are the node's pod networks, IPv4 first, as in its Node's
+// spec.podCIDRs.
+func (n *Node) PodCIDRs() []string {
+	if n.PodCIDR6 == "" {
+		return []string{n.PodCIDR}
+	}
+	return []string{n.PodCIDR, n.PodCIDR6}
+}
 
 // hubIf is the hub's end of the node's link.
 func (n *Node) hubIf() string { return fmt.Sprintf("n%d", n.Index) }
 
 // setUpNetwork plugs the node's (new) namespace into the hub and routes
-// the other nodes' pod networks from it. bridge-nf-call-iptables: a
-// Service proxy's rules must see pod traffic that stays on the node's
-// bridge (built into this kernel).
+// the other nodes' pod networks from it. bridge-nf-call-iptables (and
+// -ip6tables): a Service proxy's rules must see pod traffic that stays on
+// the node's bridge (built into this kernel).
 func (n *Node) setUpNetwork() error {
-	if err := clusternet.Attach(n.cluster.Hub, n.hubIf(), n.NS, n.IP); err != nil {
+	if err := clusternet.Attach(n.cluster.Hub, n.hubIf(), n.NS, n.IP, n.IP6); err != nil {
 		return err
 	}
 	var others []clusternet.Node
@@ -77,7 +99,7 @@ func (n *Node) setUpNetwork() error {
 	if err := clusternet.SetUpNode(n.net(), others); err != nil {
 		return err
 	}
-	return n.NS.SetSysctls("net.bridge.bridge-nf-call-iptables", "1")
+	return n.NS.SetSysctls("net.bridge.bridge-nf-call-iptables", "1", "net.bridge.bridge-nf-call-ip6tables", "1")
 }
 
 // Mount points that containerd, its shims, CRI and the CNI plugins use
@@ -194,7 +216,7 @@ func (n *Node) startKubelet() error {
 		"--kubeconfig="+n.kubeletKubeconfig,
 		"--root-dir="+filepath.Join(n.Dir, "kubelet"),
 		"--hostname-override="+n.Name,
-		"--node-ip="+n.IP,
+		"--node-ip="+strings.Join(n.IPs(), ","),
 		"--node-labels=topology.kubernetes.io/zone="+n.Zone,
 		"--v=2"))
 	return n.Kubelet.Start()

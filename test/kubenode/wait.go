@@ -2,7 +2,9 @@ package kubenode
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -16,8 +18,9 @@ import (
 
 // WaitNodesReady waits until every node has registered and is Ready. It
 // plays the cluster's IPAM: once a Node object appears, it sets the Node's
-// podCIDR to the one the node's CNI network was written for (the controller
-// manager's allocator would pick in registration order instead).
+// podCIDRs (one per family) to those the node's CNI network was written for
+// (the controller manager's allocator would pick in registration order
+// instead).
 func (c *Cluster) WaitNodesReady(ctx context.Context, timeout time.Duration) error {
 	return poll.Until(ctx, timeout, "Nodes Ready", func(ctx context.Context) (bool, string, error) {
 		var state []string
@@ -35,12 +38,13 @@ func (c *Cluster) WaitNodesReady(ctx context.Context, timeout time.Duration) err
 				continue
 			}
 			if node.Spec.PodCIDR == "" {
-				patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":[%q]}}`, n.PodCIDR, n.PodCIDR)
+				cidrs, _ := json.Marshal(n.PodCIDRs())
+				patch := fmt.Sprintf(`{"spec":{"podCIDR":%q,"podCIDRs":%s}}`, n.PodCIDR, cidrs)
 				if _, err := c.Kube.CoreV1().Nodes().Patch(ctx, n.Name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
-					return false, "", fmt.Errorf("set podCIDR of %s: %w", n.Name, err)
+					return false, "", fmt.Errorf("set podCIDRs of %s: %w", n.Name, err)
 				}
-			} else if node.Spec.PodCIDR != n.PodCIDR {
-				return false, "", fmt.Errorf("node %s has podCIDR %s, its CNI network is %s", n.Name, node.Spec.PodCIDR, n.PodCIDR)
+			} else if !slices.Equal(node.Spec.PodCIDRs, n.PodCIDRs()) {
+				return false, "", fmt.Errorf("node %s has podCIDRs %v, its CNI network is %v", n.Name, node.Spec.PodCIDRs, n.PodCIDRs())
 			}
 			cond := nodeCondition(node, corev1.NodeReady)
 			if cond != nil && cond.Status == corev1.ConditionTrue {

@@ -103,12 +103,14 @@ func (n *NS) EnableForwarding() {
 // values with "all"). A router that forwards a packet for a Service address
 // before its rules exist would otherwise redirect the client to the next
 // hop, and the client would cache that route and bypass the router for
-// minutes.
+// minutes. IPv6 redirects are refused too (Linux has no switch to stop
+// sending them).
 func (n *NS) NoRedirects(ifaces ...string) error {
 	for _, i := range append([]string{"all", "default"}, ifaces...) {
 		if err := n.SetSysctls(
 			"net.ipv4.conf."+i+".accept_redirects", "0",
 			"net.ipv4.conf."+i+".send_redirects", "0",
+			"net.ipv6.conf."+i+".accept_redirects", "0",
 		); err != nil {
 			return err
 		}

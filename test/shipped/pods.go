@@ -27,8 +27,10 @@ const ProbePort = 9090
 // Pod is an echo pod the harness runs, and its network namespace.
 type Pod struct {
 	Name, Namespace, IP string
-	UID                 string
-	Node                *kubenode.Node
+	// IPs are the pod's addresses, one per family, IP (the primary) first.
+	IPs  []string
+	UID  string
+	Node *kubenode.Node
 	// NS is the pod's network namespace (attached under a name of the
 	// cluster): traffic sent from it leaves from the pod. For a
 	// hostNetwork pod it is the node's namespace.
@@ -118,7 +120,11 @@ func (c *Cluster) attach(p *corev1.Pod, n *kubenode.Node) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Pod{Name: p.Name, Namespace: p.Namespace, IP: p.Status.PodIP, UID: string(p.UID), Node: n, NS: ns}, nil
+	var ips []string
+	for _, ip := range p.Status.PodIPs {
+		ips = append(ips, ip.IP)
+	}
+	return &Pod{Name: p.Name, Namespace: p.Namespace, IP: p.Status.PodIP, IPs: ips, UID: string(p.UID), Node: n, NS: ns}, nil
 }
 
 // DeletePod deletes the pod, waits until it is gone and removes the name

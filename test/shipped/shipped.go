@@ -60,6 +60,9 @@ type Options struct {
 	// default <RepoRoot>/bin/images. The upgrade test gives one that lists
 	// two releases' images.
 	ImagesDir string
+	// DualStack builds a dual-stack cluster, IPv4 primary (see
+	// kubenode.Options).
+	DualStack bool
 }
 
 // Cluster is a running real cluster with the product installed.
@@ -96,6 +99,7 @@ func Up(ctx context.Context, opts Options) (*Cluster, error) {
 		Nodes: opts.Nodes, Progress: opts.Progress, RepoRoot: opts.RepoRoot,
 		ControllerManagerArgs: []string{"--max-endpoints-per-slice=" + strconv.Itoa(opts.MaxEndpointsPerSlice)},
 		ImagesDir:             opts.ImagesDir,
+		DualStack:             opts.DualStack,
 	})
 	if err != nil {
 		return nil, err
