@@ -40,30 +40,50 @@ func run(dir, name string, args ...string) error {
 	return nil
 }
 
-func main() {
-	var (
-		out      = flag.String("out", "bin/vm", "cache and work directory")
-		kernels  = flag.String("kernel", "linux-image-amd64", "comma-separated Debian kernel packages; each gets its own VM run")
-		runRe    = flag.String("run", "", "passed to the test binaries as -test.run")
-		timeout  = flag.Duration("timeout", 20*time.Minute, "wall-clock limit for one VM run (boot + tests)")
-		memMB    = flag.Int("mem", 1024, "VM memory in MiB")
-		smp      = flag.Int("smp", 1, "VM CPUs (each is a host thread under TCG)")
-		accel    = flag.String("accel", "auto", "kvm, tcg or auto (kvm when /dev/kvm opens and boots, else tcg)")
-		kvmWait  = flag.Duration("kvm-deadline", 60*time.Second, "with -accel auto: how long a KVM boot may stay silent before /init, before falling back to tcg")
-		iptMode  = flag.String("iptables", "nft", "iptables flavour behind iptables/iptables-restore in the VM: nft or legacy")
-		verbose  = flag.Bool("v", false, "echo the whole console, not only test output")
-		testArgs = flag.String("args", "", "extra arguments for every test binary (space separated)")
-	)
+// options are the command's flags.
+type options struct {
+	out, kernels, runRe, accel, iptMode, testArgs string
+	timeout, kvmWait                              time.Duration
+	memMB, smp                                    int
+	verbose                                       bool
+}
+
+func parseFlags() options {
+	var o options
+	flag.StringVar(&o.out, "out", "bin/vm", "cache and work directory")
+	flag.StringVar(&o.kernels, "kernel", "linux-image-amd64", "comma-separated Debian kernel packages; each gets its own VM run")
+	flag.StringVar(&o.runRe, "run", "", "passed to the test binaries as -test.run")
+	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "wall-clock limit for one VM run (boot + tests)")
+	flag.IntVar(&o.memMB, "mem", 1024, "VM memory in MiB")
+	flag.IntVar(&o.smp, "smp", 1, "VM CPUs (each is a host thread under TCG)")
+	flag.StringVar(&o.accel, "accel", "auto", "kvm, tcg or auto (kvm when /dev/kvm opens and boots, else tcg)")
+	flag.DurationVar(&o.kvmWait, "kvm-deadline", 60*time.Second, "with -accel auto: how long a KVM boot may stay silent before /init, before falling back to tcg")
+	flag.StringVar(&o.iptMode, "iptables", "nft", "iptables flavour behind iptables/iptables-restore in the VM: nft or legacy")
+	flag.BoolVar(&o.verbose, "v", false, "echo the whole console, not only test output")
+	flag.StringVar(&o.testArgs, "args", "", "extra arguments for every test binary (space separated)")
 	flag.Parse()
+	return o
+}
+
+// kernelRun is what one VM run gave.
+type kernelRun struct {
+	summary          string
+	pass, fail, skip int
+	failed           bool
+}
+
+// main builds the test binaries once, then boots one VM per kernel package
+// and prints each run's results and a closing "N passed, N failed" line.
+func main() {
+	o := parseFlags()
 	pkgs := flag.Args()
 	if len(pkgs) == 0 {
 		pkgs = []string{"./agent/ipvs/..."}
 	}
-	if err := os.MkdirAll(*out, 0o755); err != nil {
+	if err := os.MkdirAll(o.out, 0o755); err != nil {
 		fatal(err)
 	}
-	absOut, _ := filepath.Abs(*out)
-
+	absOut, _ := filepath.Abs(o.out)
 	tests, err := buildTests(filepath.Join(absOut, "tests"), pkgs)
 	if err != nil {
 		fatal(err)
@@ -71,81 +91,93 @@ func main() {
 	if len(tests) == 0 {
 		fatal(fmt.Errorf("no test binaries built for %v", pkgs))
 	}
-	var args []string
-	args = append(args, "-test.timeout=15m")
-	if *runRe != "" {
-		args = append(args, "-test.run="+*runRe)
+	args := []string{"-test.timeout=15m"}
+	if o.runRe != "" {
+		args = append(args, "-test.run="+o.runRe)
 	}
-	args = append(args, strings.Fields(*testArgs)...)
+	args = append(args, strings.Fields(o.testArgs)...)
 
-	failed := false
-	var summaries []string
-	var totPass, totFail, totSkip int
-	for _, kp := range strings.Split(*kernels, ",") {
-		kp = strings.TrimSpace(kp)
-		if kp == "" {
-			continue
+	var runs []kernelRun
+	for _, kp := range strings.Split(o.kernels, ",") {
+		if kp = strings.TrimSpace(kp); kp != "" {
+			runs = append(runs, runKernel(o, absOut, kp, tests, args))
 		}
-		t0 := time.Now()
-		k, err := fetchKernel(absOut, kp)
-		if err != nil {
-			fatal(err)
-		}
-		work := filepath.Join(absOut, "run", k.Release)
-		if err := os.MkdirAll(work, 0o755); err != nil {
-			fatal(err)
-		}
-		initrd, err := buildInitramfs(work, initramfsSpec{Kernel: k, Tests: tests, TestArgs: args, IptablesMode: *iptMode})
-		if err != nil {
-			fatal(err)
-		}
-		st, _ := os.Stat(initrd)
-		logf("kernel %s (%s), initramfs %.1f MiB, prepared in %s", k.Release, k.Package, float64(st.Size())/(1<<20), time.Since(t0).Round(time.Millisecond))
-		res, err := bootAuto(bootSpec{
-			Kernel: k, Initrd: initrd, MemMB: *memMB, SMP: *smp, Accel: *accel,
-			Timeout: *timeout, KVMDeadline: *kvmWait, Verbose: *verbose, Log: filepath.Join(work, "console.log"),
-		})
-		names := make([]string, len(tests))
-		for i, tb := range tests {
-			names[i] = tb.Name
-		}
-		verdict := err
-		if verdict == nil {
-			verdict = res.Verdict(names)
-		}
-		pass, fail, skip := res.Totals()
-		fmt.Printf("\n=== VM %s (%s) accel=%s (%s)\n", k.Release, k.Package, res.accel, res.why)
-		fmt.Printf("boot to /init: %s, modules loaded: %s, tests: %s, total: %s\n",
-			res.InitStart.Round(time.Millisecond), (res.ModulesLoaded - res.InitStart).Round(time.Millisecond),
-			(res.AllDone - res.ModulesLoaded).Round(time.Millisecond), res.total.Round(time.Millisecond))
-		for _, r := range res.Results {
-			fmt.Printf("  %-28s rc=%d  %s  top-level %d pass / %d fail / %d skip  (incl. subtests %d/%d/%d)\n",
-				r.Name, r.RC, (r.Finished - r.Started).Round(time.Millisecond), r.TopPass, r.TopFail, r.TopSkip, r.Pass, r.Fail, r.Skip)
-		}
-		if len(res.ModuleFails) > 0 {
-			fmt.Printf("  modules that failed to load: %s\n", strings.Join(res.ModuleFails, " "))
-		}
-		status := "PASS"
-		if verdict != nil {
-			failed = true
-			status = "FAIL: " + verdict.Error()
-			fmt.Printf("  console log: %s\n", filepath.Join(work, "console.log"))
-		}
-		fmt.Printf("  result: %s\n", status)
-		if fail == 0 && verdict != nil {
-			fail = 1 // a crash, timeout or missing binary counts as a failure
-		}
-		summaries = append(summaries, fmt.Sprintf("kernel %s: %d passed, %d failed, %d skipped", k.Release, pass, fail, skip))
-		totPass, totFail, totSkip = totPass+pass, totFail+fail, totSkip+skip
 	}
 	fmt.Println()
-	for _, s := range summaries {
-		fmt.Println(s)
+	failed := false
+	var totPass, totFail, totSkip int
+	for _, r := range runs {
+		fmt.Println(r.summary)
+		totPass, totFail, totSkip = totPass+r.pass, totFail+r.fail, totSkip+r.skip
+		failed = failed || r.failed
 	}
 	// The closing line, in the "N passed, N failed" form CI reads.
 	fmt.Printf("ipvs-vm: %d passed, %d failed, %d skipped\n", totPass, totFail, totSkip)
 	if failed {
 		os.Exit(1)
+	}
+}
+
+// runKernel boots the VM of one kernel package with the test binaries and
+// prints its results.
+func runKernel(o options, absOut, kp string, tests []testBinary, args []string) kernelRun {
+	t0 := time.Now()
+	k, err := fetchKernel(absOut, kp)
+	if err != nil {
+		fatal(err)
+	}
+	work := filepath.Join(absOut, "run", k.Release)
+	if err := os.MkdirAll(work, 0o755); err != nil {
+		fatal(err)
+	}
+	initrd, err := buildInitramfs(work, initramfsSpec{Kernel: k, Tests: tests, TestArgs: args, IptablesMode: o.iptMode})
+	if err != nil {
+		fatal(err)
+	}
+	st, _ := os.Stat(initrd)
+	logf("kernel %s (%s), initramfs %.1f MiB, prepared in %s", k.Release, k.Package, float64(st.Size())/(1<<20), time.Since(t0).Round(time.Millisecond))
+	res, err := bootAuto(bootSpec{
+		Kernel: k, Initrd: initrd, MemMB: o.memMB, SMP: o.smp, Accel: o.accel,
+		Timeout: o.timeout, KVMDeadline: o.kvmWait, Verbose: o.verbose, Log: filepath.Join(work, "console.log"),
+	})
+	names := make([]string, len(tests))
+	for i, tb := range tests {
+		names[i] = tb.Name
+	}
+	verdict := err
+	if verdict == nil {
+		verdict = res.Verdict(names)
+	}
+	printRun(k, res)
+	run := kernelRun{}
+	run.pass, run.fail, run.skip = res.Totals()
+	status := "PASS"
+	if verdict != nil {
+		run.failed = true
+		status = "FAIL: " + verdict.Error()
+		fmt.Printf("  console log: %s\n", filepath.Join(work, "console.log"))
+		if run.fail == 0 {
+			run.fail = 1 // a crash, timeout or missing binary counts as a failure
+		}
+	}
+	fmt.Printf("  result: %s\n", status)
+	run.summary = fmt.Sprintf("kernel %s: %d passed, %d failed, %d skipped", k.Release, run.pass, run.fail, run.skip)
+	return run
+}
+
+// printRun prints how the VM of kernel k booted and what each test binary
+// did.
+func printRun(k kernel, res *bootResult) {
+	fmt.Printf("\n=== VM %s (%s) accel=%s (%s)\n", k.Release, k.Package, res.accel, res.why)
+	fmt.Printf("boot to /init: %s, modules loaded: %s, tests: %s, total: %s\n",
+		res.InitStart.Round(time.Millisecond), (res.ModulesLoaded - res.InitStart).Round(time.Millisecond),
+		(res.AllDone - res.ModulesLoaded).Round(time.Millisecond), res.total.Round(time.Millisecond))
+	for _, r := range res.Results {
+		fmt.Printf("  %-28s rc=%d  %s  top-level %d pass / %d fail / %d skip  (incl. subtests %d/%d/%d)\n",
+			r.Name, r.RC, (r.Finished - r.Started).Round(time.Millisecond), r.TopPass, r.TopFail, r.TopSkip, r.Pass, r.Fail, r.Skip)
+	}
+	if len(res.ModuleFails) > 0 {
+		fmt.Printf("  modules that failed to load: %s\n", strings.Join(res.ModuleFails, " "))
 	}
 }
 
