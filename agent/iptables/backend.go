@@ -7,7 +7,10 @@
 // rules already there and writes only the chains that differ. Partial syncs
 // trust the cache, rewrite the chains of changed services only and edit the
 // dispatch chain with -A/-D lines. A canary chain detects flushes by
-// someone else and turns the next sync into a full one.
+// someone else and turns the next sync into a full one. With the nft
+// flavour, a full sync of an unchanged state skips the read-back when the
+// namespace's nf_tables generation has not moved since a read-back found
+// the kernel as desired: nothing in nf_tables changed, so nothing drifted.
 //
 // Every method runs its commands in the network namespace of the calling
 // OS thread; tests call it from a thread switched into a test namespace.
@@ -28,6 +31,7 @@ import (
 
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/nftgen"
 	"github.com/synterix/synterix-kube-proxy/agent/sysctl"
 	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 )
@@ -68,6 +72,15 @@ type Backend struct {
 
 	localnetSet bool
 	localnetWas string
+
+	// gen reads the nf_tables generation of the namespace; nil for a
+	// flavour whose rules are not in nf_tables (legacy, plain). verified
+	// says that a full sync read b.last's rules back and found them in the
+	// kernel at generation verifiedGen (see unchangedSinceVerified).
+	gen         func(context.Context) (uint32, error)
+	verified    bool
+	verifiedGen uint32
+	genFailed   bool // a failed reading was logged
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -90,11 +103,16 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newBackend(ctx, opts, mode, xt)
+	b, err := newBackend(ctx, opts, mode, xt)
+	if err == nil && mode == xtables.ModeNFT {
+		// The real tools of the nft flavour keep our rules in nf_tables.
+		b.gen = nftgen.Read
+	}
+	return b, err
 }
 
 // newBackend wires a backend to a runner of the given mode; unit tests
-// pass a FAKE runner.
+// pass a FAKE runner (whose tables are not in nf_tables: no generation).
 func newBackend(ctx context.Context, opts Options, mode xtables.Mode, xt xtables.Runner) (*Backend, error) {
 	if opts.Family == "" {
 		opts.Family = model.IPv4
@@ -292,7 +310,7 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	}
 	if err != nil {
 		res.Duration = time.Since(start)
-		b.synced = false
+		b.synced, b.verified = false, false
 		return res, err
 	}
 	ch := model.Diff(b.last, st)
@@ -318,9 +336,19 @@ const canaryGuard = "-D " + chainCanary + " -j RETURN\n-A " + chainCanary + " -j
 var tables = []string{tableNAT, tableFilter}
 
 // sync plans a full or partial sync and applies it. A partial sync that
-// cannot be planned becomes a full one.
+// cannot be planned becomes a full one. A full sync skips the read-back
+// when the kernel is known unchanged since one verified it (see
+// unchangedSinceVerified), and records a read-back that found nothing to
+// write under a generation that held still around it.
 func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend.SyncResult, error) {
 	res := backend.SyncResult{Full: full}
+	if full {
+		if gen, ok := b.unchangedSinceVerified(ctx, st); ok {
+			klog.V(2).InfoS("Full iptables sync verified by the nf_tables generation, nothing read back", "generation", gen)
+			return res, b.localhostNodePorts(st)
+		}
+	}
+	b.verified = false
 	var plans map[string]*tablePlan
 	if !full {
 		var ok bool
@@ -328,9 +356,11 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 			full, res.Full = true, true
 		}
 	}
+	var rb readBack
 	if full {
 		var err error
-		plans, res.Rules, err = b.fullPlans(ctx, st)
+		plans, rb, err = b.fullPlans(ctx, st)
+		res.Rules = rb.hooks
 		if err != nil {
 			return res, err
 		}
@@ -340,23 +370,103 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 	if err != nil {
 		return res, err
 	}
-	if st.LocalhostNodePorts {
-		if err := b.enableRouteLocalnet(); err != nil {
-			return res, fmt.Errorf("rules in place, but localhost NodePorts cannot work: %w", err)
-		}
+	if err := b.localhostNodePorts(st); err != nil {
+		return res, err
+	}
+	if full && rb.clean(plans) {
+		b.verified, b.verifiedGen = true, rb.gen
 	}
 	return res, nil
+}
+
+// localhostNodePorts turns route_localnet on when the state asks for
+// localhost NodePorts.
+func (b *Backend) localhostNodePorts(st *model.State) error {
+	if !st.LocalhostNodePorts {
+		return nil
+	}
+	if err := b.enableRouteLocalnet(); err != nil {
+		return fmt.Errorf("rules in place, but localhost NodePorts cannot work: %w", err)
+	}
+	return nil
+}
+
+// unchangedSinceVerified reports whether a full sync of st may skip the
+// read-back: the last sync was a full one that read b.last's rules back and
+// found nothing to write; st renders the same rules (no service port
+// changed by content hash, same render options); and the nf_tables
+// generation has not moved since, so nothing in any nf_tables table of the
+// namespace (ours, kube-proxy's, anyone's) changed. Drift is impossible
+// without a write, and every write moves the generation.
+func (b *Backend) unchangedSinceVerified(ctx context.Context, st *model.State) (uint32, bool) {
+	if !b.verified || !sameOptions(b.renderOptions(st), b.renderOpts) || !model.Diff(b.last, st).Empty() {
+		return 0, false
+	}
+	for _, s := range st.Services {
+		if s.Hash == "" { // no hash: Diff cannot tell a change
+			return 0, false
+		}
+	}
+	gen, ok := b.generation(ctx)
+	return gen, ok && gen == b.verifiedGen
+}
+
+// generation reads the namespace's nf_tables generation. ok is false for a
+// flavour without one, or when the reading fails: that is logged once, and
+// every full sync then reads the rules back.
+func (b *Backend) generation(ctx context.Context) (gen uint32, ok bool) {
+	if b.gen == nil {
+		return 0, false
+	}
+	gen, err := b.gen(ctx)
+	if err != nil {
+		if !b.genFailed {
+			klog.InfoS("Cannot read the nf_tables generation, every full iptables sync reads the rules back", "err", err)
+			b.genFailed = true
+		}
+		return 0, false
+	}
+	return gen, true
+}
+
+// readBack is what a full sync's read of the kernel saw: the jumps it had
+// to put back, and whether the nf_tables generation held still (at gen)
+// from before iptables-save to after it.
+type readBack struct {
+	hooks  int
+	gen    uint32
+	stable bool
+}
+
+// clean reports whether the read-back verified the kernel: the generation
+// held still around it, and it found nothing to write.
+func (rb readBack) clean(plans map[string]*tablePlan) bool {
+	if !rb.stable || rb.hooks != 0 {
+		return false
+	}
+	for _, p := range plans {
+		if !p.empty() {
+			return false
+		}
+	}
+	return true
 }
 
 // fullPlans reads the kernel (one iptables-save for all tables: a process
 // less than per table), puts back missing jumps from the built-in chains,
 // and plans turning the chains found into the desired ones. It returns the
-// number of jumps it wrote.
-func (b *Backend) fullPlans(ctx context.Context, st *model.State) (map[string]*tablePlan, int, error) {
+// number of jumps it wrote and the nf_tables generation around the save.
+func (b *Backend) fullPlans(ctx context.Context, st *model.State) (map[string]*tablePlan, readBack, error) {
+	var rb readBack
 	want := b.desired(st)
+	before, ok := b.generation(ctx)
 	saved, err := b.save(ctx)
 	if err != nil {
-		return nil, 0, err
+		return nil, rb, err
+	}
+	if ok {
+		after, ok := b.generation(ctx)
+		rb.gen, rb.stable = before, ok && after == before
 	}
 	current := map[string]map[string]*chainSum{}
 	var missing []xtables.Jump
@@ -372,15 +482,15 @@ func (b *Backend) fullPlans(ctx context.Context, st *model.State) (map[string]*t
 			}
 		}
 	}
-	n, err := b.installHooks(ctx, current, missing)
+	rb.hooks, err = b.installHooks(ctx, current, missing)
 	if err != nil {
-		return nil, n, err
+		return nil, rb, err
 	}
 	plans := map[string]*tablePlan{}
 	for _, table := range tables {
 		plans[table] = diffPlan(want[table], current[table])
 	}
-	return plans, n, nil
+	return plans, rb, nil
 }
 
 // apply writes the plans with one iptables-restore --noflush per table
@@ -506,7 +616,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	b.frags = map[string]*fragment{}
 	b.globals = nil
 	b.last = nil
-	b.synced = false
+	b.synced, b.verified = false, false
 	return errors.Join(errs...)
 }
 
