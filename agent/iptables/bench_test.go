@@ -12,6 +12,7 @@ import (
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/backend/backendtest"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
+	"github.com/synterix/synterix-kube-proxy/agent/xtables"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
 )
 
@@ -218,4 +219,66 @@ func BenchmarkFirstPacket(b *testing.B) {
 	for _, n := range []int{1000, 10000, 30000} {
 		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { backendtest.FirstPacket(b, harness(Options{}), n) })
 	}
+}
+
+// BenchmarkIdleFullSync measures the periodic full sync of an idle node
+// (the state and the kernel unchanged) at N Services × 10 endpoints, nft
+// flavour, before and after the nf_tables generation check: "readback" is
+// the full sync every period paid before (iptables-save of the whole
+// ruleset, compared, nothing written), "verified" the one that finds the
+// generation where a read-back verified the kernel and reads nothing.
+// Wall time and CPU time (the test process and its children: iptables-save
+// runs as one) are medians over the iterations.
+//
+//	go test ./agent/iptables -run XXX -bench IdleFullSync -benchtime 5x
+func BenchmarkIdleFullSync(b *testing.B) {
+	netns.Require(b, "iptables-nft", "iptables-nft-save", "iptables-nft-restore")
+	for _, n := range []int{1000, 10000} {
+		b.Run(fmt.Sprintf("services=%d", n), func(b *testing.B) { benchIdle(b, n) })
+	}
+}
+
+func benchIdle(b *testing.B, n int) {
+	r := &applyRig{b: b, node: netns.New(b, "idle"), ctx: context.Background(), states: []*model.State{benchState(n, 10, 0)}}
+	r.in(func() (err error) { r.be, err = New(r.ctx, Options{Mode: xtables.ModeNFT}); return })
+	gen := r.be.gen
+	xt := &countingRunner{Runner: r.be.xt}
+	r.be.xt = xt
+	st := r.states[0]
+	// idle runs one full sync of the unchanged state and checks what it
+	// did: read back (one iptables-save) or not; it never writes.
+	idle := func(readBack bool) (wall, cpu time.Duration) {
+		saves := xt.saves
+		var res backend.SyncResult
+		cpu, err := backendtest.MeasureCPU(func() { res, wall = r.sync(st, true) })
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.Rules != 0 || (xt.saves-saves == 1) != readBack {
+			b.Fatalf("idle full sync: %+v, %d iptables-save runs, want read-back %v", res, xt.saves-saves, readBack)
+		}
+		return wall, cpu
+	}
+	r.sync(st, true) // load the ruleset
+	var before, beforeCPU, after, afterCPU []time.Duration
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		// Before: no generation, every full sync reads back.
+		r.be.gen, r.be.verified = nil, false
+		w, c := idle(true)
+		before, beforeCPU = append(before, w), append(beforeCPU, c)
+		// After: one read-back verifies the kernel, the next is free.
+		r.be.gen = gen
+		idle(true)
+		w, c = idle(false)
+		after, afterCPU = append(after, w), append(afterCPU, c)
+	}
+	b.StopTimer()
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	b.ReportMetric(ms(median(before)), "readback-ms")
+	b.ReportMetric(ms(median(beforeCPU)), "readback-cpu-ms")
+	b.ReportMetric(ms(median(after)), "verified-ms")
+	b.ReportMetric(ms(median(afterCPU)), "verified-cpu-ms")
+	b.ReportMetric(0, "ns/op")
+	r.in(func() error { return r.be.Cleanup(r.ctx) })
 }

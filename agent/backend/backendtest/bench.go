@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"sort"
+	"syscall"
 	"testing"
 	"time"
 
@@ -115,6 +116,35 @@ func (h Heap) Report(b interface{ ReportMetric(float64, string) }, name string) 
 	b.ReportMetric(mib(h.Alloc), name+"-alloc-MiB")
 	b.ReportMetric(mib(h.Retained), name+"-retained-MiB")
 	b.ReportMetric(mib(h.Peak), name+"-peak-MiB")
+}
+
+// MeasureCPU runs fn and returns the CPU time (user and system) that this
+// process and the children it waited for used meanwhile: a backend's own
+// work and that of the tools it runs (iptables-save). Other goroutines of
+// the process count too, so benchmarks run nothing else meanwhile.
+func MeasureCPU(fn func()) (time.Duration, error) {
+	before, err := cpuTime()
+	if err != nil {
+		return 0, err
+	}
+	fn()
+	after, err := cpuTime()
+	return after - before, err
+}
+
+func cpuTime() (time.Duration, error) {
+	var self, children syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &self); err != nil {
+		return 0, err
+	}
+	if err := syscall.Getrusage(syscall.RUSAGE_CHILDREN, &children); err != nil {
+		return 0, err
+	}
+	d := time.Duration(0)
+	for _, tv := range []syscall.Timeval{self.Utime, self.Stime, children.Utime, children.Stime} {
+		d += time.Duration(tv.Nano())
+	}
+	return d, nil
 }
 
 // FirstPacket measures, in the scenario topology, how long a new TCP
