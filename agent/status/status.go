@@ -282,8 +282,10 @@ func Build(cur v1alpha1.ProxyNodeStatus, r Report, now time.Time) v1alpha1.Proxy
 	return s
 }
 
-// Due reports whether want differs from cur in anything but the time and
-// duration of the last sync, or whether the heartbeat is due.
+// Due reports whether want differs from cur in anything but the times and
+// durations of the last syncs (node-wide and per family), or whether the
+// heartbeat is due: a periodic sync that changed nothing is not written,
+// so an idle node costs the API server one write per heartbeat.
 func Due(cur, want v1alpha1.ProxyNodeStatus, now time.Time, heartbeat time.Duration) bool {
 	a, b := cur.DeepCopy(), want.DeepCopy()
 	var last time.Time
@@ -293,6 +295,13 @@ func Due(cur, want v1alpha1.ProxyNodeStatus, now time.Time, heartbeat time.Durat
 	for _, s := range []*v1alpha1.ProxyNodeStatus{a, b} {
 		if s.LastSync != nil {
 			s.LastSync.Time, s.LastSync.DurationMilliseconds = nil, nil
+		}
+		// Each family's last sync has its own time and duration: they
+		// change with every sync too, and are no reason to write.
+		for i := range s.Families {
+			if ls := s.Families[i].LastSync; ls != nil {
+				ls.Time, ls.DurationMilliseconds = nil, nil
+			}
 		}
 		for i := range s.Conditions {
 			s.Conditions[i].LastTransitionTime = metav1.Time{}

@@ -19,6 +19,10 @@ func report(at time.Time) Report {
 		LastSync:        &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncPartial},
 		Ready:           Condition{Status: metav1.ConditionTrue, Reason: v1alpha1.ReasonSynced, Message: "ok"},
 		Degraded:        Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonAsExpected},
+		Families: []v1alpha1.FamilyStatus{
+			{Family: "IPv4", Programmed: true, LastSync: &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncFull}},
+			{Family: "IPv6", Programmed: true, LastSync: &v1alpha1.SyncStatus{Time: &metav1.Time{Time: at}, DurationMilliseconds: &ms, Type: v1alpha1.SyncFull}},
+		},
 	}
 }
 
@@ -56,6 +60,11 @@ func TestDueHeartbeat(t *testing.T) {
 	r.Counts.Services = 5
 	if !Due(cur, Build(cur, r, later), later, time.Minute) {
 		t.Error("a change of counts is not due")
+	}
+	r = report(later)
+	r.Families[1].LastSync.Error = "IPv6: boom"
+	if !Due(cur, Build(cur, r, later), later, time.Minute) {
+		t.Error("a family's sync error is not due")
 	}
 	r = report(later)
 	r.Ready = Condition{Status: metav1.ConditionFalse, Reason: v1alpha1.ReasonSyncFailed, Message: "x"}
