@@ -73,14 +73,11 @@ type Backend struct {
 	localnetSet bool
 	localnetWas string
 
-	// gen reads the nf_tables generation of the namespace; nil for a
-	// flavour whose rules are not in nf_tables (legacy, plain). verified
-	// says that a full sync read b.last's rules back and found them in the
-	// kernel at generation verifiedGen (see unchangedSinceVerified).
-	gen         func(context.Context) (uint32, error)
-	verified    bool
-	verifiedGen uint32
-	genFailed   bool // a failed reading was logged
+	// gens remembers the nf_tables generation at which a full sync read
+	// b.last's rules back and found them in the kernel; its reader is nil
+	// for a flavour whose rules are not in nf_tables (legacy, plain). See
+	// unchangedSinceVerified.
+	gens nftgen.Tracker
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -106,7 +103,7 @@ func New(ctx context.Context, opts Options) (*Backend, error) {
 	b, err := newBackend(ctx, opts, mode, xt)
 	if err == nil && mode == xtables.ModeNFT {
 		// The real tools of the nft flavour keep our rules in nf_tables.
-		b.gen = nftgen.Read
+		b.gens.Read = nftgen.Read
 	}
 	return b, err
 }
@@ -310,7 +307,8 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	}
 	if err != nil {
 		res.Duration = time.Since(start)
-		b.synced, b.verified = false, false
+		b.synced = false
+		b.gens.Forget()
 		return res, err
 	}
 	ch := model.Diff(b.last, st)
@@ -348,7 +346,7 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 			return res, b.localhostNodePorts(st)
 		}
 	}
-	b.verified = false
+	b.gens.Forget()
 	var plans map[string]*tablePlan
 	if !full {
 		var ok bool
@@ -374,7 +372,7 @@ func (b *Backend) sync(ctx context.Context, st *model.State, full bool) (backend
 		return res, err
 	}
 	if full && rb.clean(plans) {
-		b.verified, b.verifiedGen = true, rb.gen
+		b.gens.Mark(rb.gen)
 	}
 	return res, nil
 }
@@ -399,7 +397,7 @@ func (b *Backend) localhostNodePorts(st *model.State) error {
 // namespace (ours, kube-proxy's, anyone's) changed. Drift is impossible
 // without a write, and every write moves the generation.
 func (b *Backend) unchangedSinceVerified(ctx context.Context, st *model.State) (uint32, bool) {
-	if !b.verified || !sameOptions(b.renderOptions(st), b.renderOpts) || !model.Diff(b.last, st).Empty() {
+	if !b.gens.Marked() || !sameOptions(b.renderOptions(st), b.renderOpts) || !model.Diff(b.last, st).Empty() {
 		return 0, false
 	}
 	for _, s := range st.Services {
@@ -407,26 +405,7 @@ func (b *Backend) unchangedSinceVerified(ctx context.Context, st *model.State) (
 			return 0, false
 		}
 	}
-	gen, ok := b.generation(ctx)
-	return gen, ok && gen == b.verifiedGen
-}
-
-// generation reads the namespace's nf_tables generation. ok is false for a
-// flavour without one, or when the reading fails: that is logged once, and
-// every full sync then reads the rules back.
-func (b *Backend) generation(ctx context.Context) (gen uint32, ok bool) {
-	if b.gen == nil {
-		return 0, false
-	}
-	gen, err := b.gen(ctx)
-	if err != nil {
-		if !b.genFailed {
-			klog.InfoS("Cannot read the nf_tables generation, every full iptables sync reads the rules back", "err", err)
-			b.genFailed = true
-		}
-		return 0, false
-	}
-	return gen, true
+	return b.gens.Holds(ctx)
 }
 
 // readBack is what a full sync's read of the kernel saw: the jumps it had
@@ -459,13 +438,13 @@ func (rb readBack) clean(plans map[string]*tablePlan) bool {
 func (b *Backend) fullPlans(ctx context.Context, st *model.State) (map[string]*tablePlan, readBack, error) {
 	var rb readBack
 	want := b.desired(st)
-	before, ok := b.generation(ctx)
+	before, ok := b.gens.Current(ctx)
 	saved, err := b.save(ctx)
 	if err != nil {
 		return nil, rb, err
 	}
 	if ok {
-		after, ok := b.generation(ctx)
+		after, ok := b.gens.Current(ctx)
 		rb.gen, rb.stable = before, ok && after == before
 	}
 	current := map[string]map[string]*chainSum{}
@@ -616,7 +595,8 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 	b.frags = map[string]*fragment{}
 	b.globals = nil
 	b.last = nil
-	b.synced, b.verified = false, false
+	b.synced = false
+	b.gens.Forget()
 	return errors.Join(errs...)
 }
 

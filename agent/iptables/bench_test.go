@@ -241,7 +241,7 @@ func BenchmarkIdleFullSync(b *testing.B) {
 func benchIdle(b *testing.B, n int) {
 	r := &applyRig{b: b, node: netns.New(b, "idle"), ctx: context.Background(), states: []*model.State{benchState(n, 10, 0)}}
 	r.in(func() (err error) { r.be, err = New(r.ctx, Options{Mode: xtables.ModeNFT}); return })
-	gen := r.be.gen
+	gen := r.be.gens.Read
 	xt := &countingRunner{Runner: r.be.xt}
 	r.be.xt = xt
 	st := r.states[0]
@@ -264,11 +264,12 @@ func benchIdle(b *testing.B, n int) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		// Before: no generation, every full sync reads back.
-		r.be.gen, r.be.verified = nil, false
+		r.be.gens.Read = nil
+		r.be.gens.Forget()
 		w, c := idle(true)
 		before, beforeCPU = append(before, w), append(beforeCPU, c)
 		// After: one read-back verifies the kernel, the next is free.
-		r.be.gen = gen
+		r.be.gens.Read = gen
 		idle(true)
 		w, c = idle(false)
 		after, afterCPU = append(after, w), append(afterCPU, c)

@@ -152,7 +152,7 @@ func TestFullSyncVerifiedByGeneration(t *testing.T) {
 // case the kernel cannot be made to refuse); the tools are real.
 func TestFullSyncGenerationUnreadable(t *testing.T) {
 	r := newGenRig(t, xtables.ModeNFT)
-	r.be.gen = func(context.Context) (uint32, error) { return 0, errors.New("FAKE: GETGEN refused") }
+	r.be.gens.Read = func(context.Context) (uint32, error) { return 0, errors.New("FAKE: GETGEN refused") }
 	st := backendtest.BenchState(5, 2, 0)
 	r.full(st, "first sync", true, true)
 	for i := 0; i < 3; i++ {
@@ -165,7 +165,7 @@ func TestFullSyncGenerationUnreadable(t *testing.T) {
 // generation holds still.
 func TestFullSyncLegacyReadsBack(t *testing.T) {
 	r := newGenRig(t, xtables.ModeLegacy)
-	if r.be.gen != nil {
+	if r.be.gens.Read != nil {
 		t.Fatal("legacy backend reads an nf_tables generation")
 	}
 	st := backendtest.BenchState(5, 2, 0)

@@ -75,15 +75,11 @@ type Backend struct {
 	// of a 13.6 ms partial sync here.
 	sock *conn
 
-	// gen reads the nf_tables generation of the namespace. verified says
-	// that a full sync read b.last's table back and found it in the
-	// kernel at generation verifiedGen (generation.go). readBacks counts
-	// the full syncs that read the kernel (tests).
-	gen         func(context.Context) (uint32, error)
-	verified    bool
-	verifiedGen uint32
-	genFailed   bool
-	readBacks   int
+	// gens remembers the nf_tables generation at which a full sync read
+	// b.last's table back and found it in the kernel (generation.go).
+	// readBacks counts the full syncs that read the kernel (tests).
+	gens      nftgen.Tracker
+	readBacks int
 }
 
 var _ backend.Backend = (*Backend)(nil)
@@ -101,7 +97,8 @@ func New(opts Options) (*Backend, error) {
 	if bit < 0 || bit > 31 {
 		return nil, fmt.Errorf("masquerade bit %d out of range 0-31", bit)
 	}
-	b := &Backend{f: f, table: opts.Table, mark: 1 << bit, chunk: opts.ChunkBytes, frags: map[string]*fragment{}, gen: nftgen.Read}
+	b := &Backend{f: f, table: opts.Table, mark: 1 << bit, chunk: opts.ChunkBytes, frags: map[string]*fragment{},
+		gens: nftgen.Tracker{Read: nftgen.Read, What: "nftables"}}
 	if b.table == "" {
 		b.table = DefaultTable
 	}
@@ -173,7 +170,7 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 			return b.done(st, backend.SyncResult{Full: true}, start)
 		}
 	}
-	b.verified = false
+	b.gens.Forget()
 	if !full {
 		res, err = b.partialSync(c, st)
 		if err != nil {
@@ -190,7 +187,8 @@ func (b *Backend) Sync(ctx context.Context, st *model.State, opts backend.SyncOp
 	}
 	if err != nil {
 		res.Duration = time.Since(start)
-		b.synced, b.verified = false, false
+		b.synced = false
+		b.gens.Forget()
 		b.dropSocket(err)
 		return res, err
 	}
@@ -246,7 +244,7 @@ func (b *Backend) Cleanup(ctx context.Context) error {
 		errs = append(errs, err)
 	}
 	b.frags, b.hairpin, b.picks, b.sum, b.last, b.synced, b.shared = map[string]*fragment{}, nil, nil, epsSum{}, nil, false, 0
-	b.verified = false
+	b.gens.Forget()
 	return errors.Join(errs...)
 }
 

@@ -148,7 +148,7 @@ func BenchmarkIdleFullSync(b *testing.B) {
 func benchIdle(b *testing.B, n int) {
 	r := &applyRig{b: b, node: netns.New(b, "idle"), states: []*model.State{backendtest.BenchState(n, 10, 0)}}
 	r.start()
-	gen, st := r.be.gen, r.states[0]
+	gen, st := r.be.gens.Read, r.states[0]
 	// idle runs one full sync of the unchanged state and checks what it
 	// did: read the table back or not; it never writes.
 	idle := func(readBack bool) (wall, cpu time.Duration) {
@@ -167,10 +167,11 @@ func benchIdle(b *testing.B, n int) {
 	var before, beforeCPU, after, afterCPU []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		r.be.gen, r.be.verified = nil, false // before: every full sync reads back
+		r.be.gens.Read = nil
+		r.be.gens.Forget() // before: every full sync reads back
 		w, c := idle(true)
 		before, beforeCPU = append(before, w), append(beforeCPU, c)
-		r.be.gen = gen // after: one read-back verifies, the next is free
+		r.be.gens.Read = gen // after: one read-back verifies, the next is free
 		idle(true)
 		w, c = idle(false)
 		after, afterCPU = append(after, w), append(afterCPU, c)

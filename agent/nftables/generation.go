@@ -3,8 +3,6 @@ package nftables
 import (
 	"context"
 
-	"k8s.io/klog/v2"
-
 	"github.com/synterix/synterix-kube-proxy/agent/backend"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 )
@@ -21,7 +19,7 @@ import (
 // the same table (same render key, no service port changed by content
 // hash); and the generation has not moved since.
 func (b *Backend) unchangedSinceVerified(ctx context.Context, st *model.State) (uint32, bool) {
-	if !b.verified || !model.Diff(b.last, st).Empty() {
+	if !b.gens.Marked() || !model.Diff(b.last, st).Empty() {
 		return 0, false
 	}
 	if _, key := b.renderer(st); key != b.key {
@@ -32,26 +30,7 @@ func (b *Backend) unchangedSinceVerified(ctx context.Context, st *model.State) (
 			return 0, false
 		}
 	}
-	gen, ok := b.generation(ctx)
-	return gen, ok && gen == b.verifiedGen
-}
-
-// generation reads the namespace's nf_tables generation; ok is false when
-// there is no reader or the reading fails (logged once: every full sync
-// then reads the table back).
-func (b *Backend) generation(ctx context.Context) (gen uint32, ok bool) {
-	if b.gen == nil {
-		return 0, false
-	}
-	gen, err := b.gen(ctx)
-	if err != nil {
-		if !b.genFailed {
-			klog.InfoS("Cannot read the nf_tables generation, every full nftables sync reads the table back", "table", b.Table(), "err", err)
-			b.genFailed = true
-		}
-		return 0, false
-	}
-	return gen, true
+	return b.gens.Holds(ctx)
 }
 
 // verifyingFullSync is fullSync, which also records whether it verified
@@ -59,7 +38,7 @@ func (b *Backend) generation(ctx context.Context) (gen uint32, ok bool) {
 // read and after the sync.
 func (b *Backend) verifyingFullSync(ctx context.Context, c *conn, st *model.State) (backend.SyncResult, error) {
 	b.readBacks++
-	before, ok := b.generation(ctx)
+	before, ok := b.gens.Current(ctx)
 	wrote := false
 	res, err := b.fullSyncWith(c, st, func(t *txn) error {
 		wrote = wrote || len(t.what) > 0
@@ -68,8 +47,8 @@ func (b *Backend) verifyingFullSync(ctx context.Context, c *conn, st *model.Stat
 	if err != nil || !ok || wrote {
 		return res, err
 	}
-	if after, ok := b.generation(ctx); ok && after == before {
-		b.verified, b.verifiedGen = true, before
+	if after, ok := b.gens.Current(ctx); ok && after == before {
+		b.gens.Mark(before)
 	}
 	return res, nil
 }

@@ -92,7 +92,7 @@ func TestFullSyncVerifiedByGeneration(t *testing.T) {
 // cannot be made to refuse); the table is real.
 func TestFullSyncGenerationUnreadable(t *testing.T) {
 	r := newGenRig(t)
-	r.be.gen = func(context.Context) (uint32, error) { return 0, errors.New("FAKE: GETGEN refused") }
+	r.be.gens.Read = func(context.Context) (uint32, error) { return 0, errors.New("FAKE: GETGEN refused") }
 	st := backendtest.BenchState(5, 2, 0)
 	r.full(st, "first sync", true, true)
 	for i := 0; i < 3; i++ {
