@@ -193,7 +193,7 @@ func (a *Agent) ensureData(cfg *revision.Config) bool {
 		for _, fl := range a.familyLoops() {
 			fl.builder = &model.Builder{}
 		}
-		a.loop.data = source.Start(a.opts.Clients, name, a.tracker, func(*source.Data) { a.runner.RequestFull() })
+		a.loop.data = source.Start(a.opts.Clients, name, a.tracker, func(*source.Data) { a.runner.RequestFullNow() })
 	}
 	return a.loop.data.Ready()
 }

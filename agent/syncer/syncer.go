@@ -88,6 +88,19 @@ func (r *Runner) RequestFull() {
 	r.mu.Unlock()
 }
 
+// RequestFullNow asks for a full sync that the limiter does not hold back:
+// the limiter is refilled. The agent asks for it when the watches' first
+// listing arrives, because the syncs before it (which found nothing to
+// program) spent the limiter's tokens: without it the first real sync of a
+// starting agent waited up to minSyncPeriod for nothing.
+func (r *Runner) RequestFullNow() {
+	r.mu.Lock()
+	r.limiter = rate.NewLimiter(r.limiter.Limit(), r.limiter.Burst())
+	r.pending, r.full = true, true
+	r.poke()
+	r.mu.Unlock()
+}
+
 func (r *Runner) poke() {
 	select {
 	case r.wake <- struct{}{}:
@@ -136,6 +149,13 @@ func (r *Runner) Run(ctx context.Context) {
 				t.Stop()
 				res.Cancel()
 				return
+			case <-r.wake:
+				// A new request (RequestFullNow may have refilled the
+				// limiter): plan again.
+				t.Stop()
+				res.Cancel()
+				r.poke()
+				continue
 			case <-t.C:
 			}
 		}

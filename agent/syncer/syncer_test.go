@@ -111,3 +111,24 @@ func TestRunnerPeriodicFull(t *testing.T) {
 		}
 	}
 }
+
+// RequestFullNow is not held back by the limiter, where RequestFull is:
+// with minSyncPeriod an hour, the first sync spends the only token.
+func TestRequestFullNow(t *testing.T) {
+	r := &recorder{ch: make(chan bool, 100)}
+	run := New(r.fn, time.Hour, 2*time.Hour, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go run.Run(ctx)
+	next(t, r.ch) // the first sync, at once
+	run.RequestFull()
+	select {
+	case <-r.ch:
+		t.Fatal("RequestFull was not held back by a limiter of one sync an hour")
+	case <-time.After(200 * time.Millisecond):
+	}
+	run.RequestFullNow()
+	if !next(t, r.ch) {
+		t.Error("the sync asked for by RequestFullNow was partial")
+	}
+}
