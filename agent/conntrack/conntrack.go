@@ -196,15 +196,16 @@ func (f *filter) MatchConntrackFlow(flow *netlink.ConntrackFlow) bool {
 	case model.UDP:
 		return f.served[Frontend{proto, dst}] || f.stale[flowKey{dst, from}]
 	case model.TCP:
-		return f.served[Frontend{proto, dst}] && from == dst && unanswered(flow)
+		return f.served[Frontend{proto, dst}] && from == dst && Unanswered(flow)
 	case model.SCTP:
 		return f.served[Frontend{proto, dst}] && from == dst
 	}
 	return false
 }
 
-// unanswered reports whether a TCP flow never got past its SYN.
-func unanswered(flow *netlink.ConntrackFlow) bool {
+// Unanswered reports whether a TCP flow never got past its SYN: a new SYN
+// on its tuple joins it rather than starting a new entry.
+func Unanswered(flow *netlink.ConntrackFlow) bool {
 	info, ok := flow.ProtoInfo.(*netlink.ProtoInfoTCP)
 	return ok && (info.State == nl.TCP_CONNTRACK_SYN_SENT || info.State == nl.TCP_CONNTRACK_SYN_SENT2)
 }

@@ -12,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netlink/nl"
 
+	"github.com/synterix/synterix-kube-proxy/agent/conntrack"
 	"github.com/synterix/synterix-kube-proxy/agent/model"
 	"github.com/synterix/synterix-kube-proxy/agent/trace"
 	"github.com/synterix/synterix-kube-proxy/test/netns"
@@ -197,20 +197,13 @@ func established(node *netns.NS, pkt trace.Packet) (bool, error) {
 			src, _ := netip.AddrFromSlice(f.Forward.SrcIP)
 			dst, _ := netip.AddrFromSlice(f.Forward.DstIP)
 			if src.Unmap() == pkt.Src && f.Forward.SrcPort == pkt.SrcPort && protoName(f.Forward.Protocol) == pkt.Proto &&
-				dst.Unmap() == pkt.Dst && f.Forward.DstPort == pkt.DstPort && (pkt.Proto != "tcp" || synSent(f)) {
+				dst.Unmap() == pkt.Dst && f.Forward.DstPort == pkt.DstPort && (pkt.Proto != "tcp" || conntrack.Unanswered(f)) {
 				found = true
 			}
 		}
 		return nil
 	})
 	return found, err
-}
-
-// synSent reports whether a TCP entry is still waiting for its SYN's
-// answer.
-func synSent(f *netlink.ConntrackFlow) bool {
-	info, ok := f.ProtoInfo.(*netlink.ProtoInfoTCP)
-	return ok && (info.State == nl.TCP_CONNTRACK_SYN_SENT || info.State == nl.TCP_CONNTRACK_SYN_SENT2)
 }
 
 func protoName(p uint8) string {
